@@ -1,0 +1,602 @@
+"""Architectures as data, their block-string grammar, and factorized hierarchical search spaces.
+
+Pure Python: importing this module pulls in neither TensorFlow nor Ray (a test enforces it).
+
+Block strings
+-------------
+The official MnasNet grammar (tensorflow/tpu, ``mnasnet_models.py``) writes one block a string::
+
+    r3_k5_s22_e3_i24_o40_se0.25
+
+``r`` repeats, ``k`` kernel, ``s`` strides of the first repeat (two digits), ``e`` expansion ratio, ``i``/``o``
+input and output filters, ``se`` squeeze-excite ratio (of the block's *input* filters), ``noskip`` turns the
+identity residual off. An ``e1`` block is a depthwise-separable conv (no expansion conv).
+
+The MnasNet paper's space has two things the release cannot write; we add one flag token for each, so every
+released string still decodes to the same model:
+
+* ``conv``     -- the layer is a regular k x k convolution (conv, BN, ReLU) instead of an (inverted) bottleneck.
+                 It has no expansion, so it must say ``e1``.
+* ``poolskip`` -- a residual on every layer: identity where the shapes allow it, otherwise an average pool with
+                 the layer's stride (and a 1x1 conv + BN when the filters change) on the shortcut.
+
+Tokens may come in any order on input; the encoder writes the canonical order
+``r k s e i o [se] [noskip|poolskip] [conv]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import re
+from typing import Any, Iterable, Mapping, Sequence
+
+SKIP_NONE, SKIP_IDENTITY, SKIP_POOL = "none", "identity", "pool"
+SKIPS = (SKIP_NONE, SKIP_IDENTITY, SKIP_POOL)
+CONV_MBCONV, CONV_REGULAR = "mbconv", "conv"
+
+# Searchable conv ops by name, as (conv kind, expansion ratio). `mbconvN` for any N is accepted too.
+CONV_OPS: dict[str, tuple[str, int]] = {
+    "conv": (CONV_REGULAR, 1),
+    "dsconv": (CONV_MBCONV, 1),
+    "mbconv3": (CONV_MBCONV, 3),
+    "mbconv6": (CONV_MBCONV, 6),
+}
+
+_TOKEN = re.compile(r"^([a-z]+)(\d.*)$")
+_FLAGS = {"noskip", "poolskip", "conv"}
+_INT_KEYS = ("r", "k", "e", "i", "o")
+
+
+def round_filters(filters: float, multiplier: float = 1.0, divisor: int = 8, min_depth: int | None = None) -> int:
+    """Scales `filters` by `multiplier` and rounds to a multiple of `divisor`.
+
+    The official MnasNet rule: round to the nearest multiple, but never go down by more than 10%.
+    """
+    min_depth = min_depth or divisor
+    scaled = filters * multiplier
+    rounded = max(min_depth, int(scaled + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * scaled:
+        rounded += divisor
+    return int(rounded)
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """One block: a layer repeated `repeats` times; only the first repeat strides and changes filters."""
+
+    repeats: int
+    kernel: int
+    strides: tuple[int, int]
+    expand_ratio: int
+    input_filters: int
+    output_filters: int
+    se_ratio: float = 0.0
+    skip: str = SKIP_IDENTITY
+    conv: str = CONV_MBCONV
+
+    def __post_init__(self):
+        for name in ("repeats", "kernel", "expand_ratio", "input_filters", "output_filters"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"block field {name!r} must be a positive integer, got {value!r}")
+        if (len(self.strides) != 2 or any(not isinstance(s, int) or s < 1 for s in self.strides)):
+            raise ValueError(f"block strides must be two positive integers, got {self.strides!r}")
+        if not 0.0 <= self.se_ratio <= 1.0:
+            raise ValueError(f"squeeze-excite ratio must be in [0, 1], got {self.se_ratio!r}")
+        if self.skip not in SKIPS:
+            raise ValueError(f"skip must be one of {SKIPS}, got {self.skip!r}")
+        if self.conv not in (CONV_MBCONV, CONV_REGULAR):
+            raise ValueError(f"conv must be 'mbconv' or 'conv', got {self.conv!r}")
+        if self.conv == CONV_REGULAR and self.expand_ratio != 1:
+            raise ValueError("a regular conv block has no expansion: write e1 with 'conv'")
+        object.__setattr__(self, "strides", tuple(self.strides))
+        object.__setattr__(self, "se_ratio", float(self.se_ratio))
+
+    @property
+    def op(self) -> str:
+        """The paper's name of the conv op: conv, dsconv or mbconvN."""
+        if self.conv == CONV_REGULAR:
+            return "conv"
+        return "dsconv" if self.expand_ratio == 1 else f"mbconv{self.expand_ratio}"
+
+    @property
+    def stride(self) -> int:
+        return max(self.strides)
+
+    def replace(self, **changes) -> "Block":
+        return dataclasses.replace(self, **changes)
+
+    def __str__(self) -> str:
+        return encode_block(self)
+
+
+def decode_block(block_string: str) -> Block:
+    """Parses one block string. Raises ValueError naming the bad token."""
+    if not isinstance(block_string, str) or not block_string.strip():
+        raise ValueError(f"empty block string: {block_string!r}")
+    text = block_string.strip()
+    options: dict[str, str] = {}
+    flags: set[str] = set()
+    for token in text.split("_"):
+        if token in _FLAGS:
+            if token in flags:
+                raise ValueError(f"block string {text!r}: token {token!r} given twice")
+            flags.add(token)
+            continue
+        match = _TOKEN.match(token)
+        if not match or match.group(1) not in ("r", "k", "s", "e", "i", "o", "se"):
+            raise ValueError(f"block string {text!r}: unknown token {token!r} "
+                             "(expected r, k, s, e, i, o, se, noskip, poolskip or conv)")
+        key, value = match.groups()
+        if key in options:
+            raise ValueError(f"block string {text!r}: token {key!r} given twice")
+        options[key] = value
+    missing = [k for k in ("r", "k", "s", "e", "i", "o") if k not in options]
+    if missing:
+        raise ValueError(f"block string {text!r}: missing token(s) {', '.join(missing)}")
+    values: dict[str, Any] = {}
+    for key in _INT_KEYS:
+        if not options[key].isdigit() or int(options[key]) < 1:
+            raise ValueError(f"block string {text!r}: bad token {key + options[key]!r} (need a positive integer)")
+        values[key] = int(options[key])
+    strides = options["s"]
+    if len(strides) != 2 or not strides.isdigit() or "0" in strides:
+        raise ValueError(f"block string {text!r}: bad token {'s' + strides!r} (strides are two digits, e.g. s22)")
+    se_ratio = 0.0
+    if "se" in options:
+        try:
+            se_ratio = float(options["se"])
+        except ValueError:
+            se_ratio = -1.0
+        if not 0.0 < se_ratio <= 1.0:
+            raise ValueError(f"block string {text!r}: bad token {'se' + options['se']!r} (ratio in (0, 1])")
+    if "noskip" in flags and "poolskip" in flags:
+        raise ValueError(f"block string {text!r}: 'noskip' and 'poolskip' exclude each other")
+    skip = SKIP_NONE if "noskip" in flags else SKIP_POOL if "poolskip" in flags else SKIP_IDENTITY
+    conv = CONV_REGULAR if "conv" in flags else CONV_MBCONV
+    if conv == CONV_REGULAR and values["e"] != 1:
+        raise ValueError(f"block string {text!r}: token 'e{values['e']}' with 'conv' (a regular conv needs e1)")
+    return Block(repeats=values["r"], kernel=values["k"], strides=(int(strides[0]), int(strides[1])),
+                 expand_ratio=values["e"], input_filters=values["i"], output_filters=values["o"],
+                 se_ratio=se_ratio, skip=skip, conv=conv)
+
+
+def encode_block(block: Block) -> str:
+    """Writes a block in the canonical block-string form; `decode_block(encode_block(b)) == b`."""
+    parts = [f"r{block.repeats}", f"k{block.kernel}", f"s{block.strides[0]}{block.strides[1]}",
+             f"e{block.expand_ratio}", f"i{block.input_filters}", f"o{block.output_filters}"]
+    if block.se_ratio > 0:
+        parts.append(f"se{block.se_ratio!r}")
+    if block.skip == SKIP_NONE:
+        parts.append("noskip")
+    elif block.skip == SKIP_POOL:
+        parts.append("poolskip")
+    if block.conv == CONV_REGULAR:
+        parts.append("conv")
+    return "_".join(parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """A whole network: stem, blocks, head, and how it is run (resolution, width multiplier, dropout).
+
+    Blocks hold the *unscaled* filters of the block strings; `scaled_blocks()` applies the depth multiplier
+    with the official rounding. The 1280-filter head is never scaled (as in the official MnasNet).
+    """
+
+    blocks: tuple[Block, ...]
+    stem_filters: int = 32
+    head_filters: int = 1280
+    resolution: int = 224
+    depth_multiplier: float = 1.0
+    dropout: float = 0.2
+    stem_stride: int = 2
+
+    def __post_init__(self):
+        blocks = tuple(decode_block(b) if isinstance(b, str) else b for b in self.blocks)
+        if not blocks:
+            raise ValueError("an architecture needs at least one block")
+        object.__setattr__(self, "blocks", blocks)
+        object.__setattr__(self, "depth_multiplier", float(self.depth_multiplier))
+        object.__setattr__(self, "dropout", float(self.dropout))
+        for name in ("stem_filters", "head_filters", "resolution", "stem_stride"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"architecture field {name!r} must be a positive integer, got {value!r}")
+        if self.depth_multiplier <= 0:
+            raise ValueError(f"depth multiplier must be positive, got {self.depth_multiplier}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @classmethod
+    def from_strings(cls, block_strings: Iterable[str], **fields) -> "Architecture":
+        return cls(blocks=tuple(decode_block(s) for s in block_strings), **fields)
+
+    @property
+    def block_strings(self) -> tuple[str, ...]:
+        return tuple(encode_block(b) for b in self.blocks)
+
+    def replace(self, **changes) -> "Architecture":
+        return dataclasses.replace(self, **changes)
+
+    def scaled_stem(self) -> int:
+        return round_filters(self.stem_filters, self.depth_multiplier)
+
+    def scaled_blocks(self) -> tuple[Block, ...]:
+        """Blocks with filters scaled by the depth multiplier (official rounding)."""
+        m = self.depth_multiplier
+        if m == 1.0:
+            return self.blocks
+        return tuple(b.replace(input_filters=round_filters(b.input_filters, m),
+                               output_filters=round_filters(b.output_filters, m)) for b in self.blocks)
+
+    def to_dict(self) -> dict:
+        return {"blocks": list(self.block_strings), "stem_filters": self.stem_filters,
+                "head_filters": self.head_filters, "resolution": self.resolution,
+                "depth_multiplier": self.depth_multiplier, "dropout": self.dropout,
+                "stem_stride": self.stem_stride}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Architecture":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown architecture field(s): {', '.join(unknown)}")
+        fields = dict(data)
+        fields["blocks"] = tuple(decode_block(s) if isinstance(s, str) else s for s in data.get("blocks", ()))
+        return cls(**fields)
+
+    def to_text(self) -> str:
+        """The text-file form read by `parse_arch_text`: header lines, then one block string a line."""
+        lines = [f"stem: {self.stem_filters}", f"head: {self.head_filters}"]
+        defaults = Architecture(blocks=self.blocks)
+        for name in ("resolution", "depth_multiplier", "dropout", "stem_stride"):
+            if getattr(self, name) != getattr(defaults, name):
+                lines.append(f"{name}: {getattr(self, name)}")
+        return "\n".join(lines + list(self.block_strings)) + "\n"
+
+    def __str__(self) -> str:
+        return " ".join(self.block_strings)
+
+
+_HEADER_FIELDS = {"stem": ("stem_filters", int), "head": ("head_filters", int), "resolution": ("resolution", int),
+                  "depth_multiplier": ("depth_multiplier", float), "dropout": ("dropout", float),
+                  "stem_stride": ("stem_stride", int)}
+
+
+def parse_arch_text(text: str, source: str = "<text>") -> Architecture:
+    """Reads an architecture written one block string a line, with optional `stem: N` / `head: N` lines.
+
+    Blank lines and `#` comments are ignored. Errors name the file, the line and the bad token.
+    """
+    fields: dict[str, Any] = {}
+    blocks: list[Block] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if ":" in line:
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key not in _HEADER_FIELDS:
+                raise ValueError(f"{source}:{number}: unknown setting {key!r} "
+                                 f"(known: {', '.join(_HEADER_FIELDS)})")
+            name, kind = _HEADER_FIELDS[key]
+            try:
+                fields[name] = kind(value)
+            except ValueError:
+                raise ValueError(f"{source}:{number}: bad value {value!r} for {key!r}") from None
+            continue
+        for token in line.split():
+            try:
+                blocks.append(decode_block(token))
+            except ValueError as err:
+                raise ValueError(f"{source}:{number}: {err}") from None
+    if not blocks:
+        raise ValueError(f"{source}: no block strings found")
+    try:
+        return Architecture(blocks=tuple(blocks), **fields)
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Search spaces
+
+
+DECISIONS = ("op", "kernel", "se", "skip", "filter_multiplier", "layer_offset")
+PAPER_CHOICES: dict[str, list] = {
+    "op": ["conv", "dsconv", "mbconv3", "mbconv6"],
+    "kernel": [3, 5],
+    "se": [0.0, 0.25],
+    "skip": ["none", "identity", "pool"],
+    "filter_multiplier": [0.75, 1.0, 1.25],
+    "layer_offset": [-1, 0, 1],
+}
+
+
+def _op_to_conv(op: str) -> tuple[str, int]:
+    if op in CONV_OPS:
+        return CONV_OPS[op]
+    match = re.fullmatch(r"mbconv(\d+)", op)
+    if match and int(match.group(1)) >= 1:
+        return CONV_MBCONV, int(match.group(1))
+    raise ValueError(f"unknown conv op {op!r} (known: conv, dsconv, mbconv3, mbconv6, mbconvN)")
+
+
+@dataclasses.dataclass(frozen=True)
+class SpaceBlock:
+    """One block of the skeleton: its base filters, layers and stride, and its choice lists."""
+
+    filters: int
+    layers: int
+    stride: int
+    choices: tuple[tuple[str, tuple], ...]  # (decision, options) in DECISIONS order
+    input_filters: int | None = None  # declared input filters of the first layer; None: the previous output
+
+    def options(self, decision: str) -> tuple:
+        return dict(self.choices)[decision]
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """One free choice of the space: which block, which decision, and its options."""
+
+    block: int
+    name: str
+    options: tuple
+
+    def __str__(self) -> str:
+        return f"block {self.block + 1} {self.name}"
+
+
+class SearchSpace:
+    """The MnasNet factorized hierarchical search space, defined by data.
+
+    Each block of a fixed skeleton chooses, independently of the others, a conv op, kernel, squeeze-excite ratio,
+    skip op, a multiplier of its base filters and an offset to its base number of layers. A choice list with one
+    option is fixed and is not a decision. The controller sees only `choice_counts`; a genotype is a flat list of
+    indices, one per decision, in block order then in the order of `DECISIONS`.
+
+    Layer offsets never take a block below one layer; filters are rounded like the official width scaling
+    (multiples of 8, never down by more than 10%). So two genotypes can decode to the same architecture:
+    `size` counts genotypes, `distinct_size()` counts architectures.
+    """
+
+    def __init__(self, spec: Mapping[str, Any]):
+        spec = dict(spec)
+        known = {"name", "description", "stem", "head", "resolution", "dropout", "stem_stride", "choices", "blocks"}
+        unknown = sorted(set(spec) - known)
+        if unknown:
+            raise ValueError(f"search space: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        self.name = str(spec.get("name", "custom"))
+        self.description = str(spec.get("description", ""))
+        self.stem_filters = _positive_int(spec.get("stem", 32), "stem")
+        self.head_filters = _positive_int(spec.get("head", 1280), "head")
+        self.resolution = _positive_int(spec.get("resolution", 224), "resolution")
+        self.stem_stride = _positive_int(spec.get("stem_stride", 2), "stem_stride")
+        self.dropout = float(spec.get("dropout", 0.2))
+        defaults = dict(PAPER_CHOICES)
+        defaults.update(_check_choices(spec.get("choices") or {}, "choices"))
+        raw_blocks = spec.get("blocks")
+        if not isinstance(raw_blocks, list) or not raw_blocks:
+            raise ValueError("search space: 'blocks' must be a non-empty list")
+        blocks = []
+        for number, raw in enumerate(raw_blocks, 1):
+            where = f"blocks[{number}]"
+            if not isinstance(raw, Mapping):
+                raise ValueError(f"search space: {where} must be a mapping, got {raw!r}")
+            raw = dict(raw)
+            for key in ("filters", "layers", "stride"):
+                if key not in raw:
+                    raise ValueError(f"search space: {where} needs {key!r}")
+            choices = dict(defaults)
+            choices.update(_check_choices({k: v for k, v in raw.items() if k in DECISIONS}, where))
+            extra = sorted(set(raw) - set(DECISIONS) - {"filters", "layers", "stride", "input_filters"})
+            if extra:
+                raise ValueError(f"search space: {where}: unknown key(s) {', '.join(extra)}")
+            declared = raw.get("input_filters")
+            blocks.append(SpaceBlock(
+                filters=_positive_int(raw["filters"], f"{where}.filters"),
+                layers=_positive_int(raw["layers"], f"{where}.layers"),
+                stride=_positive_int(raw["stride"], f"{where}.stride"),
+                choices=tuple((d, tuple(choices[d])) for d in DECISIONS),
+                input_filters=None if declared is None else _positive_int(declared, f"{where}.input_filters")))
+        self.blocks = tuple(blocks)
+        self.decisions = tuple(Decision(i, name, options) for i, block in enumerate(self.blocks)
+                               for name, options in block.choices if len(options) > 1)
+        self._spec = spec
+
+    # -- the controller's view
+    @property
+    def choice_counts(self) -> list[int]:
+        """Number of options of each decision, in genotype order: all the controller knows of the space."""
+        return [len(d.options) for d in self.decisions]
+
+    @property
+    def size(self) -> int:
+        """Number of genotypes (the product of the choice counts)."""
+        return math.prod(self.choice_counts)
+
+    def distinct_size(self) -> int:
+        """Number of distinct architectures (genotypes that decode alike counted once), block by block."""
+        total = 1
+        for i, block in enumerate(self.blocks):
+            seen = set()
+            grids = [block.options(d) for d in DECISIONS]
+            for combo in _product(grids):
+                seen.add(self._block_key(block, dict(zip(DECISIONS, combo))))
+            total *= len(seen)
+        return total
+
+    # -- genotype <-> architecture
+    def decode(self, indices: Sequence[int]) -> Architecture:
+        """Turns a genotype (one index per decision) into an architecture."""
+        indices = list(indices)
+        if len(indices) != len(self.decisions):
+            raise ValueError(f"genotype contains {len(indices)} choices but the space {self.name!r} "
+                             f"has {len(self.decisions)} decisions")
+        picks: list[dict[str, Any]] = [{name: options[0] for name, options in b.choices} for b in self.blocks]
+        for position, (decision, index) in enumerate(zip(self.decisions, indices)):
+            if isinstance(index, bool) or not isinstance(index, int) and not hasattr(index, "__index__"):
+                raise ValueError(f"choice {position} ({decision}) must be an integer, got {index!r}")
+            index = int(index)
+            if not 0 <= index < len(decision.options):
+                raise ValueError(f"choice {position} ({decision}) is {index} but has only "
+                                 f"{len(decision.options)} options")
+            picks[decision.block][decision.name] = decision.options[index]
+        blocks = []
+        previous = self.stem_filters
+        for block, pick in zip(self.blocks, picks):
+            built = self._make_block(block, pick, previous)
+            blocks.append(built)
+            previous = built.output_filters
+        return Architecture(blocks=tuple(blocks), stem_filters=self.stem_filters, head_filters=self.head_filters,
+                            resolution=self.resolution, dropout=self.dropout, stem_stride=self.stem_stride)
+
+    def encode(self, arch: Architecture) -> list[int]:
+        """The genotype of `arch`; ValueError naming the first block and choice that the space lacks."""
+        if len(arch.blocks) != len(self.blocks):
+            raise ValueError(f"architecture has {len(arch.blocks)} blocks but the space {self.name!r} "
+                             f"has {len(self.blocks)}")
+        if (arch.stem_filters, arch.head_filters, arch.stem_stride) != (
+                self.stem_filters, self.head_filters, self.stem_stride):
+            raise ValueError(f"architecture stem/head ({arch.stem_filters}/{arch.head_filters}) differ from the "
+                             f"space {self.name!r} ({self.stem_filters}/{self.head_filters})")
+        chosen: list[dict[str, Any]] = []
+        previous = self.stem_filters
+        for number, (block, target) in enumerate(zip(self.blocks, arch.blocks), 1):
+            pick = self._match(block, target, previous)
+            if isinstance(pick, str):
+                raise ValueError(f"block {number} {encode_block(target)!r} is not in the space {self.name!r}: "
+                                 f"{pick}")
+            chosen.append(pick)
+            previous = target.output_filters
+        return [d.options.index(chosen[d.block][d.name]) for d in self.decisions]
+
+    def contains(self, arch: Architecture) -> bool:
+        try:
+            self.encode(arch)
+        except ValueError:
+            return False
+        return True
+
+    def sample_indices(self, rng: random.Random) -> list[int]:
+        return [rng.randrange(n) for n in self.choice_counts]
+
+    def sample(self, seed: int | random.Random | None = None) -> Architecture:
+        """A uniformly random architecture (uniform over genotypes)."""
+        rng = seed if isinstance(seed, random.Random) else random.Random(seed)
+        return self.decode(self.sample_indices(rng))
+
+    def to_dict(self) -> dict:
+        return dict(self._spec)
+
+    def describe_decisions(self) -> list[str]:
+        return [f"{d}: {list(d.options)}" for d in self.decisions]
+
+    def __repr__(self) -> str:
+        return f"SearchSpace({self.name!r}, blocks={len(self.blocks)}, decisions={len(self.decisions)})"
+
+    # -- internals
+    def _make_block(self, block: SpaceBlock, pick: Mapping[str, Any], previous: int) -> Block:
+        conv, expand = _op_to_conv(pick["op"])
+        return Block(repeats=max(1, block.layers + int(pick["layer_offset"])), kernel=int(pick["kernel"]),
+                     strides=(block.stride, block.stride), expand_ratio=expand,
+                     input_filters=block.input_filters or previous,
+                     output_filters=round_filters(block.filters, float(pick["filter_multiplier"])),
+                     se_ratio=float(pick["se"]), skip=pick["skip"], conv=conv)
+
+    def _block_key(self, block: SpaceBlock, pick: Mapping[str, Any]) -> tuple:
+        conv, expand = _op_to_conv(pick["op"])
+        return (conv, expand, pick["kernel"], float(pick["se"]), pick["skip"],
+                round_filters(block.filters, float(pick["filter_multiplier"])),
+                max(1, block.layers + int(pick["layer_offset"])))
+
+    def _match(self, block: SpaceBlock, target: Block, previous: int) -> dict[str, Any] | str:
+        """The choices that rebuild `target` in this block, or a sentence saying why none does."""
+        expected_in = block.input_filters or previous
+        if target.strides != (block.stride, block.stride):
+            return f"strides {target.strides} but the skeleton strides by {block.stride}"
+        if target.input_filters != expected_in:
+            return f"input filters {target.input_filters} but the previous block gives {expected_in}"
+        rebuilt = {
+            "op": lambda o: _op_to_conv(o) == (target.conv, target.expand_ratio),
+            "kernel": lambda k: k == target.kernel,
+            "se": lambda s: float(s) == target.se_ratio,
+            "skip": lambda s: s == target.skip,
+            "filter_multiplier": lambda m: round_filters(block.filters, float(m)) == target.output_filters,
+            "layer_offset": lambda d: max(1, block.layers + int(d)) == target.repeats,
+        }
+        described = {"op": target.op, "kernel": target.kernel, "se": target.se_ratio, "skip": target.skip,
+                     "filter_multiplier": target.output_filters, "layer_offset": target.repeats}
+        shown = {"filter_multiplier": lambda m: round_filters(block.filters, float(m)),
+                 "layer_offset": lambda d: max(1, block.layers + int(d))}
+        pick = {}
+        for name in DECISIONS:
+            options = block.options(name)
+            match = next((o for o in options if rebuilt[name](o)), _MISSING)
+            if match is _MISSING:
+                allowed = [shown[name](o) for o in options] if name in shown else list(options)
+                label = {"filter_multiplier": "filters", "layer_offset": "layers"}.get(name, name)
+                return f"{label} {described[name]!r} is not among the options {allowed}"
+            pick[name] = match
+        return pick
+
+
+_MISSING = object()
+
+
+def _product(grids: Sequence[Sequence]) -> Iterable[tuple]:
+    if not grids:
+        yield ()
+        return
+    for head in grids[0]:
+        for tail in _product(grids[1:]):
+            yield (head,) + tail
+
+
+def _positive_int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"search space: {where} must be a positive integer, got {value!r}")
+    return value
+
+
+def _check_choices(raw: Mapping[str, Any], where: str) -> dict[str, list]:
+    """Validates choice lists so that a bad space file fails when loaded, not mid-search."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"search space: {where} must be a mapping of decision -> list of options")
+    out: dict[str, list] = {}
+    for name, options in raw.items():
+        if name not in DECISIONS:
+            raise ValueError(f"search space: {where}: unknown decision {name!r} (known: {', '.join(DECISIONS)})")
+        if not isinstance(options, (list, tuple)) or not options:
+            raise ValueError(f"search space: {where}.{name} must be a non-empty list, got {options!r}")
+        if len(set(map(str, options))) != len(options):
+            raise ValueError(f"search space: {where}.{name} repeats an option: {list(options)}")
+        for option in options:
+            _check_option(name, option, f"{where}.{name}")
+        out[name] = list(options)
+    return out
+
+
+def _check_option(name: str, option: Any, where: str) -> None:
+    bad = False
+    if name == "op":
+        try:
+            _op_to_conv(str(option))
+        except ValueError:
+            bad = True
+    elif name == "kernel":
+        bad = isinstance(option, bool) or not isinstance(option, int) or option < 1 or option % 2 == 0
+    elif name == "se":
+        bad = not isinstance(option, (int, float)) or not 0 <= option <= 1
+    elif name == "skip":
+        bad = option not in SKIPS
+    elif name == "filter_multiplier":
+        bad = not isinstance(option, (int, float)) or option <= 0
+    elif name == "layer_offset":
+        bad = isinstance(option, bool) or not isinstance(option, int)
+    if bad:
+        raise ValueError(f"search space: {where}: bad option {option!r}")

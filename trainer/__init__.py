@@ -1,0 +1,1 @@
+"""Architecture -> Keras model, input pipelines, the full training recipe, export."""
