@@ -61,15 +61,13 @@ def residual_kind(skip: str, stride: int, declared_in: int, in_filters: int, out
 
     The official rule: an identity residual only at stride 1 with equal (declared) input and output filters and
     without `noskip`. A `poolskip` layer gets the identity in that case and a pooled / projected shortcut
-    otherwise. Raises ValueError when a block string declares input filters that disagree with the channels that
-    actually arrive and an identity would be needed (the model could not be built).
+    otherwise. The official code would fail to build a block string whose declared input filters match its
+    output while the channels that actually arrive do not (released models never do this; a space with a
+    declared `input_filters` can); such a layer gets no identity here.
     """
     if skip == SKIP_NONE:
         return SKIP_NONE
-    if stride == 1 and declared_in == out_filters:
-        if in_filters != out_filters:
-            raise ValueError(f"a residual needs {out_filters} input channels but {in_filters} arrive "
-                             f"(the block string declares i{declared_in})")
+    if stride == 1 and declared_in == out_filters == in_filters:
         return SKIP_IDENTITY
     return SKIP_POOL if skip == SKIP_POOL else SKIP_NONE
 
