@@ -1,0 +1,254 @@
+"""The search loop without the engine: proposals out, finished children in, state saved after each one.
+
+`SearchRun` is what the Ray Tune searcher (`search.tune`) delegates to, and what tests drive without Ray. It
+owns the bookkeeping that makes a search survive crashes:
+
+* every finished child goes to the results store first (one SQLite transaction), then to the strategy, then the
+  run's state (strategy state, proposals in flight, counters) is written atomically to `searcher_state.json`;
+* on resume, a child that is in the store but still listed in flight (the driver died between the two writes)
+  is replayed into the strategy from the store; a child in flight that never finished is proposed again, with
+  the same genotype and log-probability, under a new trial id. So no finished child is lost or evaluated twice
+  and the strategy continues exactly where it stopped.
+
+Failed children get the reward's documented `failed_reward` and a recorded reason; they are fed to the strategy
+like any other child (the controller learns to avoid what breaks) unless `feed_failures` is off.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+import time
+from typing import Any, Callable, Mapping
+
+from search.counts import count
+from search.space import Architecture, SearchSpace
+from search.strategy import Proposal
+
+STATE_FILE = "searcher_state.json"
+STATE_VERSION = 1
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    """Writes JSON to a temporary file in the same directory, fsyncs it and renames it into place."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, default=_jsonable)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _jsonable(value):
+    import numpy as np  # state from the controller holds numpy arrays
+
+    if isinstance(value, np.ndarray):
+        return {"__ndarray__": value.tolist(), "dtype": str(value.dtype)}
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot store {type(value).__name__} in the searcher state")
+
+
+def _from_json(value):
+    if isinstance(value, dict):
+        if "__ndarray__" in value:
+            import numpy as np
+
+            return np.asarray(value["__ndarray__"], dtype=value["dtype"])
+        return {k: _from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    return value
+
+
+def read_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as handle:
+        return _from_json(json.load(handle))
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class SearchRun:
+    """Proposes children, records finished ones, feeds the strategy, and saves state after each.
+
+    Args:
+        space: the search space (decodes genotypes into deployment architectures).
+        strategy: a `search.strategy` object (mnas controller, random, ...).
+        reward: a callable (accuracy, {latency source: ms}) -> reward, with a `failed_reward` attribute.
+        store: a `results.store.ResultStore` opened for writing.
+        samples: how many children the search evaluates in all.
+        run_dir: where `searcher_state.json` lives (None: state is kept in memory only).
+        num_classes, input_channels: of the deployment task, for the analytic params / multiply-adds.
+        on_record: called with each stored record and a summary dict (progress display).
+    """
+
+    def __init__(self, space: SearchSpace, strategy, reward, store, samples: int, run_dir: str | None = None,
+                 num_classes: int = 1000, input_channels: int = 3, feed_failures: bool = True,
+                 on_record: Callable[[dict, dict], None] | None = None):
+        if samples < 1:
+            raise ValueError(f"samples must be a positive integer, got {samples}")
+        self.space, self.strategy, self.reward, self.store = space, strategy, reward, store
+        self.samples, self.run_dir = samples, run_dir
+        self.num_classes, self.input_channels = num_classes, input_channels
+        self.feed_failures, self.on_record = feed_failures, on_record
+        self.issued = 0
+        self.in_flight: dict[str, dict] = {}
+        self.retry: list[dict] = []
+        self.best_reward: float | None = None
+        self.last_stats: dict = {}
+        self.started = time.time()
+
+    # ------------------------------------------------------------------------------------------- proposals
+    @property
+    def finished(self) -> bool:
+        """Nothing left to propose (children may still be running)."""
+        return not self.retry and self.issued >= self.samples
+
+    @property
+    def completed(self) -> int:
+        return self.store.count()
+
+    def next_config(self, trial_id: str) -> dict | None:
+        """The config of the next child for `trial_id`, or None when every sample has been proposed."""
+        if self.retry:
+            entry = self.retry.pop(0)
+        elif self.issued < self.samples:
+            proposal = self.strategy.propose()
+            entry = {"sample": self.issued, "indices": list(proposal.indices), "log_prob": proposal.log_prob,
+                     "step": proposal.step, "started_at": _now()}
+            self.issued += 1
+        else:
+            return None
+        entry = dict(entry, started_at=_now())
+        self.in_flight[trial_id] = entry
+        arch = self.space.decode(entry["indices"])
+        return {"arch": arch.to_dict(), "indices": entry["indices"], "sample": entry["sample"],
+                "controller_step": entry["step"]}
+
+    # ------------------------------------------------------------------------------------------- results
+    def complete(self, trial_id: str, result: Mapping[str, Any] | None, error: str | None = None) -> dict | None:
+        """Records a finished child (ok or failed) and feeds the strategy. Unknown trial ids are ignored."""
+        entry = self.in_flight.get(trial_id)
+        if entry is None:
+            return None
+        record = self._record(trial_id, entry, dict(result or {}), error)
+        self.store.add_child(record)
+        self._feed(entry, record)
+        del self.in_flight[trial_id]
+        self.save()
+        if self.on_record is not None:
+            self.on_record(record, self.summary())
+        return record
+
+    def _record(self, trial_id: str, entry: dict, result: dict, error: str | None) -> dict:
+        arch = self.space.decode(entry["indices"])
+        counts = count(arch, self.num_classes, self.input_channels)
+        status = result.get("status", "ok")
+        reason = result.get("failure_reason")
+        if error is not None:
+            status, reason = "failed", error
+        latencies = {str(k): float(v) for k, v in (result.get("latencies") or {}).items()}
+        accuracy = result.get("accuracy")
+        primary = result.get("latency_source") or (next(iter(latencies)) if latencies else None)
+        if status == "ok" and (primary is None or primary not in latencies):
+            status, reason = "failed", f"no_latency: the worker reported no {primary or 'latency'} measurement"
+        reward = None
+        if status == "ok":
+            try:
+                reward = float(self.reward(accuracy, latencies))
+            except (TypeError, ValueError) as err:
+                status, reason = "failed", f"bad_result: {err}"
+        if status != "ok":
+            reward = float(self.reward.failed_reward)
+        extra = {"log_prob": entry.get("log_prob"), **(result.get("extra") or {})}
+        return {
+            "trial_id": trial_id, "sample": entry["sample"], "controller_step": entry["step"],
+            "strategy": self.strategy.name, "arch": " ".join(arch.block_strings), "indices": entry["indices"],
+            "accuracy": None if accuracy is None else float(accuracy),
+            "latency_ms": latencies.get(primary), "latency_source": primary,
+            "latencies": latencies, "reward": reward, "params": counts.params, "madds": counts.madds,
+            "status": status, "failure_reason": reason,
+            "train_seconds": result.get("train_seconds"), "eval_seconds": result.get("eval_seconds"),
+            "latency_seconds": result.get("latency_seconds"), "total_seconds": result.get("total_seconds"),
+            "started_at": entry.get("started_at"), "finished_at": _now(), "extra": extra,
+        }
+
+    def _feed(self, entry: dict, record: dict) -> None:
+        if record["status"] == "ok" and (self.best_reward is None or record["reward"] > self.best_reward):
+            self.best_reward = record["reward"]
+        if record["status"] != "ok" and not self.feed_failures:
+            return
+        proposal = Proposal(tuple(entry["indices"]), entry.get("log_prob"), entry.get("step", 0))
+        stats = self.strategy.observe(proposal, record["reward"])
+        if stats:
+            self.last_stats = dict(stats)
+            self.store.add_controller_stats(int(stats.get("step", self.strategy.step)), self.last_stats)
+
+    def summary(self) -> dict:
+        done = self.completed
+        elapsed = time.time() - self.started
+        failed = self.store.count(status="failed")
+        return {"done": done, "samples": self.samples, "failed": failed, "best_reward": self.best_reward,
+                "entropy": self.last_stats.get("entropy"), "step": self.strategy.step, "elapsed": elapsed,
+                "in_flight": len(self.in_flight)}
+
+    # ------------------------------------------------------------------------------------------- state
+    def state(self) -> dict:
+        return {"version": STATE_VERSION, "strategy_name": self.strategy.name, "samples": self.samples,
+                "issued": self.issued, "in_flight": self.in_flight, "retry": self.retry,
+                "best_reward": self.best_reward, "last_stats": self.last_stats,
+                "strategy": self.strategy.get_state()}
+
+    def save(self, path: str | None = None) -> None:
+        path = path or (os.path.join(self.run_dir, STATE_FILE) if self.run_dir else None)
+        if path:
+            write_json_atomic(path, self.state())
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Continues from a saved state; reconciles it with the store (see the module docstring)."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"searcher state version {state.get('version')!r} is not {STATE_VERSION}")
+        if state.get("strategy_name") != self.strategy.name:
+            raise ValueError(f"the run was searched with strategy {state.get('strategy_name')!r}, "
+                             f"not {self.strategy.name!r}")
+        self.strategy.set_state(state["strategy"])
+        self.issued = int(state["issued"])
+        self.samples = max(self.samples, self.issued)
+        self.best_reward = state.get("best_reward")
+        self.last_stats = dict(state.get("last_stats") or {})
+        self.retry = list(state.get("retry") or [])
+        self.in_flight = {}
+        for trial_id, entry in sorted((state.get("in_flight") or {}).items(), key=lambda kv: kv[1]["sample"]):
+            row = self.store.child(trial_id)
+            if row is None:
+                self.retry.append(entry)       # never finished: propose the same child again
+            else:
+                self._feed(entry, row)         # finished and stored, but the state was not saved after it
+        self.retry.sort(key=lambda e: e["sample"])
+        self.save()
+
+    def load(self, path: str | None = None) -> None:
+        path = path or os.path.join(self.run_dir or ".", STATE_FILE)
+        try:
+            state = read_json(path)
+        except FileNotFoundError:
+            raise ValueError(f"cannot resume: no {STATE_FILE} in {os.path.dirname(path) or '.'}") from None
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"cannot resume: {path} is unreadable ({err})") from None
+        self.restore(state)
+
+
+def deployment_arch(config: Mapping[str, Any]) -> Architecture:
+    """The architecture a child's config describes (what the phone runs)."""
+    return Architecture.from_dict(config["arch"])

@@ -1,0 +1,142 @@
+"""The search loop without Ray: proposals, records, failures, save with children in flight, resume."""
+
+import json
+import os
+
+import pytest
+
+from results.store import ResultStore
+from search.driver import STATE_FILE, SearchRun
+from search.registry import load_space
+from search.strategy import RandomStrategy
+
+
+class ToyReward:
+    """Accuracy times a latency term, enough to exercise the loop."""
+
+    failed_reward = 0.0
+
+    def __call__(self, accuracy, latencies):
+        if accuracy is None or not 0 <= accuracy <= 1:
+            raise ValueError(f"bad accuracy {accuracy!r}")
+        return accuracy * (latencies["pixel1"] / 75.0) ** -0.07
+
+
+def make_run(tmp_path, samples=6, seed=0):
+    space = load_space("mnasnet-small")
+    store = ResultStore(str(tmp_path / "results.sqlite"))
+    run = SearchRun(space, RandomStrategy(space.choice_counts, seed=seed), ToyReward(), store, samples=samples,
+                    run_dir=str(tmp_path))
+    return run, store
+
+
+def ok(accuracy=0.8, ms=70.0):
+    return {"accuracy": accuracy, "latencies": {"pixel1": ms}, "latency_source": "pixel1", "train_seconds": 1.0}
+
+
+def test_loop_records_every_child_and_stops_at_the_budget(tmp_path):
+    run, store = make_run(tmp_path, samples=3)
+    configs = [run.next_config(f"t{i}") for i in range(4)]
+    assert configs[3] is None and run.finished
+    assert [c["sample"] for c in configs[:3]] == [0, 1, 2]
+    for i in range(3):
+        record = run.complete(f"t{i}", ok(0.5 + i / 10))
+        assert record["status"] == "ok" and record["reward"] > 0
+    frame = store.children()
+    assert len(frame) == 3 and set(frame["trial_id"]) == {"t0", "t1", "t2"}
+    row = store.child("t1")
+    assert row["arch"] == " ".join(run.space.decode(row["indices"]).block_strings)
+    assert row["params"] > 0 and row["madds"] > 0
+    assert run.complete("unknown", ok()) is None
+
+
+def test_failures_get_the_documented_reward_and_a_reason(tmp_path):
+    run, store = make_run(tmp_path, samples=3)
+    for i in range(3):
+        run.next_config(f"t{i}")
+    run.complete("t0", {"status": "failed", "failure_reason": "nan_loss: diverged"})
+    run.complete("t1", None, error="worker_error: died")
+    run.complete("t2", {"accuracy": 7.0, "latencies": {"pixel1": 70.0}})   # a result the reward rejects
+    rows = {r["trial_id"]: r for r in store.records()}
+    assert rows["t0"]["status"] == "failed" and rows["t0"]["failure_reason"].startswith("nan_loss")
+    assert rows["t1"]["failure_reason"].startswith("worker_error")
+    assert rows["t2"]["failure_reason"].startswith("bad_result")
+    assert all(r["reward"] == 0.0 for r in rows.values())
+    assert run.best_reward is None
+
+
+def test_state_is_saved_after_each_child(tmp_path):
+    run, _ = make_run(tmp_path)
+    run.next_config("a")
+    run.next_config("b")
+    run.complete("a", ok())
+    state = json.loads((tmp_path / STATE_FILE).read_text())
+    assert state["issued"] == 2 and list(state["in_flight"]) == ["b"]
+
+
+def test_resume_with_a_child_in_flight_redoes_it_and_loses_nothing(tmp_path):
+    run, store = make_run(tmp_path, samples=4)
+    first = [run.next_config(f"t{i}") for i in range(3)]
+    run.complete("t0", ok())
+    run.complete("t2", ok())
+    # the driver dies here with t1 in flight
+    store.close()
+    resumed, store2 = make_run(tmp_path, samples=4, seed=99)   # a different seed: the state must win
+    resumed.load()
+    assert resumed.completed == 2
+    redo = resumed.next_config("new-1")
+    assert redo["indices"] == first[1]["indices"] and redo["sample"] == 1
+    fresh = resumed.next_config("new-2")
+    assert fresh["sample"] == 3
+    assert resumed.next_config("new-3") is None
+    resumed.complete("new-1", ok())
+    resumed.complete("new-2", ok())
+    samples = sorted(r["sample"] for r in store2.records())
+    assert samples == [0, 1, 2, 3]          # each sample exactly once
+
+
+def test_resume_continues_the_strategy_exactly(tmp_path):
+    uninterrupted, _ = make_run(tmp_path / "a", samples=6)
+    interrupted, store = make_run(tmp_path / "b", samples=6)
+    for run in (uninterrupted, interrupted):
+        for i in range(3):
+            run.next_config(f"t{i}")
+            run.complete(f"t{i}", ok())
+    store.close()
+    resumed, _ = make_run(tmp_path / "b", samples=6, seed=5)
+    resumed.load()
+    for i in range(3, 6):
+        assert resumed.next_config(f"t{i}")["indices"] == uninterrupted.next_config(f"t{i}")["indices"]
+
+
+def test_replays_a_child_stored_but_not_yet_in_the_state(tmp_path):
+    run, store = make_run(tmp_path, samples=2)
+    run.next_config("t0")
+    run.save()                                   # state says t0 is in flight
+    saved = (tmp_path / STATE_FILE).read_text()
+    run.complete("t0", ok())                     # stored ...
+    (tmp_path / STATE_FILE).write_text(saved)    # ... but the driver died before saving the state
+    store.close()
+    resumed, _ = make_run(tmp_path, samples=2)
+    resumed.load()
+    assert resumed.retry == [] and resumed.best_reward is not None
+    assert resumed.next_config("t1")["sample"] == 1
+    assert resumed.next_config("t2") is None
+
+
+def test_resume_errors_are_clear(tmp_path):
+    run, _ = make_run(tmp_path)
+    with pytest.raises(ValueError, match="cannot resume: no searcher_state.json"):
+        run.load()
+    (tmp_path / STATE_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match="unreadable"):
+        run.load()
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
+
+
+def test_a_child_without_its_latency_is_a_recorded_failure(tmp_path):
+    run, store = make_run(tmp_path, samples=1)
+    run.next_config("t0")
+    run.complete("t0", {"accuracy": 0.9, "latencies": {}, "latency_source": "pixel1"})
+    row = store.child("t0")
+    assert row["status"] == "failed" and row["failure_reason"].startswith("no_latency")
