@@ -1,0 +1,172 @@
+"""`search`: run an architecture search with Ray Tune, writing every child to the run's results store."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+HELP = "run a search: the controller samples children, Ray workers train them, the reward steers the controller"
+DESCRIPTION = """Run a platform-aware architecture search (MnasNet, Tan et al. 2019).
+
+The controller (or random search) proposes children from the search space; Ray Tune trials train each one on
+the proxy task and take its latency at the deployment resolution; the reward ACC * (LAT/T)^w feeds back to the
+controller. Every child lands in RUN_DIR/results.sqlite (open it with `mnas results RUN_DIR` or pandas);
+RUN_DIR/searcher_state.json holds the search's state for --resume.
+
+Ray starts locally (ray.init()) unless --address joins a running cluster (`ray start --head` on the head node,
+then --address HOST:6379 or 'auto'). Command-line options override the config file."""
+
+
+def add_arguments(parser):
+    parser.add_argument("--config", default="configs/default.yaml", help="search config YAML (default: %(default)s)")
+    parser.add_argument("--out", help="run directory (default: runs/<config name>)")
+    parser.add_argument("--samples", type=int, help="children to evaluate in all")
+    parser.add_argument("--workers", type=int, help="children trained at once")
+    parser.add_argument("--target-ms", type=float, help="latency target T in milliseconds")
+    parser.add_argument("--reward", choices=["soft", "hard"], help="reward preset: soft (a=b=-0.07) or hard (a=0, b=-1)")
+    parser.add_argument("--latency", metavar="BACKEND", help="latency backend for the reward: pixel1, host, lut:FILE, adb[:SERIAL]")
+    parser.add_argument("--strategy", choices=["mnas", "random"], help="mnas (LSTM + PPO controller) or random search")
+    parser.add_argument("--seed", type=int, help="seed of the strategy and the proxy training")
+    parser.add_argument("--address", help="join an existing Ray cluster (e.g. 'auto' or HOST:6379) instead of starting one")
+    parser.add_argument("--resume", action="store_true", help="continue the stopped search in --out / runs/<name>")
+    parser.add_argument("--quiet", action="store_true", help="no per-child progress lines")
+
+
+def load_config(args):
+    """The config file with the command-line overrides applied and every section validated."""
+    from search.config import SearchConfig
+
+    config = SearchConfig.load(args.config)
+    overrides = {"samples": args.samples, "workers": args.workers, "strategy": args.strategy, "seed": args.seed}
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(config, key, value)
+    if args.latency:
+        config.latency = [args.latency] + [b for b in config.latency[1:] if b != args.latency]
+    reward = dict(config.reward)
+    if args.reward:
+        reward.update(preset=args.reward)
+        reward.pop("alpha", None)
+        reward.pop("beta", None)
+    if args.target_ms is not None:
+        reward["target_ms"] = args.target_ms
+    config.reward = reward
+    config.validate("command line")
+    return config
+
+
+def run(args) -> int:
+    from results.store import ResultStore
+    from search.config import describe_reward, make_reward
+    from search.driver import STATE_FILE, SearchRun, write_json_atomic
+    from search.registry import load_space
+    from search.strategy import make_strategy
+    from workers.proxy import ProxyConfig
+
+    config = load_config(args)
+    space = load_space(config.space)
+    reward = make_reward(config.reward, config.latency)
+    proxy = ProxyConfig.from_dict(config.proxy)          # fail now, not in the first worker
+    run_dir = os.path.abspath(args.out or os.path.join("runs", config.name))
+    state_path = os.path.join(run_dir, STATE_FILE)
+    if args.resume:
+        if not os.path.exists(state_path):
+            raise ValueError(f"--resume: no search to continue in {run_dir} (no {STATE_FILE})")
+    elif os.path.exists(os.path.join(run_dir, "results.sqlite")) or os.path.exists(state_path):
+        raise ValueError(f"{run_dir} already holds a search: add --resume to continue it, or choose another --out")
+    _check_latency_backends(config.latency)
+    strategy = make_strategy(config.strategy, space.choice_counts, seed=config.seed, controller=config.controller)
+
+    os.makedirs(run_dir, exist_ok=True)
+    write_json_atomic(os.path.join(run_dir, "config.json"), config.to_dict())
+    store = ResultStore(os.path.join(run_dir, "results.sqlite"))
+    store.set_meta("config", config.to_dict())
+    progress = Progress(quiet=args.quiet)
+    search = SearchRun(space, strategy, reward, store, samples=config.samples, run_dir=run_dir,
+                       num_classes=config.num_classes, input_channels=config.input_channels,
+                       feed_failures=config.feed_failures, on_record=progress)
+    if args.resume:
+        search.load(state_path)
+        print(f"resuming {run_dir}: {search.completed} children done, {len(search.retry)} to redo, "
+              f"controller step {strategy.step}", file=sys.stderr)
+    else:
+        search.save()
+        store.set_meta("started_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    progress.start(search)
+    if search.finished and not search.in_flight:
+        print(f"nothing to do: all {search.samples} children are in {run_dir}", file=sys.stderr)
+        return 0
+
+    from ray import tune
+
+    from search.tune import init_ray, run_trials
+    from workers.trial import child_trainable
+
+    print(f"search {config.name!r}: {config.samples} children of space {space.name!r} ({space.size:.2e} "
+          f"genotypes), strategy {config.strategy}, reward ACC * {describe_reward(reward)}, latency {config.latency[0]}, "
+          f"{config.workers} worker(s); results in {run_dir}", file=sys.stderr)
+    init_ray(args.address, num_cpus=None if args.address else max(config.workers * config.cpus_per_worker,
+                                                                    os.cpu_count() or 1))
+    trainable = tune.with_parameters(child_trainable, proxy=proxy.to_dict(), latency=list(config.latency),
+                                     resolution=config.resolution)
+    tune_dir = os.path.join(run_dir, "tune")
+    attempt = len(os.listdir(tune_dir)) if os.path.isdir(tune_dir) else 0   # one Tune experiment per (re)start
+    run_trials(search, trainable, workers=config.workers, cpus_per_worker=config.cpus_per_worker,
+               storage_path=tune_dir, name=f"attempt-{attempt}")
+    summary = search.summary()
+    store.set_meta("finished_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    print(f"\ndone: {summary['done']} children ({summary['failed']} failed) in {_clock(summary['elapsed'])}; "
+          f"best reward {_fmt(summary['best_reward'])}", file=sys.stderr)
+    print(f"results:   {os.path.join(run_dir, 'results.sqlite')}")
+    print(f"  table:     python launch.py results {run_dir} --top 10")
+    print(f"  frontier:  python launch.py results {run_dir} --pareto")
+    print(f"  pandas:    ResultStore('{run_dir}').children()  (from results.store)")
+    return 0 if summary["done"] >= search.samples else 1
+
+
+def _check_latency_backends(backends) -> None:
+    from search.latency import get_latency_model
+
+    for spec in backends:
+        get_latency_model(spec)   # raises ValueError naming a bad backend before any work starts
+
+
+def _fmt(value, digits=4):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m{rest % 60:02d}s" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+class Progress:
+    """One line per finished child: count, outcome, reward, best so far, controller entropy, ETA."""
+
+    def __init__(self, quiet: bool = False, stream=None):
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self.start_done = 0
+        self.started = time.time()
+
+    def start(self, search) -> None:
+        self.start_done = search.completed
+        self.started = time.time()
+
+    def __call__(self, record: dict, summary: dict) -> None:
+        if self.quiet:
+            return
+        done, total = summary["done"], summary["samples"]
+        rate = (done - self.start_done) / max(time.time() - self.started, 1e-9)
+        eta = _clock((total - done) / rate) if rate > 0 and done < total else "-"
+        if record["status"] == "ok":
+            what = (f"reward {record['reward']:.4f}  acc {record['accuracy']:.4f}  "
+                    f"lat {record['latency_ms']:.1f} ms")
+        else:
+            what = f"FAILED ({(record['failure_reason'] or '')[:60]})"
+        entropy = summary.get("entropy")
+        print(f"[{done:>4}/{total}] {what} | best {_fmt(summary['best_reward'])} | "
+              f"entropy {_fmt(entropy, 3)} | step {summary['step']} | {_clock(summary['elapsed'])} elapsed, "
+              f"ETA {eta}", file=self.stream, flush=True)

@@ -1,0 +1,158 @@
+"""A search's configuration: one YAML file, validated when loaded so a typo fails before Ray starts.
+
+    name: default                 # run name: results go to runs/<name> unless --out says otherwise
+    space: mnasnet                # preset (mnasnet, mnasnet-a1, mnasnet-small) or a YAML file of your own
+    strategy: mnas                # mnas (LSTM + PPO controller) | random
+    samples: 40                   # children evaluated in all
+    workers: 2                    # children trained at once
+    cpus_per_worker: 1
+    seed: 0
+    deploy:                       # what the phone runs: latency and the reported params/madds are for this
+      resolution: 224
+      num_classes: 1000
+    latency: [pixel1]             # backends (search.latency); the first is the reward's LAT(m)
+    reward: {preset: soft, target_ms: 75}      # or alpha/beta; more terms under `extra_targets`
+    controller: {batch_size: 5}   # search.controller.PPOConfig fields
+    proxy: {epochs: 1}            # workers.proxy.ProxyConfig fields
+
+Sections `controller` and `proxy` are validated by the classes they configure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Mapping
+
+_TOP_KEYS = {"name", "space", "strategy", "samples", "workers", "cpus_per_worker", "seed", "deploy", "latency",
+             "reward", "controller", "proxy", "feed_failures"}
+
+
+@dataclasses.dataclass
+class SearchConfig:
+    name: str = "search"
+    space: Any = "mnasnet"
+    strategy: str = "mnas"
+    samples: int = 40
+    workers: int = 2
+    cpus_per_worker: float = 1.0
+    seed: int = 0
+    deploy: dict = dataclasses.field(default_factory=lambda: {"resolution": 224, "num_classes": 1000})
+    latency: list = dataclasses.field(default_factory=lambda: ["pixel1"])
+    reward: dict = dataclasses.field(default_factory=lambda: {"preset": "soft", "target_ms": 75.0})
+    controller: dict = dataclasses.field(default_factory=dict)
+    proxy: dict = dataclasses.field(default_factory=dict)
+    feed_failures: bool = True
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> "SearchConfig":
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{source}: a search config must be a mapping of settings")
+        unknown = sorted(set(data) - _TOP_KEYS)
+        if unknown:
+            raise ValueError(f"{source}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(_TOP_KEYS))})")
+        config = cls(**{k: v for k, v in data.items()})
+        if isinstance(config.latency, str):
+            config.latency = [config.latency]
+        config.validate(source)
+        return config
+
+    @classmethod
+    def load(cls, path: str) -> "SearchConfig":
+        import yaml
+
+        if not os.path.isfile(path):
+            raise ValueError(f"config file {path!r} not found (shipped: configs/default.yaml, configs/smoke.yaml, "
+                             "configs/mnasnet-a1.yaml)")
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = yaml.safe_load(handle)
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML ({getattr(err, 'problem', err)})") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"cannot read config {path!r}: {err}") from None
+        return cls.from_dict(data or {}, source=path)
+
+    def validate(self, source: str = "config") -> None:
+        def positive_int(name, value):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{source}: {name} must be a positive integer, got {value!r}")
+
+        positive_int("samples", self.samples)
+        positive_int("workers", self.workers)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ValueError(f"{source}: seed must be an integer, got {self.seed!r}")
+        if not isinstance(self.cpus_per_worker, (int, float)) or self.cpus_per_worker <= 0:
+            raise ValueError(f"{source}: cpus_per_worker must be positive, got {self.cpus_per_worker!r}")
+        if not isinstance(self.latency, list) or not self.latency or not all(isinstance(b, str) for b in self.latency):
+            raise ValueError(f"{source}: latency must be a backend name or a list of them, got {self.latency!r}")
+        for name in ("deploy", "reward", "controller", "proxy"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise ValueError(f"{source}: {name} must be a mapping, got {getattr(self, name)!r}")
+        unknown = sorted(set(self.deploy) - {"resolution", "num_classes", "input_channels"})
+        if unknown:
+            raise ValueError(f"{source}: deploy: unknown setting(s) {', '.join(unknown)}")
+        for key in ("resolution", "num_classes", "input_channels"):
+            if key in self.deploy:
+                positive_int(f"deploy.{key}", self.deploy[key])
+
+    @property
+    def resolution(self) -> int:
+        return int(self.deploy.get("resolution", 224))
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.deploy.get("num_classes", 1000))
+
+    @property
+    def input_channels(self) -> int:
+        return int(self.deploy.get("input_channels", 3))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_REWARD_KEYS = {"preset", "target_ms", "alpha", "beta", "failed_reward", "extra_targets"}
+
+
+def _term(raw: Mapping[str, Any], source: str, where: str):
+    from search.reward import PRESETS, LatencyTerm
+
+    if "target_ms" not in raw:
+        raise ValueError(f"{where}: target_ms is required")
+    preset = raw.get("preset")
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"{where}: unknown reward preset {preset!r} (known: {', '.join(PRESETS)})")
+    alpha, beta = PRESETS[preset] if preset else (None, None)
+    alpha = raw.get("alpha", alpha)
+    beta = raw.get("beta", beta)
+    if alpha is None or beta is None:
+        raise ValueError(f"{where}: give a preset (soft, hard) or both alpha and beta")
+    try:
+        return LatencyTerm(source=source, target_ms=float(raw["target_ms"]), alpha=float(alpha), beta=float(beta))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: {err}") from None
+
+
+def make_reward(reward: Mapping[str, Any], latency: list[str]):
+    """The `search.reward.Reward` of a config's `reward` section; its first term reads `latency[0]`.
+
+    `extra_targets` adds terms on other backends of `latency` (the paper uses one target; several multiply):
+    ``extra_targets: [{latency: host, target_ms: 20, preset: soft}]``.
+    """
+    from search.reward import Reward
+
+    unknown = sorted(set(reward) - _REWARD_KEYS)
+    if unknown:
+        raise ValueError(f"reward: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(_REWARD_KEYS))})")
+    terms = [_term(reward, latency[0], "reward")]
+    for number, extra in enumerate(reward.get("extra_targets") or [], 1):
+        where = f"reward.extra_targets[{number}]"
+        if not isinstance(extra, Mapping) or extra.get("latency") not in latency:
+            raise ValueError(f"{where}: 'latency' must name one of the search's latency backends {latency}")
+        terms.append(_term(extra, extra["latency"], where))
+    return Reward(terms, failed_reward=float(reward.get("failed_reward", 0.0)))
+
+
+def describe_reward(reward) -> str:
+    return " * ".join(f"({t.source}/{t.target_ms:g}ms)^({t.alpha:g}|{t.beta:g})" for t in reward.terms) or "accuracy"

@@ -1,0 +1,106 @@
+"""Thin glue to Ray Tune: the search as a `ray.tune.search.Searcher`, children as Tune trials.
+
+All the logic lives in `search.driver.SearchRun` (tested without Ray); this adapter maps Tune's calls onto it:
+`suggest` -> `next_config`, `on_trial_complete` -> `complete`, `save`/`restore` -> the run's explicit state,
+written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from ray.tune.search import Searcher
+
+from search.driver import SearchRun, read_json, write_json_atomic
+
+
+class MnasSearcher(Searcher):
+    """A Tune searcher that proposes the children of a `SearchRun` and records them as they finish."""
+
+    def __init__(self, run: SearchRun):
+        super().__init__(metric=None, mode=None)  # the reward is computed here, from what the trial reports
+        self.run = run
+
+    def __getstate__(self):
+        # Tune pickles its searcher into the experiment folder for `Tuner.restore`. The run holds a database
+        # connection and the controller; its state is already saved explicitly (searcher_state.json, restored by
+        # `mnas search --resume`), so the pickle carries only that state.
+        state = self.__dict__.copy()
+        state["run"] = None
+        state["saved_state"] = self.run.state() if self.run is not None else None
+        return state
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True  # the reward is ours: Tune's metric/mode settings do not apply
+
+    def suggest(self, trial_id: str):
+        if self.run.finished:
+            return Searcher.FINISHED
+        return self.run.next_config(trial_id)
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+        reason = None
+        if error:
+            reason = "worker_error: the trial raised or its worker died (see the Tune trial's error.txt)"
+        elif not result or "accuracy" not in result and result.get("status", "ok") == "ok":
+            reason = "no_result: the trial ended without reporting"
+        self.run.complete(trial_id, _unflatten(result or {}), reason)
+
+    def save(self, checkpoint_path: str) -> None:
+        write_json_atomic(checkpoint_path, self.run.state())
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.run.restore(read_json(checkpoint_path))
+
+
+def init_ray(address: str | None, num_cpus: int | None, temp_dir: str | None = None) -> None:
+    """Starts a local Ray cluster (`ray.init()`), or joins the one at `address` (e.g. 'auto', 'host:6379')."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Worker output stays in Ray's session logs; trials' errors land in their Tune folders.
+    kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": True,
+              "logging_level": "WARNING"}
+    if address:
+        ray.init(address=address, **kwargs)
+        return
+    temp_dir = temp_dir or os.environ.get("MNAS_RAY_TMPDIR") or tempfile.gettempdir()
+    # Ray's socket paths must stay under ~107 bytes: keep its session folder short.
+    ray.init(num_cpus=num_cpus, _temp_dir=os.path.join(temp_dir, "mnas-ray"), **kwargs)
+
+
+def run_trials(run: SearchRun, trainable, workers: int, cpus_per_worker: float, storage_path: str,
+               name: str, resources_per_worker: dict | None = None):
+    """Runs the search's children as Tune trials until the run has none left to propose."""
+    from ray import tune
+
+    resources = {"cpu": cpus_per_worker, **(resources_per_worker or {})}
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, resources),
+        tune_config=tune.TuneConfig(search_alg=MnasSearcher(run), num_samples=max(1, run.samples - run.completed),
+                                    max_concurrent_trials=workers, reuse_actors=True,
+                                    trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+        run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+                                  log_to_file=True))
+    return tuner.fit()
+
+
+def _unflatten(result: dict) -> dict:
+    """Tune flattens nested metrics ('latencies/pixel1'); the run expects the nested dicts back."""
+    out: dict = {}
+    for key, value in result.items():
+        head, sep, tail = key.partition("/")
+        if sep and head in ("latencies", "extra"):
+            out.setdefault(head, {})[tail] = value
+        else:
+            out[key] = value
+    return out
+
+
+def _trial_name(trial) -> str:
+    sample = trial.config.get("sample", "")
+    return f"child-{sample}-{trial.trial_id}"

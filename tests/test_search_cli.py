@@ -1,0 +1,91 @@
+"""`launch.py search`: bad input fails fast with one line; a smoke search runs end to end through Ray."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HAVE_DATA = os.path.isdir("/usr/share/datasets/fashion-mnist")
+
+
+def mnas(*argv, env_extra=None, timeout=600):
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "launch.py", *argv], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=timeout)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--config", "configs/nope.yaml"], "config file 'configs/nope.yaml' not found"),
+    (["--config", "configs/smoke.yaml", "--samples", "0"], "samples must be a positive integer"),
+    (["--config", "configs/smoke.yaml", "--latency", "sundial"], "sundial"),
+    (["--config", "configs/smoke.yaml", "--target-ms", "-5"], "target"),
+    (["--config", "configs/smoke.yaml", "--strategy", "annealing"], "invalid choice: 'annealing'"),
+])
+def test_bad_input_is_one_line_status_2_and_writes_nothing(tmp_path, argv, needle):
+    out = tmp_path / "run"
+    result = mnas("search", *argv, "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    assert needle in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_bad_config_sections(tmp_path):
+    for text, needle in [("samples: 3\ncolour: red\n", "unknown setting(s) colour"),
+                         ("proxy: {epochz: 3}\n", "epochz"),
+                         ("controller: {lstm_unitz: 3}\n", "lstm_unitz"),
+                         ("reward: {target_ms: 75}\n", "give a preset"),
+                         ("space: [1, 2\n", "not valid YAML")]:
+        path = tmp_path / "bad.yaml"
+        path.write_text(text)
+        result = mnas("search", "--config", str(path), "--out", str(tmp_path / "run"))
+        assert result.returncode == 2, (text, result.stderr)
+        assert needle in result.stderr, (text, result.stderr)
+        assert not (tmp_path / "run").exists()
+
+
+def test_refuses_to_overwrite_a_run_and_resume_needs_one(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.sqlite").write_text("")
+    result = mnas("search", "--config", "configs/smoke.yaml", "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and "already holds a search" in result.stderr
+    result = mnas("search", "--config", "configs/smoke.yaml", "--out", str(tmp_path / "other"), "--resume")
+    assert result.returncode == 2 and "no search to continue" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_DATA, reason="needs Debian's dataset-fashion-mnist (make test installs it)")
+def test_smoke_search_end_to_end_through_ray_then_resume_extends_it(tmp_path):
+    ray_tmp = tempfile.mkdtemp(prefix="mr", dir="/tmp")   # Ray's socket paths must stay short
+    env = {"MNAS_RAY_TMPDIR": ray_tmp}
+    run_dir = tmp_path / "run"
+    try:
+        result = mnas("search", "--config", "configs/smoke.yaml", "--out", str(run_dir), "--samples", "3",
+                      env_extra=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "[   3/3]" in result.stderr and "results.sqlite" in result.stdout
+        listing = mnas("results", str(run_dir), "--json")
+        children = json.loads(listing.stdout)
+        assert len(children) == 3
+        assert all(c["status"] == "ok" and 0 <= c["accuracy"] <= 1 and c["latency_ms"] > 0 and c["reward"] > 0
+                   for c in children)
+        assert sorted(c["sample"] for c in children) == [0, 1, 2]
+        state = json.loads((run_dir / "searcher_state.json").read_text())
+        assert state["issued"] == 3 and state["in_flight"] == {}
+
+        # --resume with a larger budget continues the same search: the first three are kept as they were
+        result = mnas("search", "--config", "configs/smoke.yaml", "--out", str(run_dir), "--samples", "4",
+                      "--resume", env_extra=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        again = json.loads(mnas("results", str(run_dir), "--json").stdout)
+        assert sorted(c["sample"] for c in again) == [0, 1, 2, 3]
+        before = {c["trial_id"]: c for c in children}
+        assert all(before[c["trial_id"]] == c for c in again if c["trial_id"] in before)
+        assert json.loads((run_dir / "searcher_state.json").read_text())["strategy"]["step"] >= 1
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
