@@ -11,6 +11,7 @@ search: $(STAMP) system-deps
 	$(BIN)/python launch.py search --config configs/default.yaml $(SEARCH_ARGS)
 
 test: $(STAMP) system-deps
+	@scripts/system-deps.sh --browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 $(BIN)/python:
