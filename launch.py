@@ -18,6 +18,9 @@ import sys
 # name -> module in `commands/`; a module is imported only when its command runs (or for --help).
 COMMANDS: dict[str, str] = {
     "describe": "commands.describe",
+    "latency": "commands.latency",
+    "results": "commands.results",
+    "search": "commands.search",
 }
 
 
@@ -42,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):

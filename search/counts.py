@@ -88,7 +88,7 @@ def profile(arch: Architecture, num_classes: int = 1000, input_channels: int = 3
             first = r == 0
             stride = block.stride if first else 1
             declared = block.input_filters if first else block.output_filters
-            row = _layer(f"b{b}.{r + 1}", block, hw, channels, declared, stride)
+            row = layer_profile(f"b{b}.{r + 1}", block, hw, channels, declared, stride)
             rows.append(row)
             hw, channels = row.out_hw, row.out_filters
     head = arch.head_filters
@@ -99,7 +99,8 @@ def profile(arch: Architecture, num_classes: int = 1000, input_channels: int = 3
     return rows
 
 
-def _layer(name: str, block, hw: int, cin: int, declared: int, stride: int) -> LayerProfile:
+def layer_profile(name: str, block, hw: int, cin: int, declared: int, stride: int) -> LayerProfile:
+    """One repeat of `block` on an `hw` x `hw` x `cin` input (`declared`: the input filters its string declares)."""
     k, cout = block.kernel, block.output_filters
     out_hw = _out(hw, stride)
     area_in, area_out = hw * hw, out_hw * out_hw

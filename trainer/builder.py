@@ -38,8 +38,11 @@ def _conv(filters: int, kernel: int, stride: int, name: str, use_bias: bool = Fa
                          kernel_initializer=keras.initializers.get(_CONV_INIT), name=name)
 
 
-def _layer(x, block: Block, declared_in: int, stride: int, prefix: str):
-    """One repeat of a block: expansion, depthwise (or regular) conv, SE, projection, shortcut."""
+def build_layer(x, block: Block, declared_in: int, stride: int, prefix: str):
+    """One repeat of a block: expansion, depthwise (or regular) conv, SE, projection, shortcut.
+
+    Public so that per-layer latency tables (search.latency.lut) time exactly the layers models are made of.
+    """
     inputs = x
     cin = x.shape[-1]
     cout, k = block.output_filters, block.kernel
@@ -105,7 +108,7 @@ def build_model(arch: Architecture, num_classes: int = 1000, input_shape: tuple[
     for b, block in enumerate(arch.scaled_blocks(), 1):
         for r in range(block.repeats):
             first = r == 0
-            x = _layer(x, block, block.input_filters if first else block.output_filters,
+            x = build_layer(x, block, block.input_filters if first else block.output_filters,
                        block.stride if first else 1, f"b{b}_{r + 1}_")
     x = _conv(arch.head_filters, 1, 1, "head_conv")(x)
     x = _bn("head_bn")(x)

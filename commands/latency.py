@@ -1,0 +1,196 @@
+"""`latency`: predict or measure an architecture's latency; build lookup tables; calibrate a device."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "latency of an architecture (Pixel 1 predictor, this host, a phone, a lookup table); build-lut; calibrate"
+DESCRIPTION = """Latency in milliseconds, batch 1, from one of the backends of search.latency:
+
+  latency ARCH [--backend B] [--resolution R] [--depth-multiplier D] [--json]
+      (the same as 'latency predict ARCH ...'). B is one of
+        pixel1           Pixel 1 predictor calibrated on the seed's 25 MnasNet-A1 rows (default; instant)
+        host             measured here: Keras -> TFLite -> LiteRT, 1 thread (about 10 s a new network; cached)
+        lut:FILE         a lookup table from 'latency build-lut'
+        calibrated:FILE  a predictor from 'latency calibrate'
+        adb[:SERIAL]     measured on a phone with the TFLite benchmark_model tool over adb
+  latency build-lut --output FILE [--space NAME --samples N | --arch ARCH ...] [--backend host|adb[:SERIAL]]
+      measure every distinct layer of those architectures once and fit the fixed cost
+  latency calibrate CSV --output FILE [--arch ARCH] [--name NAME]
+      fit a predictor for a new device from measured (arch, resolution, depth_multiplier, ms) rows
+
+ARCH is a registry name (mnasnet-a1, mobilenetv2, ...), a block-string file, or block strings in quotes.
+Run 'latency build-lut --help' or 'latency calibrate --help' for their options. Long work reports progress on
+stderr; results go to stdout."""
+
+
+class _Subcommands(argparse._SubParsersAction):
+    """Subcommands where an unknown first word means `predict` (so `latency ARCH` keeps working)."""
+
+    class _Any(dict):
+        def __contains__(self, item):
+            return True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.choices = self._Any(self.choices)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values and values[0] not in dict.keys(self._name_parser_map):
+            values = ["predict", *values]
+        super().__call__(parser, namespace, values, option_string)
+
+
+def _measure_options(parser):
+    group = parser.add_argument_group("measured backends (host, adb)")
+    group.add_argument("--quantize", choices=("float32", "int8"), default="float32", help="TFLite model type")
+    group.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1, as the paper)")
+    group.add_argument("--runs", type=int, default=None, help="timed runs (default: host 30, adb 50)")
+    group.add_argument("--cache-dir", default=None, help="measurement cache (default $MNAS_LATENCY_CACHE or "
+                                                         "~/.cache/mnas/latency)")
+    group.add_argument("--no-cache", action="store_true", help="measure even when cached, store nothing")
+    group.add_argument("--adb", default="adb", help="adb executable (default: adb on PATH)")
+    group.add_argument("--benchmark-binary", default="/data/local/tmp/benchmark_model",
+                       help="benchmark_model on the phone")
+    group.add_argument("--taskset", default=None, help="CPU mask to pin the phone's big cores, e.g. f0")
+
+
+def add_arguments(parser):
+    sub = parser.add_subparsers(dest="latency_command", metavar="{ARCH,predict,build-lut,calibrate}",
+                                action=_Subcommands, required=True)
+    predict = sub.add_parser("predict", help="latency of one architecture (default when ARCH comes first)",
+                             formatter_class=argparse.RawDescriptionHelpFormatter, description=DESCRIPTION)
+    predict.add_argument("arch", metavar="ARCH", help="registry name, block-string file, or inline block strings")
+    predict.add_argument("--backend", default="pixel1", help="pixel1 (default), host, lut:FILE, calibrated:FILE, "
+                                                             "adb, adb:SERIAL")
+    predict.add_argument("--resolution", type=int, default=None, help="input size (default: the architecture's)")
+    predict.add_argument("--depth-multiplier", type=float, default=None, help="width multiplier (default 1.0)")
+    predict.add_argument("--json", action="store_true", help="print one JSON object")
+    _measure_options(predict)
+
+    build = sub.add_parser("build-lut", help="measure each distinct layer once into a lookup-table file",
+                           description="Build a per-layer lookup table (ProxylessNAS/FBNet style) by measuring "
+                                       "every distinct layer of the given architectures once on a backend, then "
+                                       "fit the fixed cost from a few whole networks.")
+    build.add_argument("--output", "-o", required=True, help="JSON file to write (an existing one is extended)")
+    build.add_argument("--arch", action="append", default=[], help="an architecture to cover (repeatable)")
+    build.add_argument("--space", default=None, help="a search space (preset or YAML) to sample from")
+    build.add_argument("--samples", type=int, default=20, help="architectures sampled from --space (default 20)")
+    build.add_argument("--seed", type=int, default=0, help="sampling seed")
+    build.add_argument("--backend", default="host", help="host (default) or adb[:SERIAL]")
+    build.add_argument("--resolution", type=int, default=None, help="input size (default: the architectures')")
+    build.add_argument("--fixed-cost-archs", type=int, default=3,
+                       help="whole networks measured to fit the fixed cost (default 3; 0 skips)")
+    build.add_argument("--name", default=None, help="source name recorded with results (default lut-BACKEND)")
+    _measure_options(build)
+
+    calibrate = sub.add_parser("calibrate", help="fit a device predictor from a CSV of measurements",
+                               description="Fit a latency predictor for a device from a CSV with columns arch, "
+                                           "resolution (or input_size), depth_multiplier, ms (or latency_ms or "
+                                           "one *_ms column); arch may be left out with --arch. Prints its "
+                                           "leave-one-out error. Use the result as --backend calibrated:FILE.")
+    calibrate.add_argument("csv", metavar="CSV", help="measurements")
+    calibrate.add_argument("--output", "-o", required=True, help="predictor JSON to write")
+    calibrate.add_argument("--arch", default=None, help="the architecture of rows without an arch column")
+    calibrate.add_argument("--name", default=None, help="source name (default: CSV file name + '-predicted')")
+
+
+def _backend_options(args, backend: str) -> dict:
+    if backend.split(":", 1)[0] not in ("host", "adb"):
+        return {}
+    options = {"quantize": args.quantize, "progress": True}
+    if args.no_cache:
+        options["cache_dir"] = None
+    elif args.cache_dir:
+        options["cache_dir"] = args.cache_dir
+    if backend.startswith("host"):
+        options.update(num_threads=args.threads, **({"runs": args.runs} if args.runs else {}))
+    else:
+        options.update(adb=args.adb, benchmark_binary=args.benchmark_binary, taskset=args.taskset,
+                       num_threads=args.threads, **({"num_runs": args.runs} if args.runs else {}))
+    return options
+
+
+def _predict(args) -> int:
+    from commands.describe import resolve
+    from search.latency import get_latency_model
+
+    arch = resolve(args)
+    model = get_latency_model(args.backend, **_backend_options(args, args.backend))
+    measured = getattr(model, "measure", None)
+    result = measured(arch) if measured else None
+    ms = result.ms if result else model.latency_ms(arch)
+    if args.json:
+        out = {"arch": args.arch, "blocks": list(arch.block_strings), "latency_ms": ms, "source": model.name,
+               "backend": args.backend, "resolution": arch.resolution, "depth_multiplier": arch.depth_multiplier}
+        if result:
+            out["measurement"] = result.to_dict()
+        out["model"] = model.describe()
+        print(json.dumps(out, indent=2))
+    else:
+        spread = f" (cv {result.cv:.1%} over {result.runs} runs)" if result else ""
+        print(f"{args.arch} at {arch.resolution}x{arch.resolution}, depth multiplier {arch.depth_multiplier:g}: "
+              f"{ms:.2f} ms{spread} [{model.name}]")
+    return 0
+
+
+def _build_lut(args) -> int:
+    from search.latency.lut import LookupTable, adb_layer_measurer, build_lut, host_layer_measurer
+    from search.registry import load_architecture, load_space
+
+    archs = [load_architecture(a) for a in args.arch]
+    if args.space:
+        space = load_space(args.space)
+        archs += [space.sample(args.seed + i) for i in range(args.samples)]
+    if not archs:
+        raise ValueError("nothing to measure: give --arch ARCH (repeatable) or --space NAME --samples N")
+    kind = args.backend.split(":", 1)[0]
+    options = _backend_options(args, args.backend)
+    if kind == "host":
+        from search.latency.host import HostTFLite
+
+        model = HostTFLite(**options)
+        measure_layer = host_layer_measurer(args.threads, args.quantize)
+    elif kind == "adb":
+        from search.latency.adb import AdbLatency
+
+        model = AdbLatency(serial=args.backend.partition(":")[2] or None, **options)
+        measure_layer = adb_layer_measurer(model.device, args.quantize)
+    else:
+        raise ValueError(f"build-lut measures on host or adb[:SERIAL], not {args.backend!r}")
+    import os
+
+    existing = LookupTable.load(args.output) if os.path.exists(args.output) else None
+    settings = model.settings() if hasattr(model, "settings") else model.device.settings()
+    lut = build_lut(archs, measure_layer, lambda a: model.measure(a).ms, args.resolution, args.fixed_cost_archs,
+                    name=args.name or f"lut-{model.name}", backend=settings, existing=existing, progress=True)
+    lut.save(args.output)
+    print(f"{args.output}: {len(lut.layers)} layers, fixed cost {lut.fixed_ms:.3f} ms [{lut.name}]")
+    return 0
+
+
+def _calibrate(args) -> int:
+    import os
+
+    from search.latency.calibrate import calibrate, read_measurements
+
+    archs, values = read_measurements(args.csv, arch=args.arch)
+    name = args.name or os.path.splitext(os.path.basename(args.csv))[0] + "-predicted"
+    predictor = calibrate(archs, values, name, source=args.csv)
+    predictor.save(args.output)
+    print(f"{args.output}: {name} from {len(values)} measurements, leave-one-out MAPE "
+          f"{predictor.meta['loo_mape_percent']:.2f}% (fit {predictor.meta['fit_mape_percent']:.2f}%)")
+    return 0
+
+
+def run(args) -> int:
+    from search.latency.adb import DeviceError
+
+    commands = {"predict": _predict, "build-lut": _build_lut, "calibrate": _calibrate}
+    try:
+        return commands[args.latency_command](args)
+    except DeviceError as err:
+        print(f"mnas latency: device error: {err}", file=sys.stderr)
+        return 1

@@ -1,0 +1,129 @@
+"""Few-shot calibration: fit a device's latency predictor from a CSV of measured architectures.
+
+The case the MnasNet paper could not serve: a user with one phone and an hour measures a dozen networks
+(with `latency --backend adb`, or any tool) and wants LAT(m) for thousands more. The CSV has one row a
+measurement:
+
+    arch,resolution,depth_multiplier,ms
+    mnasnet-a1,224,1.0,78
+    "r1_k3_s11_e1_i32_o16_noskip r2_k3_s22_e6_i16_o24 ...",192,0.75,45
+
+`arch` is a registry name, block strings separated by spaces, or a block-string file; it may be left out when
+the caller names one architecture for all rows (the seed's table). `resolution` may also be called
+`input_size`; the latency column may be `ms`, `latency_ms` or any one column ending in `_ms` (so the seed's
+`pixel1_latency_ms` reads as is). The `pixel1` preset is this function applied to the seed's 25 rows and
+nothing else.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from importlib import resources
+from typing import Sequence
+
+import numpy as np
+
+from search.latency.predictor import CalibratedPredictor, features_of, fit_linear, leave_one_out
+from search.space import Architecture
+
+PIXEL1_PRESET = "pixel1.json"
+_RESOLUTION_COLUMNS = ("resolution", "input_size")
+_DEPTH_COLUMNS = ("depth_multiplier",)
+
+
+def _latency_column(header: Sequence[str], path: str) -> str:
+    for name in ("ms", "latency_ms"):
+        if name in header:
+            return name
+    candidates = [h for h in header if h.endswith("_ms")]
+    if len(candidates) == 1:
+        return candidates[0]
+    raise ValueError(f"{path}: need one latency column ('ms', 'latency_ms' or one '*_ms'), got {list(header)}")
+
+
+def read_measurements(path: str, arch: str | None = None) -> tuple[list[Architecture], list[float]]:
+    """Architectures (resolution and depth multiplier applied) and their latencies from a CSV file.
+
+    Raises ValueError naming the file, line and bad value.
+    """
+    from search.registry import load_architecture
+
+    if not os.path.isfile(path):
+        raise ValueError(f"no such measurements file: {path!r}")
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"cannot read {path!r}: {err}") from None
+    rows = [r for r in rows if r and any(cell.strip() for cell in r)]
+    if len(rows) < 2:
+        raise ValueError(f"{path}: need a header line and at least one measurement")
+    header = [h.strip() for h in rows[0]]
+    column = {name: i for i, name in enumerate(header)}
+    if "arch" not in column and arch is None:
+        raise ValueError(f"{path}: no 'arch' column; add one or name the architecture of every row")
+    latency = _latency_column(header, path)
+    resolution_column = next((c for c in _RESOLUTION_COLUMNS if c in column), None)
+    depth_column = next((c for c in _DEPTH_COLUMNS if c in column), None)
+    archs, values = [], []
+    loaded: dict[str, Architecture] = {}
+    for number, row in enumerate(rows[1:], 2):
+        if len(row) != len(header):
+            raise ValueError(f"{path}:{number}: {len(row)} fields, the header has {len(header)}")
+        spec = row[column["arch"]].strip() if "arch" in column else arch
+        try:
+            if spec not in loaded:
+                loaded[spec] = load_architecture(spec)
+            changes = {}
+            if resolution_column:
+                changes["resolution"] = int(row[column[resolution_column]])
+            if depth_column:
+                changes["depth_multiplier"] = float(row[column[depth_column]])
+            archs.append(loaded[spec].replace(**changes))
+            ms = float(row[column[latency]])
+        except ValueError as err:
+            raise ValueError(f"{path}:{number}: {err}") from None
+        if not np.isfinite(ms) or ms <= 0:
+            raise ValueError(f"{path}:{number}: latency must be a positive number of ms, got {ms}")
+        values.append(ms)
+    return archs, values
+
+
+def calibrate(archs: Sequence[Architecture], latencies_ms: Sequence[float], name: str,
+              source: str = "") -> CalibratedPredictor:
+    """Fits a predictor and records how well it does under leave-one-out (the honest few-shot figure)."""
+    if len(archs) < 2:
+        raise ValueError(f"need at least 2 measurements to calibrate, got {len(archs)}")
+    x = features_of(archs)
+    y = np.asarray(latencies_ms, float)
+    coef, intercept = fit_linear(x, y)
+    loo = leave_one_out(x, y)
+    meta = {
+        "measurements": len(y), "source": source,
+        "loo_mape_percent": float(np.mean(np.abs(loo / y - 1)) * 100),
+        "fit_mape_percent": float(np.mean(np.abs((x @ coef + intercept) / y - 1)) * 100),
+        "training": [{"blocks": list(a.block_strings), "stem": a.stem_filters, "head": a.head_filters,
+                      "resolution": a.resolution, "depth_multiplier": a.depth_multiplier, "ms": float(v)}
+                     for a, v in zip(archs, y)],
+    }
+    return CalibratedPredictor(coef, intercept, name=name, meta=meta)
+
+
+def training_data(predictor: CalibratedPredictor) -> tuple[list[Architecture], list[float]]:
+    """The measurements a predictor file says it was fitted on (tests refit the preset from them)."""
+    archs, values = [], []
+    for row in predictor.meta.get("training", []):
+        archs.append(Architecture.from_strings(row["blocks"], stem_filters=row["stem"], head_filters=row["head"],
+                                               resolution=row["resolution"],
+                                               depth_multiplier=row["depth_multiplier"]))
+        values.append(row["ms"])
+    return archs, values
+
+
+def pixel1_preset() -> CalibratedPredictor:
+    """The Pixel 1 predictor, fitted only on the seed's 25 MnasNet-A1 rows (package data)."""
+    text = resources.files("search.latency").joinpath(PIXEL1_PRESET).read_text(encoding="utf-8")
+    import json
+
+    return CalibratedPredictor.from_dict(json.loads(text), source=PIXEL1_PRESET)

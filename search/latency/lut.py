@@ -1,0 +1,203 @@
+"""Per-layer latency lookup tables, as ProxylessNAS (Cai et al., ICLR 2019) and FBNet (Wu et al., CVPR 2019) use.
+
+Every distinct layer configuration (op, input size, input/expanded/output filters, kernel, stride, SE width,
+the shortcut actually built) is built alone as a one-layer model, converted to TFLite and timed once on a
+backend (this host, or a phone over adb). A network's latency is then the sum of its layers plus a fixed cost
+(interpreter overhead, the input copy), fitted as the median gap between whole-network measurements and
+their sums. Build once, ship the JSON file, predict for free.
+
+File format (JSON): {"format": "mnas-latency-lut/1", "name": ..., "backend": {...settings},
+"fixed_ms": float, "layers": {"<layer key>": ms, ...}, "meta": {...}}. Layer keys read like
+`mbconv6_hw56_i24_m144_o40_k5_s2_se6_none`.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Callable, Iterable, NamedTuple, Sequence
+
+from search.counts import LayerProfile, profile
+from search.latency.base import LatencyModel, Progress, check_resolution
+from search.latency.features import FeatureCache
+from search.latency.predictor import read_json, write_json_atomic
+from search.space import CONV_REGULAR, SKIP_IDENTITY, SKIP_NONE, SKIP_POOL, Architecture, Block
+
+FORMAT = "mnas-latency-lut/1"
+
+
+class LayerKey(NamedTuple):
+    """What determines a layer's latency; `search.counts.LayerProfile` minus its name and derived counts."""
+
+    op: str
+    in_hw: int
+    in_filters: int
+    expand_filters: int
+    out_filters: int
+    kernel: int
+    stride: int
+    se_filters: int
+    skip: str
+
+    @classmethod
+    def of(cls, row: LayerProfile) -> "LayerKey":
+        return cls(row.op, row.in_hw, row.in_filters, row.expand_filters, row.out_filters, row.kernel, row.stride,
+                   row.se_filters, row.skip)
+
+    def __str__(self) -> str:
+        return (f"{self.op}_hw{self.in_hw}_i{self.in_filters}_m{self.expand_filters}_o{self.out_filters}"
+                f"_k{self.kernel}_s{self.stride}_se{self.se_filters}_{self.skip}")
+
+    @classmethod
+    def parse(cls, text: str) -> "LayerKey":
+        parts = text.split("_")
+        try:
+            op, skip = parts[0], parts[-1]
+            numbers = dict((p[:2] if p[:2] in ("hw", "se") else p[:1], int(p[2:] if p[:2] in ("hw", "se")
+                                                                             else p[1:])) for p in parts[1:-1])
+            return cls(op, numbers["hw"], numbers["i"], numbers["m"], numbers["o"], numbers["k"], numbers["s"],
+                       numbers["se"], skip)
+        except (KeyError, ValueError, IndexError):
+            raise ValueError(f"bad layer key {text!r}") from None
+
+
+def layer_keys(archs: Iterable[Architecture], resolution: int | None = None,
+               num_classes: int = 1000) -> list[LayerKey]:
+    """The distinct layers of `archs`, in first-seen order."""
+    seen: dict[LayerKey, None] = {}
+    for arch in archs:
+        for row in profile(arch, num_classes, resolution=resolution):
+            seen.setdefault(LayerKey.of(row), None)
+    return list(seen)
+
+
+def layer_model(key: LayerKey):
+    """A one-layer Keras model computing exactly what that layer computes inside `trainer.builder`'s network."""
+    import keras
+    from keras import layers
+
+    from trainer import builder  # its own layer function, so the table times what the whole model runs
+
+    inputs = keras.Input(shape=(key.in_hw, key.in_hw, key.in_filters), name="features")
+    if key.op == "stem":
+        x = layers.Conv2D(key.out_filters, key.kernel, strides=key.stride, padding="same", use_bias=False)(inputs)
+        x = layers.ReLU()(layers.BatchNormalization()(x))
+    elif key.op == "head":
+        x = layers.Conv2D(key.out_filters, 1, use_bias=False)(inputs)
+        x = layers.GlobalAveragePooling2D()(layers.ReLU()(layers.BatchNormalization()(x)))
+    elif key.op == "fc":
+        inputs = keras.Input(shape=(key.in_filters,), name="features")
+        x = layers.Dense(key.out_filters)(inputs)
+    else:
+        conv, expand = (CONV_REGULAR, 1) if key.op == "conv" else ("mbconv", int(key.op[6:] or 1))
+        if key.op == "dsconv":
+            expand = 1
+        declared = key.expand_filters // expand if expand > 1 else (
+            key.out_filters if key.skip == SKIP_IDENTITY else key.in_filters)
+        se_ratio = min(1.0, (key.se_filters + 0.5) / declared) if key.se_filters else 0.0
+        skip = {"identity": SKIP_IDENTITY, "pool": SKIP_POOL}.get(key.skip, SKIP_NONE)
+        block = Block(1, key.kernel, (key.stride, key.stride), expand, declared, key.out_filters, se_ratio, skip, conv)
+        x = builder.build_layer(inputs, block, declared, key.stride, "l_")
+    return keras.Model(inputs, x)
+
+
+class LookupTable(LatencyModel):
+    """Latency = fixed cost + the sum of the table's entries for the network's layers."""
+
+    def __init__(self, layers: dict, fixed_ms: float = 0.0, name: str = "lut", backend: dict | None = None,
+                 meta: dict | None = None, source: str = "<table>", num_classes: int = 1000):
+        self.layers = {k if isinstance(k, LayerKey) else LayerKey.parse(k): float(v) for k, v in layers.items()}
+        self.fixed_ms = float(fixed_ms)
+        self.name, self.backend, self.meta, self.source = name, dict(backend or {}), dict(meta or {}), source
+        self.num_classes = num_classes
+        self._memo = FeatureCache(self._row, size=1)
+
+    def _row(self, row: LayerProfile) -> tuple[float]:
+        key = LayerKey.of(row)
+        try:
+            return (self.layers[key],)
+        except KeyError:
+            raise ValueError(f"layer {key} is not in the lookup table {self.source} ({len(self.layers)} layers): "
+                             "rebuild it with 'latency build-lut' over these architectures") from None
+
+    def layer_sum(self, arch: Architecture, resolution: int | None = None) -> float:
+        return self._memo.features(arch, resolution, self.num_classes)[0]
+
+    def predict(self, archs: Sequence[Architecture], resolution: int | None = None) -> list[float]:
+        check_resolution(resolution)
+        return [self.fixed_ms + self.layer_sum(a, resolution) for a in archs]
+
+    def describe(self) -> dict:
+        return {"source": self.name, "kind": "per-layer lookup table", "file": self.source,
+                "layers": len(self.layers), "fixed_ms": self.fixed_ms, "built_on": self.backend}
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "name": self.name, "backend": self.backend, "fixed_ms": self.fixed_ms,
+                "num_classes": self.num_classes, "layers": {str(k): v for k, v in self.layers.items()},
+                "meta": self.meta}
+
+    def save(self, path: str) -> None:
+        write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str) -> "LookupTable":
+        data = read_json(path)
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(f"{path}: not a latency lookup table (expected format {FORMAT!r})")
+        try:
+            return cls(data["layers"], data.get("fixed_ms", 0.0), name=str(data.get("name", "lut")),
+                       backend=data.get("backend"), meta=data.get("meta"), source=path,
+                       num_classes=int(data.get("num_classes", 1000)))
+        except (KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"{path}: malformed lookup table ({err})") from None
+
+
+def host_layer_measurer(num_threads: int = 1, quantize: str = "float32", warmup: int = 3,
+                        runs: int = 20) -> Callable[[LayerKey], float]:
+    """Times one layer on this host (median ms), for `build_lut`."""
+    from search.latency.tflite import keras_to_tflite, time_tflite
+
+    def measure(key: LayerKey) -> float:
+        return time_tflite(keras_to_tflite(layer_model(key), quantize), num_threads, warmup, runs).ms
+
+    return measure
+
+
+def adb_layer_measurer(device, quantize: str = "float32") -> Callable[[LayerKey], float]:
+    """Times one layer on a phone (`search.latency.adb.AdbDevice`), for `build_lut`."""
+    from search.latency.tflite import keras_to_tflite
+
+    def measure(key: LayerKey) -> float:
+        return device.time_tflite(keras_to_tflite(layer_model(key), quantize), "layer").ms
+
+    return measure
+
+
+def build_lut(archs: Sequence[Architecture], measure_layer: Callable[[LayerKey], float],
+              measure_arch: Callable[[Architecture], float] | None = None, resolution: int | None = None,
+              fixed_cost_archs: int = 3, name: str = "lut", backend: dict | None = None,
+              existing: LookupTable | None = None, progress: bool = False, num_classes: int = 1000) -> LookupTable:
+    """Measures every distinct layer of `archs` once (skipping those `existing` has) and fits the fixed cost.
+
+    The fixed cost is the median of (whole-network measurement - sum of its layers) over the first
+    `fixed_cost_archs` architectures; without `measure_arch` it stays at `existing`'s (or 0).
+    """
+    check_resolution(resolution)
+    table = dict(existing.layers) if existing else {}
+    todo = [k for k in layer_keys(archs, resolution, num_classes) if k not in table]
+    steps = Progress(len(todo), "measured layer", progress)
+    for key in todo:
+        table[key] = float(measure_layer(key))
+        steps.step(f"{key} {table[key]:.3f} ms")
+    lut = LookupTable(table, existing.fixed_ms if existing else 0.0, name=name, backend=backend,
+                      meta=dict(existing.meta) if existing else {}, num_classes=num_classes)
+    if measure_arch is not None and fixed_cost_archs > 0:
+        gaps = []
+        steps = Progress(min(fixed_cost_archs, len(archs)), "measured network for the fixed cost", progress)
+        for arch in list(archs)[:fixed_cost_archs]:
+            sized = arch.replace(resolution=resolution) if resolution else arch
+            gaps.append(float(measure_arch(sized)) - lut.layer_sum(sized))
+            steps.step(f"gap {gaps[-1]:.3f} ms")
+        lut.fixed_ms = statistics.median(gaps)
+        lut.meta["fixed_cost_gaps_ms"] = gaps
+    lut.meta["layers_measured"] = len(table)
+    return lut

@@ -1,0 +1,167 @@
+"""A latency predictor calibrated from measurements: a non-negative linear model of analytic features.
+
+latency = intercept + sum_j coef_j * feature_j, with the features of `search.latency.features` (multiply-adds by
+op type, activation traffic, weights, op count). Coefficients are fitted by non-negative least squares on
+*relative* errors (each row divided by its measured latency), because the search cares about percentages: a
+2 ms miss on a 20 ms model matters as much as a 10 ms miss on a 100 ms one. Non-negativity keeps the model
+physical (no feature makes a network faster), which is what lets 25 measurements of one network family carry
+over to other networks (see BENCHMARKS.md, Latency).
+
+Because the model is linear in features that are additive over layers, it is also a per-layer model: the same
+fit serves as the "predictor calibrated on a few measurements" of the few-shot experiments (HELP, Lee et al.
+NeurIPS 2021, set the protocol we report against). Pure numpy: the search loop calls it thousands of times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Sequence
+
+import numpy as np
+
+from search.latency.base import LatencyModel, check_resolution
+from search.latency.features import FEATURES, feature_matrix
+from search.space import Architecture
+
+FORMAT = "mnas-latency-predictor/1"
+
+
+def nnls(a: np.ndarray, b: np.ndarray, max_iter: int | None = None, tol: float = 1e-10) -> np.ndarray:
+    """Non-negative least squares, min ||a x - b|| subject to x >= 0 (Lawson and Hanson 1974, ch. 23).
+
+    The active-set method: move the variable with the largest gradient into the passive set, solve the
+    unconstrained problem on that set, and step back toward the previous feasible point whenever a passive
+    variable would go negative. numpy only (the project does not depend on SciPy).
+    """
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    n = a.shape[1]
+    x = np.zeros(n)
+    passive = np.zeros(n, dtype=bool)
+    max_iter = max_iter or 3 * n + 10
+    for _ in range(max_iter):
+        gradient = a.T @ (b - a @ x)
+        if passive.all() or gradient[~passive].max(initial=-np.inf) <= tol:
+            break
+        passive[np.argmax(np.where(passive, -np.inf, gradient))] = True
+        while True:
+            z = np.zeros(n)
+            z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
+            if (z[passive] > tol).all():
+                break
+            blocked = passive & (z <= tol)
+            step = np.min(x[blocked] / (x[blocked] - z[blocked]))
+            x = x + step * (z - x)
+            passive &= x > tol
+        x = z
+    return x
+
+
+def fit_linear(x: np.ndarray, y: np.ndarray, relative: bool = True) -> tuple[np.ndarray, float]:
+    """(coefficients, intercept), all non-negative, fitted to features `x` (n, k) and latencies `y` (n,)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if x.ndim != 2 or len(x) != len(y) or len(y) == 0:
+        raise ValueError(f"need a feature matrix (n, k) and n latencies, got {x.shape} and {y.shape}")
+    if (y <= 0).any():
+        raise ValueError("measured latencies must be positive")
+    # Scale columns so the active-set tolerances mean the same for every feature.
+    scale = np.abs(x).max(axis=0)
+    scale[scale == 0] = 1.0
+    design = np.c_[x / scale, np.ones(len(y))]
+    weights = 1.0 / y if relative else np.ones_like(y)
+    solution = nnls(design * weights[:, None], y * weights)
+    return solution[:-1] / scale, float(solution[-1])
+
+
+def leave_one_out(x: np.ndarray, y: np.ndarray, relative: bool = True) -> np.ndarray:
+    """Prediction of each row by a model fitted on all the other rows."""
+    out = np.empty(len(y))
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        coef, intercept = fit_linear(x[keep], y[keep], relative)
+        out[i] = x[i] @ coef + intercept
+    return out
+
+
+class CalibratedPredictor(LatencyModel):
+    """LatencyModel from fitted coefficients; `pixel1` is one of these, loaded from package data."""
+
+    def __init__(self, coef: Sequence[float], intercept: float = 0.0, name: str = "calibrated-predicted",
+                 features: Sequence[str] = FEATURES, meta: dict | None = None, num_classes: int = 1000):
+        if tuple(features) != FEATURES:
+            raise ValueError(f"predictor features {list(features)} do not match this version's {list(FEATURES)}")
+        self.coef = np.asarray(coef, dtype=float)
+        if self.coef.shape != (len(FEATURES),):
+            raise ValueError(f"predictor needs {len(FEATURES)} coefficients, got {self.coef.shape}")
+        self.intercept = float(intercept)
+        self.name = name
+        self.meta = dict(meta or {})
+        self.num_classes = num_classes
+
+    @classmethod
+    def fit(cls, archs: Sequence[Architecture], latencies_ms: Sequence[float], name: str,
+            resolutions: Sequence[int | None] | None = None, meta: dict | None = None) -> "CalibratedPredictor":
+        """Fits a predictor to measured latencies of `archs` (each at its own resolution unless given)."""
+        x = features_of(archs, resolutions)
+        coef, intercept = fit_linear(x, np.asarray(latencies_ms, float))
+        return cls(coef, intercept, name=name, meta=meta)
+
+    def predict(self, archs: Sequence[Architecture], resolution: int | None = None) -> list[float]:
+        check_resolution(resolution)
+        if not archs:
+            return []
+        return (feature_matrix(archs, resolution, self.num_classes) @ self.coef + self.intercept).tolist()
+
+    def describe(self) -> dict:
+        return {"source": self.name, "kind": "calibrated predictor",
+                "coefficients": dict(zip(FEATURES, self.coef.tolist())), "intercept_ms": self.intercept}
+
+    # -- files
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "name": self.name, "features": list(FEATURES), "coef": self.coef.tolist(),
+                "intercept": self.intercept, "num_classes": self.num_classes, "meta": self.meta}
+
+    def save(self, path: str) -> None:
+        write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "<dict>") -> "CalibratedPredictor":
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(f"{source}: not a latency predictor file (expected format {FORMAT!r})")
+        try:
+            return cls(data["coef"], data.get("intercept", 0.0), name=str(data["name"]),
+                       features=data.get("features", FEATURES), meta=data.get("meta"),
+                       num_classes=int(data.get("num_classes", 1000)))
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{source}: malformed latency predictor file ({err})") from None
+
+    @classmethod
+    def load(cls, path: str) -> "CalibratedPredictor":
+        return cls.from_dict(read_json(path), source=path)
+
+
+def features_of(archs: Sequence[Architecture], resolutions: Sequence[int | None] | None = None) -> np.ndarray:
+    if resolutions is None:
+        return feature_matrix(archs)
+    return np.vstack([feature_matrix([a], r) for a, r in zip(archs, resolutions)])
+
+
+def read_json(path: str):
+    if not os.path.isfile(path):
+        raise ValueError(f"no such file: {path!r}")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read {path!r}: {err}") from None
+
+
+def write_json_atomic(path: str, data) -> None:
+    """Writes JSON to a temporary file beside `path` and renames it into place: readers never see half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1)
+        handle.write("\n")
+    os.replace(temporary, path)

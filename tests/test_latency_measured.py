@@ -1,0 +1,119 @@
+"""Measured latency: this host (one tiny model through TFLite/LiteRT) and a phone over a stand-in `adb`."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import launch
+from search.latency import get_latency_model
+from search.latency.adb import AdbDevice, DeviceError, parse_benchmark_output
+from search.space import Architecture
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAKE_ADB_DIR = os.path.join(ROOT, "tests", "fake_adb")
+TINY = Architecture.from_strings(["r1_k3_s11_e1_i8_o8", "r1_k3_s22_e3_i8_o16_se0.25"], stem_filters=8,
+                                 head_filters=32, resolution=32)
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv("MNAS_LATENCY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return tmp_path
+
+
+def test_host_measures_once_then_serves_the_cache(isolated):
+    model = get_latency_model("host", runs=10, warmup=2, num_classes=10)
+    assert model.name == "host-tflite"
+    first = model.measure(TINY)
+    assert first.ms > 0 and first.runs == 10 and first.convert_s > 0 and first.min_ms <= first.ms <= first.max_ms
+    assert model.measured == 1
+    files = os.listdir(isolated / "cache")
+    assert len(files) == 1 and files[0].endswith(".json")
+    # A fresh model object (another worker) finds it on disk and does not convert again.
+    again = get_latency_model("host", runs=10, warmup=2, num_classes=10)
+    assert again.predict([TINY]) == [first.ms]
+    assert again.measured == 0 and again.cache.hits == 1
+    # Different settings are a different key.
+    other = get_latency_model("host", runs=11, warmup=2, num_classes=10)
+    assert other.cache.get(__import__("search.latency.cache", fromlist=["x"]).arch_key(
+        TINY, 32, other.settings())) is None
+
+
+# --- the phone path, against tests/fake_adb/adb placed first on PATH
+
+@pytest.fixture
+def fake_adb(isolated, monkeypatch):
+    monkeypatch.setenv("PATH", FAKE_ADB_DIR + os.pathsep + os.environ["PATH"])
+    log = isolated / "adb.log"
+    monkeypatch.setenv("FAKE_ADB_LOG", str(log))
+    monkeypatch.setenv("FAKE_ADB_STATE", "device")
+    return log
+
+
+def test_parse_benchmark_output():
+    text = ("count=56 first=18010 curr=17899 min=17522 max=18420 avg=17850.3 std=178\n"
+            "Inference timings in us: Init: 5685, First inference: 18535, Warmup (avg): 17906.5, "
+            "Inference (avg): 17850.3\n")
+    result = parse_benchmark_output(text)
+    assert result.ms == pytest.approx(17.8503) and result.std_ms == pytest.approx(0.178) and result.runs == 56
+    with pytest.raises(DeviceError, match="no 'Inference timings'"):
+        parse_benchmark_output("Segmentation fault")
+
+
+def test_adb_success_pushes_runs_pinned_and_cleans_up(fake_adb, monkeypatch):
+    monkeypatch.setenv("FAKE_ADB_US", "23200")
+    device = AdbDevice(taskset="f0", num_runs=50)
+    result = device.time_tflite(b"not really a model", "m")
+    assert result.ms == pytest.approx(23.2) and device.serial == "FA6AB0301234"
+    calls = fake_adb.read_text().splitlines()
+    assert calls[0] == "devices"
+    push = next(c for c in calls if " push " in f" {c} ")
+    assert push.startswith("-s FA6AB0301234 push ") and push.endswith(".tflite")
+    run = next(c for c in calls if "--graph=" in c)
+    assert "taskset f0 /data/local/tmp/benchmark_model" in run and "--num_threads=1" in run
+    assert "--num_runs=50" in run and "--use_gpu=false" in run
+    assert "rm -f" in calls[-1]
+
+
+def test_adb_model_through_the_interface_and_cache(fake_adb, monkeypatch):
+    import search.latency.adb as adb_module
+
+    converted = []
+    monkeypatch.setattr(adb_module, "arch_to_tflite", lambda *a, **k: converted.append(a) or b"tflite")
+    model = get_latency_model("adb:FA6AB0301234")
+    assert model.predict([TINY, TINY]) == [pytest.approx(17.8503)] * 2
+    assert model.name == "adb-FA6AB0301234" and model.measured == 1 and len(converted) == 1
+
+
+@pytest.mark.parametrize("state, message", [
+    ("none", "no device connected"),
+    ("unauthorized", "unauthorized: accept the USB debugging prompt"),
+    ("notool", "benchmark_model not found on FA6AB0301234"),
+])
+def test_adb_failures_are_clear(fake_adb, monkeypatch, state, message):
+    monkeypatch.setenv("FAKE_ADB_STATE", state)
+    with pytest.raises(DeviceError, match=message):
+        AdbDevice().time_tflite(b"x")
+    done = subprocess.run([sys.executable, "launch.py", "latency", "mnasnet-small", "--backend", "adb"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1 and message in done.stderr
+
+
+def test_adb_wrong_serial_and_missing_adb(fake_adb, monkeypatch):
+    with pytest.raises(DeviceError, match="'NOPE' is not connected"):
+        AdbDevice(serial="NOPE").check()
+    with pytest.raises(DeviceError, match="adb not found"):
+        AdbDevice(adb=str(fake_adb.parent / "no-adb-here")).check()
+
+
+def test_cli_host_json(isolated, capsys):
+    assert launch.main(["latency", "r1_k3_s11_e1_i8_o8 r1_k3_s22_e3_i8_o16_se0.25", "--backend", "host",
+                        "--resolution", "32", "--runs", "5", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["source"] == "host-tflite" and data["latency_ms"] > 0 and data["resolution"] == 32
+    assert data["measurement"]["runs"] == 5 and data["measurement"]["convert_s"] > 0
