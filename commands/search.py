@@ -26,7 +26,8 @@ def add_arguments(parser):
     parser.add_argument("--target-ms", type=float, help="latency target T in milliseconds")
     parser.add_argument("--reward", choices=["soft", "hard"], help="reward preset: soft (a=b=-0.07) or hard (a=0, b=-1)")
     parser.add_argument("--latency", metavar="BACKEND", help="latency backend for the reward: pixel1, host, lut:FILE, adb[:SERIAL]")
-    parser.add_argument("--strategy", choices=["mnas", "random"], help="mnas (LSTM + PPO controller) or random search")
+    parser.add_argument("--strategy", choices=["mnas", "random", "evolution"],
+                        help="mnas (LSTM + PPO controller), random search, or regularized evolution")
     parser.add_argument("--seed", type=int, help="seed of the strategy and the proxy training")
     parser.add_argument("--address", help="join an existing Ray cluster (e.g. 'auto' or HOST:6379) instead of starting one")
     parser.add_argument("--resume", action="store_true", help="continue the stopped search in --out / runs/<name>")
@@ -76,7 +77,8 @@ def run(args) -> int:
     elif os.path.exists(os.path.join(run_dir, "results.sqlite")) or os.path.exists(state_path):
         raise ValueError(f"{run_dir} already holds a search: add --resume to continue it, or choose another --out")
     _check_latency_backends(config.latency)
-    strategy = make_strategy(config.strategy, space.choice_counts, seed=config.seed, controller=config.controller)
+    strategy = make_strategy(config.strategy, space.choice_counts, seed=config.seed,
+                             settings=config.strategy_settings())
 
     os.makedirs(run_dir, exist_ok=True)
     write_json_atomic(os.path.join(run_dir, "config.json"), config.to_dict())

@@ -2,7 +2,7 @@
 
     name: default                 # run name: results go to runs/<name> unless --out says otherwise
     space: mnasnet                # preset (mnasnet, mnasnet-a1, mnasnet-small) or a YAML file of your own
-    strategy: mnas                # mnas (LSTM + PPO controller) | random
+    strategy: mnas                # mnas (LSTM + PPO controller) | random | evolution
     samples: 40                   # children evaluated in all
     workers: 2                    # children trained at once
     cpus_per_worker: 1
@@ -12,10 +12,12 @@
       num_classes: 1000
     latency: [pixel1]             # backends (search.latency); the first is the reward's LAT(m)
     reward: {preset: soft, target_ms: 75}      # or alpha/beta; more terms under `extra_targets`
-    controller: {batch_size: 5}   # search.controller.PPOConfig fields
+    controller: {batch_size: 5}   # search.controller.PPOConfig fields (strategy mnas)
+    evolution: {population: 20, sample_size: 5}   # (strategy evolution)
     proxy: {epochs: 1}            # workers.proxy.ProxyConfig fields
 
-Sections `controller` and `proxy` are validated by the classes they configure.
+Sections `controller`, `evolution` and `proxy` are validated by the classes they configure; a section of a
+strategy that is not used is ignored, so one config can be run with --strategy mnas, random or evolution.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import os
 from typing import Any, Mapping
 
 _TOP_KEYS = {"name", "space", "strategy", "samples", "workers", "cpus_per_worker", "seed", "deploy", "latency",
-             "reward", "controller", "proxy", "feed_failures"}
+             "reward", "controller", "evolution", "proxy", "feed_failures"}
 
 
 @dataclasses.dataclass
@@ -41,6 +43,7 @@ class SearchConfig:
     latency: list = dataclasses.field(default_factory=lambda: ["pixel1"])
     reward: dict = dataclasses.field(default_factory=lambda: {"preset": "soft", "target_ms": 75.0})
     controller: dict = dataclasses.field(default_factory=dict)
+    evolution: dict = dataclasses.field(default_factory=dict)
     proxy: dict = dataclasses.field(default_factory=dict)
     feed_failures: bool = True
 
@@ -86,7 +89,7 @@ class SearchConfig:
             raise ValueError(f"{source}: cpus_per_worker must be positive, got {self.cpus_per_worker!r}")
         if not isinstance(self.latency, list) or not self.latency or not all(isinstance(b, str) for b in self.latency):
             raise ValueError(f"{source}: latency must be a backend name or a list of them, got {self.latency!r}")
-        for name in ("deploy", "reward", "controller", "proxy"):
+        for name in ("deploy", "reward", "controller", "evolution", "proxy"):
             if not isinstance(getattr(self, name), Mapping):
                 raise ValueError(f"{source}: {name} must be a mapping, got {getattr(self, name)!r}")
         unknown = sorted(set(self.deploy) - {"resolution", "num_classes", "input_channels"})
@@ -95,6 +98,10 @@ class SearchConfig:
         for key in ("resolution", "num_classes", "input_channels"):
             if key in self.deploy:
                 positive_int(f"deploy.{key}", self.deploy[key])
+
+    def strategy_settings(self) -> dict:
+        """The settings section of the chosen strategy."""
+        return dict({"mnas": self.controller, "evolution": self.evolution}.get(self.strategy, {}))
 
     @property
     def resolution(self) -> int:

@@ -4,8 +4,9 @@ A strategy sees only the space's list of choice counts and rewards: it never bui
 proposal carries what the strategy needs back when the child finishes (the controller's log-probability at
 sampling time), so children may finish in any order.
 
-    mnas    the paper's controller: an LSTM policy trained with PPO (`search.controller`, TensorFlow)
-    random  uniform sampling over genotypes, the baseline every NAS result should beat
+    mnas       the paper's controller: an LSTM policy trained with PPO (`search.controller`, TensorFlow)
+    random     uniform sampling over genotypes, the baseline every NAS result should beat
+    evolution  regularized (aging) evolution, Real et al. AAAI 2019: tournament selection, one-decision mutation
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ class RandomStrategy:
 
     name = "random"
 
-    def __init__(self, choice_counts: Sequence[int], seed: int = 0, **_ignored):
+    def __init__(self, choice_counts: Sequence[int], seed: int = 0, settings: Mapping[str, Any] | None = None):
+        if settings:
+            raise ValueError(f"random search takes no settings, got {', '.join(sorted(settings))}")
         self.choice_counts = list(choice_counts)
         self._rng = random.Random(seed)
 
@@ -54,15 +57,86 @@ class RandomStrategy:
         self._rng.setstate((version, tuple(internal), gauss))
 
 
+class EvolutionStrategy:
+    """Regularized evolution (Real et al., "Regularized Evolution for Image Classifier Architecture Search", 2019).
+
+    The first `population` proposals are uniform random. After that each proposal takes `sample_size` members of
+    the population at random, mutates the best of them (by reward) in one decision chosen uniformly, to a
+    different option, and the child joins the population when it finishes while the oldest member leaves
+    (aging: a lucky early reward cannot dominate forever). Children finish asynchronously; a proposal is only
+    ever built from members that have finished.
+    """
+
+    name = "evolution"
+
+    def __init__(self, choice_counts: Sequence[int], seed: int = 0, settings: Mapping[str, Any] | None = None,
+                 population: int = 20, sample_size: int = 5):
+        settings = dict(settings or {})
+        population = int(settings.pop("population", population))
+        sample_size = int(settings.pop("sample_size", sample_size))
+        if settings:
+            raise ValueError(f"evolution: unknown setting(s) {', '.join(sorted(settings))} "
+                             "(known: population, sample_size)")
+        if population < 2 or not 1 <= sample_size <= population:
+            raise ValueError(f"evolution needs population >= 2 and 1 <= sample_size <= population, "
+                             f"got {population} and {sample_size}")
+        self.choice_counts = list(choice_counts)
+        self.population_size, self.sample_size = population, sample_size
+        self.population: list[tuple[tuple[int, ...], float]] = []   # oldest first
+        self.proposed = 0
+        self._rng = random.Random(seed)
+
+    def propose(self) -> Proposal:
+        self.proposed += 1
+        if len(self.population) < self.population_size:
+            return Proposal(tuple(self._rng.randrange(n) for n in self.choice_counts))
+        contenders = self._rng.sample(self.population, self.sample_size)
+        parent = max(contenders, key=lambda member: member[1])[0]
+        child = list(parent)
+        mutable = [i for i, n in enumerate(self.choice_counts) if n > 1]
+        if mutable:
+            position = self._rng.choice(mutable)
+            child[position] = self._rng.choice([o for o in range(self.choice_counts[position])
+                                                if o != child[position]])
+        return Proposal(tuple(child))
+
+    def observe(self, proposal: Proposal, reward: float) -> dict | None:
+        self.population.append((tuple(proposal.indices), float(reward)))
+        if len(self.population) > self.population_size:
+            self.population.pop(0)
+        return None
+
+    @property
+    def step(self) -> int:
+        return 0
+
+    def entropy(self) -> float | None:
+        return None
+
+    def get_state(self) -> dict:
+        version, internal, gauss = self._rng.getstate()
+        return {"choice_counts": self.choice_counts, "rng": [version, list(internal), gauss],
+                "population": [[list(ind), r] for ind, r in self.population], "proposed": self.proposed,
+                "population_size": self.population_size, "sample_size": self.sample_size}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        _check_counts(self.choice_counts, state["choice_counts"])
+        version, internal, gauss = state["rng"]
+        self._rng.setstate((version, tuple(internal), gauss))
+        self.population = [(tuple(ind), float(r)) for ind, r in state["population"]]
+        self.proposed = int(state["proposed"])
+        self.population_size, self.sample_size = int(state["population_size"]), int(state["sample_size"])
+
+
 class ControllerStrategy:
     """The MnasNet controller (LSTM + PPO) behind the strategy interface."""
 
     name = "mnas"
 
-    def __init__(self, choice_counts: Sequence[int], seed: int = 0, controller: Mapping[str, Any] | None = None):
+    def __init__(self, choice_counts: Sequence[int], seed: int = 0, settings: Mapping[str, Any] | None = None):
         from search.controller import Controller, PPOConfig  # TensorFlow: only when this strategy is used
 
-        settings = dict(controller or {})
+        settings = dict(settings or {})
         settings.setdefault("seed", seed)
         known = {f.name for f in dataclasses.fields(PPOConfig)}
         unknown = sorted(set(settings) - known)
@@ -95,16 +169,19 @@ class ControllerStrategy:
 STRATEGIES: dict[str, Callable[..., Any]] = {
     "mnas": ControllerStrategy,
     "random": RandomStrategy,
+    "evolution": EvolutionStrategy,
 }
 
 
 def make_strategy(name: str, choice_counts: Sequence[int], seed: int = 0,
-                  controller: Mapping[str, Any] | None = None):
+                  settings: Mapping[str, Any] | None = None):
+    """The strategy `name`, configured by its own settings (PPOConfig fields for mnas, population and
+    sample_size for evolution, none for random)."""
     try:
         factory = STRATEGIES[name]
     except KeyError:
         raise ValueError(f"unknown strategy {name!r} (known: {', '.join(STRATEGIES)})") from None
-    return factory(choice_counts, seed=seed, controller=controller)
+    return factory(choice_counts, seed=seed, settings=settings)
 
 
 def _check_counts(mine: Sequence[int], theirs: Sequence[int]) -> None:

@@ -16,7 +16,8 @@ from search.tune import MnasSearcher, _unflatten  # noqa: E402
 
 def make_searcher(run_dir, strategy="mnas", samples=4, seed=0):
     space = load_space("mnasnet-small")
-    run = SearchRun(space, make_strategy(strategy, space.choice_counts, seed=seed, controller={"batch_size": 2}),
+    run = SearchRun(space, make_strategy(strategy, space.choice_counts, seed=seed,
+                                                  settings={"batch_size": 2} if strategy == "mnas" else None),
                     make_reward({"preset": "soft", "target_ms": 75}, ["pixel1"]),
                     ResultStore(str(run_dir / "results.sqlite")), samples=samples, run_dir=str(run_dir))
     return MnasSearcher(run)
