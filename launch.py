@@ -17,8 +17,10 @@ import sys
 
 # name -> module in `commands/`; a module is imported only when its command runs (or for --help).
 COMMANDS: dict[str, str] = {
+    "dashboard": "commands.dashboard",
     "describe": "commands.describe",
     "latency": "commands.latency",
+    "report": "commands.report",
     "results": "commands.results",
     "search": "commands.search",
 }
