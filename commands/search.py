@@ -64,11 +64,13 @@ def run(args) -> int:
     from search.registry import load_space
     from search.strategy import make_strategy
     from workers.proxy import ProxyConfig
+    from workers.trial import check_faults
 
     config = load_config(args)
     space = load_space(config.space)
     reward = make_reward(config.reward, config.latency)
     proxy = ProxyConfig.from_dict(config.proxy)          # fail now, not in the first worker
+    check_faults(config.faults)
     run_dir = os.path.abspath(args.out or os.path.join("runs", config.name))
     state_path = os.path.join(run_dir, STATE_FILE)
     if args.resume:
@@ -111,7 +113,8 @@ def run(args) -> int:
     init_ray(args.address, num_cpus=None if args.address else max(config.workers * config.cpus_per_worker,
                                                                     os.cpu_count() or 1))
     trainable = tune.with_parameters(child_trainable, proxy=proxy.to_dict(), latency=list(config.latency),
-                                     resolution=config.resolution)
+                                     resolution=config.resolution, limits=dict(config.limits),
+                                     faults=dict(config.faults))
     tune_dir = os.path.join(run_dir, "tune")
     attempt = len(os.listdir(tune_dir)) if os.path.isdir(tune_dir) else 0   # one Tune experiment per (re)start
     run_trials(search, trainable, workers=config.workers, cpus_per_worker=config.cpus_per_worker,

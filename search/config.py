@@ -15,6 +15,8 @@
     controller: {batch_size: 5}   # search.controller.PPOConfig fields (strategy mnas)
     evolution: {population: 20, sample_size: 5}   # (strategy evolution)
     proxy: {epochs: 1}            # workers.proxy.ProxyConfig fields
+    limits: {max_params: 8000000} # children larger than this fail as too_large before they are built
+    faults: {rate: 0.2}           # inject failures into a fraction of children (testing the search's resilience)
 
 Sections `controller`, `evolution` and `proxy` are validated by the classes they configure; a section of a
 strategy that is not used is ignored, so one config can be run with --strategy mnas, random or evolution.
@@ -27,7 +29,7 @@ import os
 from typing import Any, Mapping
 
 _TOP_KEYS = {"name", "space", "strategy", "samples", "workers", "cpus_per_worker", "seed", "deploy", "latency",
-             "reward", "controller", "evolution", "proxy", "feed_failures"}
+             "reward", "controller", "evolution", "proxy", "feed_failures", "limits", "faults"}
 
 
 @dataclasses.dataclass
@@ -44,6 +46,8 @@ class SearchConfig:
     reward: dict = dataclasses.field(default_factory=lambda: {"preset": "soft", "target_ms": 75.0})
     controller: dict = dataclasses.field(default_factory=dict)
     evolution: dict = dataclasses.field(default_factory=dict)
+    limits: dict = dataclasses.field(default_factory=dict)
+    faults: dict = dataclasses.field(default_factory=dict)
     proxy: dict = dataclasses.field(default_factory=dict)
     feed_failures: bool = True
 
@@ -89,7 +93,7 @@ class SearchConfig:
             raise ValueError(f"{source}: cpus_per_worker must be positive, got {self.cpus_per_worker!r}")
         if not isinstance(self.latency, list) or not self.latency or not all(isinstance(b, str) for b in self.latency):
             raise ValueError(f"{source}: latency must be a backend name or a list of them, got {self.latency!r}")
-        for name in ("deploy", "reward", "controller", "evolution", "proxy"):
+        for name in ("deploy", "reward", "controller", "evolution", "proxy", "limits", "faults"):
             if not isinstance(getattr(self, name), Mapping):
                 raise ValueError(f"{source}: {name} must be a mapping, got {getattr(self, name)!r}")
         unknown = sorted(set(self.deploy) - {"resolution", "num_classes", "input_channels"})
@@ -98,6 +102,11 @@ class SearchConfig:
         for key in ("resolution", "num_classes", "input_channels"):
             if key in self.deploy:
                 positive_int(f"deploy.{key}", self.deploy[key])
+        unknown = sorted(set(self.limits) - {"max_params"})
+        if unknown:
+            raise ValueError(f"{source}: limits: unknown setting(s) {', '.join(unknown)} (known: max_params)")
+        if "max_params" in self.limits:
+            positive_int("limits.max_params", self.limits["max_params"])
 
     def strategy_settings(self) -> dict:
         """The settings section of the chosen strategy."""

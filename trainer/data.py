@@ -1,0 +1,242 @@
+"""Datasets for the proxy task: loaders into numpy arrays, a registry by name, and a `tf.data` pipeline.
+
+The embedded default is Fashion-MNIST from Debian's `dataset-fashion-mnist` package: the four IDX files of
+Zalando's release, gzipped, under /usr/share/datasets/fashion-mnist. It needs no network, which is why the
+search's default proxy task uses it (the paper's proxy is 5 epochs of ImageNet; see `workers/proxy.py`).
+
+A dataset is a `DatasetSpec` in `DATASETS`: a loader returning an `ArrayDataset`, its number of classes, and
+where its files live by default. More datasets (ImageNet TFRecords, CIFAR-style arrays, image folders) are added
+as further entries; the proxy only ever goes through `load_dataset` and `make_pipeline`.
+
+TensorFlow is imported inside `make_pipeline` only, so that the loaders (and their tests) stay light.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import threading
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+_INSTALL_HINT = ("install it with `sudo apt-get install dataset-fashion-mnist`, or pass --data-dir / set the "
+                 "proxy config's data_dir to a folder holding the four IDX files "
+                 f"({', '.join(f + '.gz' for f in FASHION_MNIST_FILES.values())})")
+
+# IDX type codes (third magic byte) -> numpy dtype; multi-byte types are big-endian in the format.
+_IDX_TYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+class ArrayDataset(NamedTuple):
+    """A dataset held in memory. Images are uint8 NHWC; labels are int64 class indices.
+
+    The test split is returned so that a user can evaluate a *final* model on it; the proxy task never
+    touches it (it holds out part of the training split instead, as the paper does).
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+class DatasetMissing(FileNotFoundError):
+    """The dataset's files are not on this machine; the message says how to get them."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """A registry entry: how to load a dataset and what a model needs to know about it."""
+
+    load: Callable[[str], ArrayDataset]  # data_dir -> arrays
+    num_classes: int
+    default_dir: str
+
+
+def read_idx(path: str, expected_ndim: int | None = None) -> np.ndarray:
+    """Reads one IDX file (gzipped if its name ends in .gz) into a numpy array.
+
+    The IDX header is two zero bytes, a type code, the number of dimensions, then one big-endian uint32 per
+    dimension. Everything is checked, because a half-downloaded file otherwise turns into a silently short
+    or garbled training set.
+
+    Raises:
+        ValueError: naming the file, for a bad magic number, a wrong number of dimensions, a truncated or
+            over-long payload, or a corrupt gzip stream.
+    """
+    try:
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (EOFError, gzip.BadGzipFile, OSError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise ValueError(f"{path}: cannot decompress/read IDX file ({err}); the file is truncated or corrupt")
+    if len(raw) < 4:
+        raise ValueError(f"{path}: truncated IDX file: {len(raw)} bytes, shorter than the 4-byte magic number")
+    zero0, zero1, type_code, ndim = raw[:4]
+    if zero0 != 0 or zero1 != 0 or type_code not in _IDX_TYPES:
+        raise ValueError(f"{path}: not an IDX file: bad magic number 0x{raw[:4].hex()} "
+                         "(expected 0x0000 then a type code such as 0x08 for uint8)")
+    if expected_ndim is not None and ndim != expected_ndim:
+        raise ValueError(f"{path}: IDX file has {ndim} dimensions, expected {expected_ndim}")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path}: truncated IDX file: header needs {header} bytes, file has {len(raw)}")
+    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    dtype = _IDX_TYPES[type_code]
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    payload = len(raw) - header
+    if payload != expected:
+        problem = "truncated" if payload < expected else "has trailing bytes"
+        raise ValueError(f"{path}: IDX file {problem}: shape {shape} needs {expected} data bytes, found {payload}")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def write_idx(path: str, array: np.ndarray) -> None:
+    """Writes `array` as an IDX file (gzipped if `path` ends in .gz): small stand-in datasets for tests."""
+    codes = {dtype: code for code, dtype in _IDX_TYPES.items()}
+    big_endian = np.asarray(array).astype(np.asarray(array).dtype.newbyteorder(">"))
+    code = codes.get(big_endian.dtype)
+    if code is None:
+        raise ValueError(f"IDX cannot store dtype {array.dtype} (known: {', '.join(map(str, _IDX_TYPES.values()))})")
+    header = bytes([0, 0, code, big_endian.ndim]) + np.asarray(big_endian.shape, dtype=">u4").tobytes()
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as handle:
+        handle.write(header + big_endian.tobytes())
+
+
+def _find(data_dir: str, stem: str) -> str:
+    for name in (stem + ".gz", stem):
+        path = os.path.join(data_dir, name)
+        if os.path.isfile(path):
+            return path
+    raise DatasetMissing(f"Fashion-MNIST file {stem}.gz not found in {data_dir}: {_INSTALL_HINT}")
+
+
+_CACHE: dict[tuple[str, str], ArrayDataset] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def load_fashion_mnist(data_dir: str = FASHION_MNIST_DIR) -> ArrayDataset:
+    """Fashion-MNIST as arrays: x uint8 [N, 28, 28, 1], y int64 [N]; 60,000 training and 10,000 test images.
+
+    Decoded arrays are cached per process and per folder: a Ray actor trains many children one after another,
+    and decoding the 26 MB of gzip each time would cost about a second per child. The cached arrays are
+    read-only so that no caller can corrupt another's data.
+
+    Raises:
+        DatasetMissing: the folder or a file is absent (the message says how to install the package).
+        ValueError: a file is not a valid IDX file, or images and labels disagree in number.
+    """
+    key = ("fashion-mnist", os.path.realpath(data_dir))
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+    if not os.path.isdir(data_dir):
+        raise DatasetMissing(f"Fashion-MNIST folder {data_dir} does not exist: {_INSTALL_HINT}")
+    arrays = {}
+    for field, stem in FASHION_MNIST_FILES.items():
+        path = _find(data_dir, stem)
+        array = read_idx(path, expected_ndim=3 if field.startswith("x") else 1)
+        if array.dtype != np.uint8:
+            raise ValueError(f"{path}: IDX type is {array.dtype}, expected uint8")
+        if field.startswith("x"):
+            array = array[..., np.newaxis]
+        else:
+            array = array.astype(np.int64)
+            if array.size and array.max() >= 10:
+                raise ValueError(f"{path}: label {int(array.max())} out of range for 10 classes")
+        array.setflags(write=False)
+        arrays[field] = (path, array)
+    for split in ("train", "test"):
+        (x_path, x), (y_path, y) = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if len(x) != len(y):
+            raise ValueError(f"{x_path} has {len(x)} images but {y_path} has {len(y)} labels")
+    dataset = ArrayDataset(**{field: array for field, (_, array) in arrays.items()})
+    with _CACHE_LOCK:
+        _CACHE[key] = dataset
+    return dataset
+
+
+def clear_cache() -> None:
+    """Forgets decoded datasets (tests use it; a worker never needs to)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "fashion-mnist": DatasetSpec(load=load_fashion_mnist, num_classes=10, default_dir=FASHION_MNIST_DIR),
+}
+
+
+def get_dataset_spec(name: str) -> DatasetSpec:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r} (known: {', '.join(sorted(DATASETS))})") from None
+
+
+def load_dataset(name: str, data_dir: str | None = None) -> ArrayDataset:
+    """Loads a registered dataset by name; `data_dir=None` means the dataset's default folder."""
+    spec = get_dataset_spec(name)
+    return spec.load(data_dir or spec.default_dir)
+
+
+def make_pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int, image_size: int | None = None,
+                  fit: str = "resize", shuffle: bool = False, seed: int = 0, drop_remainder: bool = False):
+    """A `tf.data` pipeline of (float images, int labels) batches from uint8 arrays.
+
+    Batching comes before the per-image work so that normalisation and resizing run once per batch, vectorised
+    (the per-element map of the usual recipe costs more than the training step of a small proxy model).
+
+    Args:
+        images: uint8 [N, H, W, C].
+        labels: integer class indices [N].
+        batch_size: images per batch.
+        image_size: output height = width; None keeps the native size.
+        fit: how to reach `image_size`: 'resize' (bilinear) or 'pad' (centred zero padding, or a centred crop
+            when smaller) -- padding keeps the pixels exactly, resizing keeps the object's share of the frame.
+        shuffle: shuffle the whole array every epoch (a full-size buffer: cheap for uint8 images in memory).
+        seed: shuffle seed; the same seed gives the same order of batches.
+        drop_remainder: drop a last partial batch (keeps one traced shape in training).
+
+    Images are scaled to [-1, 1]: every child starts with batch norm after its stem, so only the scale's
+    order of magnitude matters.
+    """
+    import tensorflow as tf
+
+    if fit not in ("resize", "pad"):
+        raise ValueError(f"unknown fit {fit!r} (known: resize, pad)")
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 [N, H, W, C], got {images.dtype} {images.shape}")
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    native = images.shape[1]
+
+    def prepare(x, y):
+        x = tf.cast(x, tf.float32) * (2.0 / 255.0) - 1.0
+        if image_size is not None and image_size != native:
+            if fit == "resize":
+                x = tf.image.resize(x, (image_size, image_size), method="bilinear")
+            else:
+                # Pad with -1 (black in [-1, 1]) by padding the [0, 2] shifted image with zeros.
+                x = tf.image.resize_with_crop_or_pad(x + 1.0, image_size, image_size) - 1.0
+        return x, tf.cast(y, tf.int32)
+
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+    if shuffle:
+        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    dataset = dataset.map(prepare, num_parallel_calls=1, deterministic=True)
+    return dataset.prefetch(2)

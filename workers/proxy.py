@@ -1,0 +1,372 @@
+"""The proxy task: what one worker does to one child -- adapt it, train it briefly, score it on held-out data.
+
+The paper (Tan et al., CVPR 2019, Sec. 5) trains every sampled model for 5 epochs on ImageNet and scores it on
+50K images held out from the *training* set. With no ImageNet and 2 CPU cores, the embedded default is a
+smaller stand-in chosen by measurement (see benchmarks/proxy_spread.md): one epoch over 10,000 Fashion-MNIST
+training images, a half-width copy of the child with its stem stride removed, scored on a fixed slice of 5,000
+other training images. The test split is never read, so it stays clean for final models.
+
+What the proxy trains is `proxy_architecture(arch, proxy)`, not `arch`: latency and the reported multiply-adds
+belong to the deployment architecture at its deployment resolution and are measured elsewhere.
+
+Importing this module does not import TensorFlow (a Ray driver or the controller can import it cheaply);
+`train_child` imports it on first use and sets its thread pools once per process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Mapping
+
+from search.space import Architecture
+
+# Failure codes of `ChildFailed.reason`: a failed child is recorded with its code, never silently dropped.
+FAILURE_REASONS: dict[str, str] = {
+    "nan_loss": "the training loss became NaN or infinite (diverged); the child is scored as failed",
+    "build_error": "the architecture could not be built as a Keras model at the proxy's image size",
+    "oom": "training or evaluation ran out of memory",
+    "data_error": "the proxy dataset could not be loaded (missing package or corrupt files)",
+    "train_error": "any other error raised while training or evaluating",
+    # Raised by the trial around train_child (workers/trial.py), listed here so that every code has one home:
+    "too_large": "the deployment model exceeds the search's parameter limit; rejected before anything is built",
+    "latency_error": "the latency model could not measure or predict the deployment architecture",
+}
+
+
+class ChildFailed(Exception):
+    """A child that could not be scored, with a machine-readable `reason` (a key of `FAILURE_REASONS`)."""
+
+    def __init__(self, reason: str, message: str = ""):
+        if reason not in FAILURE_REASONS:
+            raise ValueError(f"unknown failure reason {reason!r} (known: {', '.join(FAILURE_REASONS)})")
+        super().__init__(f"{reason}: {message}" if message else reason)
+        self.reason = reason
+        self.message = message
+
+    def __reduce__(self):  # Ray ships exceptions between processes by pickling them
+        return (type(self), (self.reason, self.message))
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxyConfig:
+    """The proxy task's settings. Defaults measured on the 2-core reference machine (benchmarks/proxy_spread.md)."""
+
+    dataset: str = "fashion-mnist"
+    """A name in `trainer.data.DATASETS`."""
+    data_dir: str | None = None
+    """Folder of the dataset's files; None uses the dataset's default (Debian's /usr/share/datasets/...)."""
+    image_size: int = 28
+    """Side of the square images the proxy trains on; Fashion-MNIST's native 28 avoids resizing cost."""
+    train_subset: int = 10000
+    """Training images used (the first ones of the training split, minus the held-out slice)."""
+    heldout: int = 5000
+    """Training images held out for scoring: the *last* ones of the training split, the same for every child, so
+    accuracies compare. The paper likewise scores on held-out training images, never on the test set."""
+    epochs: int = 1
+    """Passes over `train_subset`; ignored when `steps` is set."""
+    steps: int | None = None
+    """If set, train for exactly this many batches (repeating the data as needed) instead of `epochs`."""
+    batch_size: int = 64
+    """Images per training step; full batches only, so the train step is traced once."""
+    optimizer: str = "rmsprop"
+    """'rmsprop' (the paper's: decay 0.9, momentum 0.9, epsilon 1e-3), 'adam' or 'sgd' (Nesterov momentum 0.9).
+    Measured on two children at the defaults: RMSProp 0.002 reached 77-79% held-out accuracy, Adam 0.005 66-71%,
+    SGD 0.1 62-63%; a proxy that leaves children half-trained ranks the optimizer's luck, not the architecture."""
+    learning_rate: float = 0.002
+    """Peak learning rate, cosine-decayed to zero over the run so the last weights are not a noisy snapshot.
+    0.002 for 64 images is the paper's 0.016 per 256 halved. Measured with RMSProp on two children: 0.002 gave
+    78.7/77.7%, 0.001 74.6/78.4%, 0.0005 72.8/75.2%."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay (AdamW style for 'adam'); 0 turns it off -- one epoch does not overfit."""
+    width: float = 0.5
+    """Depth multiplier of the proxy model, multiplying the architecture's own (official rounding). Measured on
+    MnasNet-A1: 0.25 trained only ~15% faster per image than 0.5 (per-op overhead dominates at these sizes),
+    so halving keeps most of the speed while every block keeps at least 8 filters to choose among."""
+    strides_removed: int = 1
+    """How many of the earliest stride-2 layers (stem first, then blocks in order) become stride 1. A 224-pixel
+    network halves its map 5 times; a 28-pixel image would shrink 28-14-7-4-2-1 and the last blocks would see a
+    single pixel, where kernel size and spatial mixing no longer matter. Removing the stem's stride keeps every
+    block's map at 1/4 of its deployment size (28-28-14-7-4-2 against 112-112-56-28-14-7), so blocks keep their
+    relative resolutions. Removing 2 (ending at 4x4) was measured at 2.5-3x the training time per image."""
+    bn_momentum: float = 0.9
+    """Batch-norm moving-average momentum of the proxy model (the deployment model uses 0.99). With 0.99 the
+    moving statistics of a ~150-step run still weigh their initial values, and held-out accuracy measured with
+    them was below chance; 0.9 forgets the start within ~50 steps."""
+    threads: int = 1
+    """TensorFlow intra- and inter-op threads. Measured on MnasNet-A1: 66 s at 1 thread, 46 s at 2 -- so on 2
+    cores two 1-thread children at once finish more children per minute than one 2-thread child. TensorFlow
+    fixes the pools at its first use in a process: later trials in the same actor keep the first value.
+    Results are reproducible for a given thread count, not across counts (reductions change order)."""
+    seed: int = 0
+    """Seeds weights, dropout and the shuffling order; TensorFlow ops are made deterministic too."""
+
+    def __post_init__(self):
+        from trainer.data import get_dataset_spec
+
+        get_dataset_spec(self.dataset)  # ValueError listing known datasets
+        for name in ("image_size", "train_subset", "heldout", "epochs", "batch_size", "threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"proxy config: {name} must be a positive integer, got {value!r}")
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int)
+                                       or self.steps < 1):
+            raise ValueError(f"proxy config: steps must be a positive integer or null, got {self.steps!r}")
+        if self.batch_size > self.train_subset:
+            raise ValueError(f"proxy config: batch_size {self.batch_size} exceeds train_subset {self.train_subset}")
+        if self.optimizer not in _OPTIMIZERS:
+            raise ValueError(f"proxy config: unknown optimizer {self.optimizer!r} (known: {', '.join(_OPTIMIZERS)})")
+        if not isinstance(self.bn_momentum, (int, float)) or not 0 <= self.bn_momentum < 1:
+            raise ValueError(f"proxy config: bn_momentum must be in [0, 1), got {self.bn_momentum!r}")
+        for name in ("learning_rate", "width"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
+                raise ValueError(f"proxy config: {name} must be a positive number, got {value!r}")
+        if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
+            raise ValueError(f"proxy config: weight_decay must be >= 0, got {self.weight_decay!r}")
+        if isinstance(self.strides_removed, bool) or not isinstance(self.strides_removed, int) \
+                or self.strides_removed < 0:
+            raise ValueError(f"proxy config: strides_removed must be an integer >= 0, got {self.strides_removed!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ValueError(f"proxy config: seed must be an integer, got {self.seed!r}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "ProxyConfig":
+        """Builds a config from a (YAML) mapping; unknown keys raise ValueError naming them."""
+        data = dict(data or {})
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"proxy config: unknown key(s) {', '.join(map(repr, unknown))} "
+                             f"(known: {', '.join(known)})")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "ProxyConfig":
+        return dataclasses.replace(self, **changes)
+
+
+_OPTIMIZERS = ("adam", "rmsprop", "sgd")
+
+
+def proxy_architecture(arch: Architecture, proxy: ProxyConfig) -> Architecture:
+    """The architecture the proxy trains: `arch` adapted to small images and a small budget.
+
+    Three explicit changes, nothing else (kernels, ops, SE, skips, repeats and filters ratios are the child's):
+
+    * the first `proxy.strides_removed` stride-2 layers -- the stem first, then blocks in order -- stride 1,
+      so a 28x28 image still has a spatial map when it reaches the late blocks (see `ProxyConfig.strides_removed`).
+      A block that loses its stride and has equal input and output filters gains its identity residual, exactly
+      as the same block string would at stride 1;
+    * the depth multiplier is multiplied by `proxy.width` (official rounding to multiples of 8);
+    * the resolution becomes `proxy.image_size`.
+
+    Returns a new Architecture; `arch` is unchanged (frozen). Latency is never taken on the result.
+    """
+    remaining = proxy.strides_removed
+    stem_stride = arch.stem_stride
+    if remaining and stem_stride > 1:
+        stem_stride, remaining = 1, remaining - 1
+    blocks = []
+    for block in arch.blocks:
+        if remaining and block.stride > 1:
+            block, remaining = block.replace(strides=(1, 1)), remaining - 1
+        blocks.append(block)
+    return arch.replace(blocks=tuple(blocks), stem_stride=stem_stride, resolution=proxy.image_size,
+                        depth_multiplier=arch.depth_multiplier * proxy.width)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxyResult:
+    """What a worker reports for a child that trained. Seconds are wall time on the worker."""
+
+    accuracy: float          # top-1 on the held-out slice of the training split
+    heldout_loss: float      # mean cross-entropy on the held-out slice
+    final_loss: float        # mean training loss over the last epoch (or the last `steps` window)
+    steps: int               # optimizer steps taken
+    epochs: float            # passes over the training subset (fractional when `steps` is set)
+    build_seconds: float     # building the Keras model
+    train_seconds: float     # training, first-step tracing included
+    eval_seconds: float      # scoring the held-out slice
+    images_per_second: float  # training images / train_seconds
+    proxy_params: int        # trainable parameters of the proxy model (not of the deployment model)
+    proxy_arch: tuple[str, ...]  # block strings actually trained (the stem stride is not in them)
+    cpu_seconds: float       # process CPU time for the whole child: wall time minus contention, at 1 thread
+    threads: int             # TensorFlow intra-op threads in effect
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["proxy_arch"] = list(self.proxy_arch)
+        return data
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Training one child
+
+_PROCESS: dict[str, Any] = {}  # per-process TensorFlow set-up, done once (a Ray actor trains many children)
+
+
+def _tensorflow(threads: int):
+    """Imports TensorFlow and fixes its thread pools and op determinism, once per process.
+
+    TensorFlow refuses to change its thread pools once it has run an op, so a second call (a later trial in a
+    reused actor, or a process where something else used TensorFlow first) keeps what is in effect and
+    reports it rather than raising.
+    """
+    import tensorflow as tf
+
+    if "threads" not in _PROCESS:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:
+            pass
+        tf.config.experimental.enable_op_determinism()
+        _PROCESS["threads"] = tf.config.threading.get_intra_op_parallelism_threads()
+    return tf
+
+
+def _optimizer(proxy: ProxyConfig, total_steps: int):
+    import keras
+
+    schedule = keras.optimizers.schedules.CosineDecay(proxy.learning_rate, decay_steps=max(1, total_steps))
+    decay = proxy.weight_decay or None
+    if proxy.optimizer == "adam":
+        return keras.optimizers.AdamW(schedule, weight_decay=proxy.weight_decay) if decay else \
+            keras.optimizers.Adam(schedule)
+    if proxy.optimizer == "rmsprop":  # the paper's settings for full training (decay 0.9, momentum 0.9, eps 1e-3)
+        return keras.optimizers.RMSprop(schedule, rho=0.9, momentum=0.9, epsilon=1e-3, weight_decay=decay)
+    return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=decay)
+
+
+def _split(proxy: ProxyConfig):
+    """The training subset and the held-out slice, both from the training split (never the test split)."""
+    from trainer.data import load_dataset
+
+    try:
+        data = load_dataset(proxy.dataset, proxy.data_dir)
+    except (OSError, ValueError) as err:
+        raise ChildFailed("data_error", str(err)) from err
+    x, y = data.x_train, data.y_train
+    if proxy.train_subset + proxy.heldout > len(x):
+        raise ValueError(f"proxy config: train_subset {proxy.train_subset} + heldout {proxy.heldout} exceed the "
+                         f"{len(x)} training images of {proxy.dataset}")
+    start = len(x) - proxy.heldout
+    return (x[:proxy.train_subset], y[:proxy.train_subset]), (x[start:], y[start:])
+
+
+def train_child(arch: Architecture, proxy: ProxyConfig | None = None, num_classes: int | None = None) -> ProxyResult:
+    """Trains `proxy_architecture(arch, proxy)` on the proxy task and scores it on the held-out slice.
+
+    Args:
+        arch: the deployment architecture (the child the controller sampled).
+        proxy: the proxy task; None means the defaults.
+        num_classes: classifier width; None takes the dataset's.
+
+    Raises:
+        ChildFailed: with reason nan_loss, build_error, oom, data_error or train_error.
+        ValueError: the config asks for more images than the dataset has (every child would fail alike).
+    """
+    proxy = proxy or ProxyConfig()
+    tf = _tensorflow(proxy.threads)
+    import keras
+
+    from trainer.builder import build_model
+    from trainer.data import get_dataset_spec
+
+    (x_train, y_train), (x_held, y_held) = _split(proxy)
+    num_classes = num_classes or get_dataset_spec(proxy.dataset).num_classes
+    parch = proxy_architecture(arch, proxy)
+    keras.backend.clear_session(free_memory=True)
+    keras.utils.set_random_seed(proxy.seed)
+    cpu_started = time.process_time()
+    try:
+        try:
+            started = time.perf_counter()
+            model = build_model(parch, num_classes, (proxy.image_size, proxy.image_size, x_train.shape[-1]),
+                                name="proxy")
+            for layer in model.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.momentum = proxy.bn_momentum
+            build_seconds = time.perf_counter() - started
+        except (MemoryError, tf.errors.ResourceExhaustedError) as err:
+            raise ChildFailed("oom", f"building {parch}: {err}") from err
+        except Exception as err:  # noqa: BLE001 -- any builder failure is this child's failure
+            raise ChildFailed("build_error", f"{type(err).__name__}: {err}") from err
+        try:
+            result = _train_and_score(model, parch, proxy, (x_train, y_train), (x_held, y_held))
+            return dataclasses.replace(result, build_seconds=build_seconds,
+                                       cpu_seconds=time.process_time() - cpu_started)
+        except ChildFailed:
+            raise
+        except (MemoryError, tf.errors.ResourceExhaustedError) as err:
+            raise ChildFailed("oom", f"{type(err).__name__}: {err}") from err
+        except Exception as err:  # noqa: BLE001
+            raise ChildFailed("train_error", f"{type(err).__name__}: {err}") from err
+    finally:
+        keras.backend.clear_session(free_memory=True)
+
+
+def _train_and_score(model, parch: Architecture, proxy: ProxyConfig, train, held) -> ProxyResult:
+    """Trains the built proxy model on `train` (images, labels) and scores it on `held`; timings are filled in
+    by the caller for the parts it does (building, whole-child CPU time)."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from trainer.data import make_pipeline
+
+    per_epoch = len(train[0]) // proxy.batch_size
+    steps = proxy.steps or per_epoch * proxy.epochs
+    pipeline = make_pipeline(*train, proxy.batch_size, proxy.image_size, shuffle=True, seed=proxy.seed,
+                             drop_remainder=True).repeat().take(steps)
+    optimizer = _optimizer(proxy, steps)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    window = min(steps, per_epoch)  # final_loss averages the last epoch's worth of steps
+    started = time.perf_counter()
+    variables = model.trainable_variables
+    optimizer.build(variables)
+
+    # A hand-written step rather than model.fit: it gave the same losses bit for bit and took a third less CPU
+    # time per child here (fit's callbacks, metrics and epoch machinery cost more than a small step).
+    @tf.function(reduce_retracing=True)
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        optimizer.apply(tape.gradient(loss, variables), variables)
+        return loss
+
+    recent = []
+    for step, (x, y) in enumerate(pipeline, 1):
+        loss = float(train_step(x, y))  # one sync a step: stops a diverged child at once, costs < 1%
+        if not math.isfinite(loss):
+            raise ChildFailed("nan_loss", f"training loss {loss} at step {step} of {steps} "
+                                          f"(learning rate {proxy.learning_rate}, {proxy.optimizer})")
+        recent.append(loss)
+    final_loss = float(np.mean(recent[-window:]))
+    train_seconds = time.perf_counter() - started
+    if not math.isfinite(final_loss):
+        raise ChildFailed("nan_loss", f"training loss {final_loss} (learning rate {proxy.learning_rate}, "
+                                      f"{proxy.optimizer})")
+
+    started = time.perf_counter()
+    eval_step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    logits = np.concatenate([eval_step(x).numpy() for x, _ in
+                             make_pipeline(*held, 500, proxy.image_size)], axis=0)
+    labels = np.asarray(held[1])
+    if not np.all(np.isfinite(logits)):
+        raise ChildFailed("nan_loss", "held-out logits are not finite (diverged weights or batch-norm statistics)")
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    heldout_loss = float(-log_probs[np.arange(len(labels)), labels].mean())
+    accuracy = float((logits.argmax(axis=1) == labels).mean())
+    eval_seconds = time.perf_counter() - started
+    return ProxyResult(
+        accuracy=accuracy, heldout_loss=heldout_loss, final_loss=final_loss, steps=steps,
+        epochs=steps * proxy.batch_size / len(train[0]), build_seconds=0.0, train_seconds=train_seconds,
+        eval_seconds=eval_seconds, images_per_second=steps * proxy.batch_size / max(train_seconds, 1e-9),
+        proxy_params=int(sum(int(np.prod(v.shape)) for v in model.trainable_variables)),
+        proxy_arch=parch.block_strings, cpu_seconds=0.0, threads=int(_PROCESS.get("threads", proxy.threads)))
