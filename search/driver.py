@@ -3,8 +3,9 @@
 `SearchRun` is what the Ray Tune searcher (`search.tune`) delegates to, and what tests drive without Ray. It
 owns the bookkeeping that makes a search survive crashes:
 
-* every finished child goes to the results store first (one SQLite transaction), then to the strategy, then the
-  run's state (strategy state, proposals in flight, counters) is written atomically to `searcher_state.json`;
+* every proposal is written to the run's state before it is handed out (write-ahead), and every finished child
+  goes to the results store first (one SQLite transaction), then to the strategy, then the run's state (strategy
+  state, proposals in flight, counters) is written atomically to `searcher_state.json`;
 * on resume, a child that is in the store but still listed in flight (the driver died between the two writes)
   is replayed into the strategy from the store; a child in flight that never finished is proposed again, with
   the same genotype and log-probability, under a new trial id. So no finished child is lost or evaluated twice
@@ -29,6 +30,24 @@ from search.strategy import Proposal
 
 STATE_FILE = "searcher_state.json"
 STATE_VERSION = 1
+CRASH_ENV = "MNAS_CRASH_AT"
+_crash_hits: dict[str, int] = {}
+
+
+def crash_point(name: str) -> None:
+    """Kills this process with SIGKILL at a named moment, when `MNAS_CRASH_AT=name:N` asks for its N-th pass.
+
+    The crash-and-resume tests use it to stop the driver at exact moments (before a child is stored, between
+    the store and the state file, in a PPO update, while the state is written); unset, it costs a dict lookup.
+    """
+    wanted = os.environ.get(CRASH_ENV)
+    if not wanted:
+        return
+    _crash_hits[name] = _crash_hits.get(name, 0) + 1
+    if wanted == f"{name}:{_crash_hits[name]}":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def write_json_atomic(path: str, data: Any) -> None:
@@ -37,10 +56,14 @@ def write_json_atomic(path: str, data: Any) -> None:
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes files private; the state is as readable as any output
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(data, handle, default=_jsonable)
             handle.flush()
             os.fsync(handle.fileno())
+        crash_point("save")
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -132,6 +155,7 @@ class SearchRun:
             return None
         entry = dict(entry, started_at=_now())
         self.in_flight[trial_id] = entry
+        self.save()   # write-ahead: a child that finishes is always one the saved state knows
         arch = self.space.decode(entry["indices"])
         return {"arch": arch.to_dict(), "indices": entry["indices"], "sample": entry["sample"],
                 "controller_step": entry["step"]}
@@ -143,7 +167,9 @@ class SearchRun:
         if entry is None:
             return None
         record = self._record(trial_id, entry, dict(result or {}), error)
+        crash_point("store")
         self.store.add_child(record)
+        crash_point("feed")
         self._feed(entry, record)
         del self.in_flight[trial_id]
         self.save()
@@ -192,6 +218,7 @@ class SearchRun:
         proposal = Proposal(tuple(entry["indices"]), entry.get("log_prob"), entry.get("step", 0))
         stats = self.strategy.observe(proposal, record["reward"])
         if stats:
+            crash_point("update")
             self.last_stats = dict(stats)
             self.store.add_controller_stats(int(stats.get("step", self.strategy.step)), self.last_stats)
 
@@ -240,6 +267,10 @@ class SearchRun:
 
     def load(self, path: str | None = None) -> None:
         path = path or os.path.join(self.run_dir or ".", STATE_FILE)
+        folder = os.path.dirname(os.path.abspath(path))
+        for name in os.listdir(folder) if os.path.isdir(folder) else ():
+            if name.startswith(".tmp-") and name.endswith(".json"):   # a state write the crash interrupted
+                os.unlink(os.path.join(folder, name))
         try:
             state = read_json(path)
         except FileNotFoundError:
