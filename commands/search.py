@@ -79,6 +79,7 @@ def run(args) -> int:
     elif os.path.exists(os.path.join(run_dir, "results.sqlite")) or os.path.exists(state_path):
         raise ValueError(f"{run_dir} already holds a search: add --resume to continue it, or choose another --out")
     _check_latency_backends(config.latency)
+    _check_dataset(proxy)
     strategy = make_strategy(config.strategy, space.choice_counts, seed=config.seed,
                              settings=config.strategy_settings())
 
@@ -128,6 +129,17 @@ def run(args) -> int:
     print(f"  frontier:  python launch.py results {run_dir} --pareto")
     print(f"  pandas:    ResultStore('{run_dir}').children()  (from results.store)")
     return 0 if summary["done"] >= search.samples else 1
+
+
+def _check_dataset(proxy) -> None:
+    """Loads the proxy data once here, so a missing or corrupt data set stops the search before Ray starts
+    (otherwise every child would fail alike with data_error)."""
+    from trainer.data import load_dataset
+
+    data = load_dataset(proxy.dataset, proxy.data_dir)
+    if proxy.train_subset + proxy.heldout > len(data.x_train):
+        raise ValueError(f"proxy: train_subset + heldout = {proxy.train_subset + proxy.heldout} but "
+                         f"{proxy.dataset} has {len(data.x_train)} training images")
 
 
 def _check_latency_backends(backends) -> None:
