@@ -84,7 +84,10 @@ def run_trials(run: SearchRun, trainable, workers: int, cpus_per_worker: float, 
                                     max_concurrent_trials=workers, reuse_actors=True,
                                     trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+                                  # A trial whose worker process or node dies is retried (twice) on another
+                                  # worker: a lost node costs time, not children. Errors inside a child are
+                                  # reported as failed children by the trainable and never retried.
+                                  failure_config=tune.FailureConfig(max_failures=2, fail_fast=False),
                                   log_to_file=True))
     return tuner.fit()
 
