@@ -100,18 +100,21 @@ def load_architecture(spec: str) -> Architecture:
     if spec in ARCHITECTURES:
         return ARCHITECTURES[spec]
     if os.path.isfile(spec):
-        try:
-            with open(spec, encoding="utf-8") as handle:
-                text = handle.read()
-        except (OSError, UnicodeDecodeError) as err:
-            raise ValueError(f"cannot read architecture file {spec!r}: {err}") from None
-        return parse_arch_text(text, source=spec)
+        return parse_arch_text(_read_text(spec, "architecture file"), source=spec)
     if os.path.exists(spec):
         raise ValueError(f"architecture path {spec!r} is not a file")
     if "_" in spec and spec.startswith("r"):
         # A single block string or a space-separated list of them, given inline.
         return parse_arch_text(spec.replace(" ", "\n"), source="<command line>")
     return get_architecture(spec)
+
+
+def _read_text(path: str, what: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read {what} {path!r}: {err}") from None
 
 
 def _read_yaml(text: str, source: str) -> Mapping[str, Any]:
@@ -136,11 +139,7 @@ def load_space(spec: str | Mapping[str, Any]) -> SearchSpace:
         text = resources.files("search.spaces").joinpath(SPACES[spec]).read_text(encoding="utf-8")
         return SearchSpace(_read_yaml(text, spec))
     if os.path.isfile(spec):
-        try:
-            with open(spec, encoding="utf-8") as handle:
-                text = handle.read()
-        except (OSError, UnicodeDecodeError) as err:
-            raise ValueError(f"cannot read search space file {spec!r}: {err}") from None
+        text = _read_text(spec, "search space file")
         try:
             return SearchSpace(_read_yaml(text, spec))
         except ValueError as err:

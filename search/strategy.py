@@ -23,19 +23,15 @@ class Proposal:
     step: int = 0                   # the strategy's update count when the proposal was made
 
 
-class RandomStrategy:
-    """Uniform random search over genotypes, seeded and resumable."""
+class _SeededStrategy:
+    """What the strategies without a learned policy share: a seeded RNG whose state saves as plain values."""
 
-    name = "random"
-
-    def __init__(self, choice_counts: Sequence[int], seed: int = 0, settings: Mapping[str, Any] | None = None):
-        if settings:
-            raise ValueError(f"random search takes no settings, got {', '.join(sorted(settings))}")
+    def __init__(self, choice_counts: Sequence[int], seed: int):
         self.choice_counts = list(choice_counts)
         self._rng = random.Random(seed)
 
-    def propose(self) -> Proposal:
-        return Proposal(tuple(self._rng.randrange(n) for n in self.choice_counts))
+    def _random_indices(self) -> tuple[int, ...]:
+        return tuple(self._rng.randrange(n) for n in self.choice_counts)
 
     def observe(self, proposal: Proposal, reward: float) -> dict | None:
         return None
@@ -57,7 +53,21 @@ class RandomStrategy:
         self._rng.setstate((version, tuple(internal), gauss))
 
 
-class EvolutionStrategy:
+class RandomStrategy(_SeededStrategy):
+    """Uniform random search over genotypes, seeded and resumable."""
+
+    name = "random"
+
+    def __init__(self, choice_counts: Sequence[int], seed: int = 0, settings: Mapping[str, Any] | None = None):
+        if settings:
+            raise ValueError(f"random search takes no settings, got {', '.join(sorted(settings))}")
+        super().__init__(choice_counts, seed)
+
+    def propose(self) -> Proposal:
+        return Proposal(self._random_indices())
+
+
+class EvolutionStrategy(_SeededStrategy):
     """Regularized evolution (Real et al., "Regularized Evolution for Image Classifier Architecture Search", 2019).
 
     The first `population` proposals are uniform random. After that each proposal takes `sample_size` members of
@@ -80,16 +90,15 @@ class EvolutionStrategy:
         if population < 2 or not 1 <= sample_size <= population:
             raise ValueError(f"evolution needs population >= 2 and 1 <= sample_size <= population, "
                              f"got {population} and {sample_size}")
-        self.choice_counts = list(choice_counts)
+        super().__init__(choice_counts, seed)
         self.population_size, self.sample_size = population, sample_size
         self.population: list[tuple[tuple[int, ...], float]] = []   # oldest first
         self.proposed = 0
-        self._rng = random.Random(seed)
 
     def propose(self) -> Proposal:
         self.proposed += 1
         if len(self.population) < self.population_size:
-            return Proposal(tuple(self._rng.randrange(n) for n in self.choice_counts))
+            return Proposal(self._random_indices())
         contenders = self._rng.sample(self.population, self.sample_size)
         parent = max(contenders, key=lambda member: member[1])[0]
         child = list(parent)
@@ -106,23 +115,12 @@ class EvolutionStrategy:
             self.population.pop(0)
         return None
 
-    @property
-    def step(self) -> int:
-        return 0
-
-    def entropy(self) -> float | None:
-        return None
-
     def get_state(self) -> dict:
-        version, internal, gauss = self._rng.getstate()
-        return {"choice_counts": self.choice_counts, "rng": [version, list(internal), gauss],
-                "population": [[list(ind), r] for ind, r in self.population], "proposed": self.proposed,
-                "population_size": self.population_size, "sample_size": self.sample_size}
+        return {**super().get_state(), "population": [[list(ind), r] for ind, r in self.population],
+                "proposed": self.proposed, "population_size": self.population_size, "sample_size": self.sample_size}
 
     def set_state(self, state: Mapping[str, Any]) -> None:
-        _check_counts(self.choice_counts, state["choice_counts"])
-        version, internal, gauss = state["rng"]
-        self._rng.setstate((version, tuple(internal), gauss))
+        super().set_state(state)
         self.population = [(tuple(ind), float(r)) for ind, r in state["population"]]
         self.proposed = int(state["proposed"])
         self.population_size, self.sample_size = int(state["population_size"]), int(state["sample_size"])
