@@ -111,3 +111,32 @@ def test_sigkill_at_exact_and_random_moments_loses_nothing(tmp_path):
     assert int(done) == SAMPLES
     assert int(step) == SAMPLES // BATCH                        # every child fed to PPO exactly once
     assert not [f for f in os.listdir(run_dir) if f.startswith(".tmp-")]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="needs dataset-fashion-mnist")
+def test_the_real_search_command_killed_in_a_ppo_update_and_while_storing_resumes(tmp_path):
+    """`launch.py search` through Ray, SIGKILLed twice at exact moments, then resumed to the end."""
+    import shutil
+    import tempfile
+
+    ray_tmp = tempfile.mkdtemp(prefix="mk", dir="/tmp")
+    run_dir = tmp_path / "run"
+    base = [sys.executable, "launch.py", "search", "--config", "configs/smoke.yaml", "--out", str(run_dir),
+            "--samples", "5", "--quiet"]
+    try:
+        for attempt, crash_at in enumerate(["update:1", "store:2", None]):
+            env = dict(os.environ, MNAS_RAY_TMPDIR=ray_tmp)
+            env.pop("MNAS_CRASH_AT", None)
+            if crash_at:
+                env["MNAS_CRASH_AT"] = crash_at
+            argv = base + (["--resume"] if attempt else [])
+            result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+            expected = -signal.SIGKILL if crash_at else 0
+            assert result.returncode == expected, result.stderr[-3000:]
+            check_store(run_dir)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert check_store(run_dir) == [0, 1, 2, 3, 4]
+    state = json.loads((run_dir / "searcher_state.json").read_text())
+    assert state["strategy"]["step"] == 2 and state["in_flight"] == {}   # 5 children, PPO batches of 2

@@ -2,7 +2,7 @@
 
 The paper (Tan et al., CVPR 2019, Sec. 5) trains every sampled model for 5 epochs on ImageNet and scores it on
 50K images held out from the *training* set. With no ImageNet and 2 CPU cores, the embedded default is a
-smaller stand-in chosen by measurement (see benchmarks/proxy_spread.md): one epoch over 10,000 Fashion-MNIST
+smaller stand-in chosen by measurement (see BENCHMARKS.md, proxy task): one epoch over 10,000 Fashion-MNIST
 training images, a half-width copy of the child with its stem stride removed, scored on a fixed slice of 5,000
 other training images. The test split is never read, so it stays clean for final models.
 
@@ -51,7 +51,7 @@ class ChildFailed(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class ProxyConfig:
-    """The proxy task's settings. Defaults measured on the 2-core reference machine (benchmarks/proxy_spread.md)."""
+    """The proxy task's settings. Defaults measured on the 2-core reference machine (BENCHMARKS.md, proxy task)."""
 
     dataset: str = "fashion-mnist"
     """A name in `trainer.data.DATASETS`."""
