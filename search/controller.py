@@ -78,6 +78,9 @@ class PPOConfig:
     """Logits are divided by this before the tanh clipping, as in the public ENAS controller; 1.0: unchanged."""
     tanh_constant: float | None = None
     """If set, logits become tanh_constant * tanh(logits), bounding how sure the policy gets (ENAS); None: off."""
+    normalize_advantages: bool = False
+    """Standardize each batch's advantages (cleanrl's norm_adv). NASNet does not; but proxy rewards of a small
+    search often differ by a few hundredths, and raw advantages that small barely move the policy."""
     seed: int = 0
     """Seeds the initial weights and the sampling RNG: same seed and same observations, same search."""
 
@@ -94,6 +97,8 @@ class PPOConfig:
                  f"PPO config: baseline_decay must be in [0, 1), got {self.baseline_decay!r}")
         _require(self.tanh_constant is None or (_is_real(self.tanh_constant) and self.tanh_constant > 0),
                  f"PPO config: tanh_constant must be None or a positive number, got {self.tanh_constant!r}")
+        _require(isinstance(self.normalize_advantages, bool),
+                 f"PPO config: normalize_advantages must be true or false, got {self.normalize_advantages!r}")
         _require(_is_int(self.seed) and self.seed >= 0,
                  f"PPO config: seed must be an integer >= 0, got {self.seed!r}")
 
@@ -371,7 +376,10 @@ class Controller:
         first_batch = self.baseline is None
         if first_batch:
             self.baseline = float(rewards.mean())
-        advantages = tf.constant(rewards - self.baseline, tf.float32)
+        advantages = rewards - self.baseline
+        if self.config.normalize_advantages and len(batch) > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        advantages = tf.constant(advantages, tf.float32)
         first_ratio_dev = None
         for _ in range(self.config.update_epochs):
             metrics = self._train_fn(indices, old_log_prob, advantages)

@@ -122,7 +122,8 @@ def _write_csv(path, rows):
 
 
 def test_calibrate_from_csv_and_use_it(tmp_path, capsys):
-    truth = lambda a: 3.0 + float(arch_features(a) @ np.array([0.1, 0.05, 0.5, 1.0, 2.0, 0.01]))  # noqa: E731
+    # a device whose dense convs cost per multiply-add what its 1x1 convs cost, as the fit assumes (TIED)
+    truth = lambda a: 3.0 + float(arch_features(a) @ np.array([0.07, 0.07, 0.5, 1.0, 2.0, 0.01]))  # noqa: E731
     space = load_space("mnasnet")
     archs = [space.sample(i) for i in range(12)]
     path = tmp_path / "phone.csv"

@@ -57,20 +57,33 @@ def nnls(a: np.ndarray, b: np.ndarray, max_iter: int | None = None, tol: float =
     return x
 
 
+# Features that share one coefficient in every fit: dense k x k convolutions are priced per multiply-add like 1x1
+# convolutions (TFLite runs both as GEMMs, through im2col for k > 1). A family without dense layers -- MnasNet-A1
+# has only its stem -- cannot fit them apart, and an unfitted price of zero is one a search exploits at once.
+TIED: dict[str, str] = {"dense_madds": "pointwise_madds"}
+
+
 def fit_linear(x: np.ndarray, y: np.ndarray, relative: bool = True) -> tuple[np.ndarray, float]:
     """(coefficients, intercept), all non-negative, fitted to features `x` (n, k) and latencies `y` (n,)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
+    x, y = np.asarray(x, float).copy(), np.asarray(y, float)
     if x.ndim != 2 or len(x) != len(y) or len(y) == 0:
         raise ValueError(f"need a feature matrix (n, k) and n latencies, got {x.shape} and {y.shape}")
     if (y <= 0).any():
         raise ValueError("measured latencies must be positive")
+    tied = [(FEATURES.index(a), FEATURES.index(b)) for a, b in TIED.items()] if x.shape[1] == len(FEATURES) else []
+    for source, target in tied:
+        x[:, target] += x[:, source]
+        x[:, source] = 0.0
     # Scale columns so the active-set tolerances mean the same for every feature.
     scale = np.abs(x).max(axis=0)
     scale[scale == 0] = 1.0
     design = np.c_[x / scale, np.ones(len(y))]
     weights = 1.0 / y if relative else np.ones_like(y)
     solution = nnls(design * weights[:, None], y * weights)
-    return solution[:-1] / scale, float(solution[-1])
+    coef = solution[:-1] / scale
+    for source, target in tied:
+        coef[source] = coef[target]
+    return coef, float(solution[-1])
 
 
 def leave_one_out(x: np.ndarray, y: np.ndarray, relative: bool = True) -> np.ndarray:
