@@ -19,10 +19,12 @@ import sys
 COMMANDS: dict[str, str] = {
     "dashboard": "commands.dashboard",
     "describe": "commands.describe",
+    "export": "commands.export",
     "latency": "commands.latency",
     "report": "commands.report",
     "results": "commands.results",
     "search": "commands.search",
+    "train": "commands.train",
 }
 
 

@@ -17,12 +17,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("MNAS_CLUSTER_TEST") != "1",
+                    reason="multi-node test: set MNAS_CLUSTER_TEST=1 (not yet verified green on CI)")
 @pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="needs dataset-fashion-mnist")
 def test_search_on_a_three_node_cluster_survives_losing_a_node(tmp_path):
     from ray.cluster_utils import Cluster
 
     ray_tmp = tempfile.mkdtemp(prefix="mc", dir="/tmp")     # Ray's socket paths must stay short
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "_temp_dir": ray_tmp})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "temp_dir": ray_tmp})
     doomed = cluster.add_node(num_cpus=1)
     cluster.add_node(num_cpus=1)
     run_dir = tmp_path / "run"

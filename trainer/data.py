@@ -5,8 +5,9 @@ Zalando's release, gzipped, under /usr/share/datasets/fashion-mnist. It needs no
 search's default proxy task uses it (the paper's proxy is 5 epochs of ImageNet; see `workers/proxy.py`).
 
 A dataset is a `DatasetSpec` in `DATASETS`: a loader returning an `ArrayDataset`, its number of classes, and
-where its files live by default. More datasets (ImageNet TFRecords, CIFAR-style arrays, image folders) are added
-as further entries; the proxy only ever goes through `load_dataset` and `make_pipeline`.
+where its files live by default: Fashion-MNIST and CIFAR-style arrays (python pickles or .npz). Datasets too big
+for memory -- ImageNet TFRecords and image-folder trees -- stream from their files instead (`trainer.pipelines`);
+the proxy only ever goes through `load_dataset` and `make_pipeline`.
 
 TensorFlow is imported inside `make_pipeline` only, so that the loaders (and their tests) stay light.
 """
@@ -14,8 +15,10 @@ TensorFlow is imported inside `make_pipeline` only, so that the loaders (and the
 from __future__ import annotations
 
 import dataclasses
+import glob
 import gzip
 import os
+import pickle
 import threading
 from typing import Callable, NamedTuple
 
@@ -175,8 +178,114 @@ def clear_cache() -> None:
         _CACHE.clear()
 
 
+# --------------------------------------------------------------------------------------------------------------
+# CIFAR-style arrays
+
+CIFAR_DIR = "data/cifar"
+_CIFAR_PICKLES = {  # the two official python releases: (training files, test files)
+    "cifar-10": (tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",)),
+    "cifar-100": (("train",), ("test",)),
+}
+# What a CIFAR pickle may reference: numpy's array reconstruction and nothing else. pickle runs code named in the
+# file, so an unrestricted load of a downloaded file would execute whatever it asks for.
+_PICKLE_ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                   ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+                   ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
+                   ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer")}
+
+
+class _ArraysOnly(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) not in _PICKLE_ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR batch holds only arrays")
+        return super().find_class(module, name)
+
+
+def _read_cifar_pickle(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """One batch of the python release: a dict with b'data' [N, 3072] (R, G, B planes of 32x32) and b'labels'
+    (CIFAR-10) or b'fine_labels' (CIFAR-100). Returns uint8 NHWC images and int64 labels."""
+    try:
+        with open(path, "rb") as handle:
+            batch = _ArraysOnly(handle, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as err:
+        raise ValueError(f"{path}: not a CIFAR python batch ({err})") from None
+    if not isinstance(batch, dict):
+        raise ValueError(f"{path}: not a CIFAR python batch (holds a {type(batch).__name__}, not a dict)")
+    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    labels = batch.get("labels", batch.get("fine_labels"))
+    data = batch.get("data")
+    if data is None or labels is None:
+        raise ValueError(f"{path}: CIFAR batch lacks 'data' or 'labels'/'fine_labels' (has {sorted(batch)})")
+    data = np.asarray(data)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise ValueError(f"{path}: CIFAR 'data' must be uint8 [N, 3072], got {data.dtype} {data.shape}")
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) != len(data):
+        raise ValueError(f"{path}: {len(data)} images but {len(labels)} labels")
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+
+
+def _read_cifar_npz(path: str) -> ArrayDataset:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in ArrayDataset._fields if key in archive}
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read .npz ({err})") from None
+    missing = [key for key in ArrayDataset._fields if key not in arrays]
+    if missing:
+        raise ValueError(f"{path}: .npz lacks {', '.join(missing)} (needs x_train, y_train, x_test, y_test)")
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8 or x.ndim != 4:
+            raise ValueError(f"{path}: x_{split} must be uint8 [N, H, W, C], got {x.dtype} {x.shape}")
+        y = np.asarray(y).reshape(-1)
+        if len(y) != len(x):
+            raise ValueError(f"{path}: x_{split} has {len(x)} images but y_{split} has {len(y)} labels")
+        arrays[f"y_{split}"] = y.astype(np.int64)
+    return ArrayDataset(**arrays)
+
+
+def load_cifar(data_dir: str = CIFAR_DIR) -> ArrayDataset:
+    """CIFAR-style arrays from `data_dir`: the official python pickles or one .npz file.
+
+    Looked for, in order: the CIFAR-10 batches (data_batch_1..5 and test_batch; also inside a
+    cifar-10-batches-py/ subfolder as the tarball unpacks), the CIFAR-100 files (train, test; or cifar-100-python/),
+    then a single *.npz holding x_train, y_train, x_test, y_test (uint8 NHWC images, any size and channels).
+    Pickles are read with an unpickler that accepts numpy arrays only.
+
+    Raises:
+        DatasetMissing: none of those layouts is present.
+        ValueError: a file is present but malformed (named in the message).
+    """
+    if not os.path.isdir(data_dir):
+        raise DatasetMissing(f"CIFAR folder {data_dir} does not exist: pass --data-dir with the python batches "
+                             "(data_batch_1..5, test_batch) or an .npz of x_train, y_train, x_test, y_test")
+    for sub in ("", "cifar-10-batches-py", "cifar-100-python"):
+        folder = os.path.join(data_dir, sub)
+        for train_names, test_names in _CIFAR_PICKLES.values():
+            present = [n for n in train_names + test_names if os.path.isfile(os.path.join(folder, n))]
+            if not present:
+                continue
+            if any(n in present for n in test_names) and any(n in present for n in train_names):
+                parts = {split: [_read_cifar_pickle(os.path.join(folder, n)) for n in names if n in present]
+                         for split, names in (("train", train_names), ("test", test_names))}
+                return ArrayDataset(*(np.concatenate([p[i] for p in parts[split]])
+                                      for split in ("train", "test") for i in (0, 1)))
+            raise DatasetMissing(f"{folder}: CIFAR batches incomplete, found only {', '.join(present)} "
+                                 f"(need {', '.join(train_names)} and {', '.join(test_names)})")
+    archives = sorted(glob.glob(os.path.join(data_dir, "*.npz")))
+    if len(archives) == 1:
+        return _read_cifar_npz(archives[0])
+    if archives:
+        raise ValueError(f"{data_dir}: {len(archives)} .npz files, expected one ({', '.join(archives)})")
+    raise DatasetMissing(f"no CIFAR data in {data_dir}: expected data_batch_1..5 + test_batch (CIFAR-10), "
+                         "train + test (CIFAR-100) or one .npz of x_train, y_train, x_test, y_test")
+
+
 DATASETS: dict[str, DatasetSpec] = {
     "fashion-mnist": DatasetSpec(load=load_fashion_mnist, num_classes=10, default_dir=FASHION_MNIST_DIR),
+    "cifar": DatasetSpec(load=load_cifar, num_classes=10, default_dir=CIFAR_DIR),
+    "cifar100": DatasetSpec(load=load_cifar, num_classes=100, default_dir=CIFAR_DIR),
 }
 
 

@@ -1,0 +1,190 @@
+"""Export of a trained model for phones, and the accuracy each exported form keeps.
+
+The official release ships every MnasNet as a SavedModel, a float TFLite model and a post-training-quantized
+TFLite model. `export_model` writes the same three from a trained Keras model (the averaged weights, when the
+run kept an average):
+
+    saved_model/            the Keras model as a TensorFlow SavedModel (serving signature: float images in [-1, 1])
+    model_float32.tflite    float32 TFLite, converted with the project's converter (search.latency.tflite)
+    model_int8.tflite       full-integer post-training quantization: int8 weights and activations, int8 input and
+                            output tensors, calibrated on representative images from the *training* set
+    model_dynamic.tflite    (optional) weight-only "dynamic range" quantization: int8 weights, float activations
+    export.json             the accuracy table below, as JSON
+
+and then evaluates every TFLite model with LiteRT on the evaluation set, beside the Keras model: top-1, top-5,
+the fraction of images whose predicted class equals Keras', and (float models) the largest logit difference.
+
+The int8 conversion is written here rather than taken from `search.latency.tflite.keras_to_tflite`: that
+function calibrates on random images, which is right for timing and wrong for accuracy. The whole export goes
+to a temporary sibling folder first and is renamed into place at the end: a failed conversion leaves no half
+export behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from trainer import checkpoint as ckpt
+
+FORMATS = ("float32", "int8", "dynamic")
+
+
+def convert(model, kind: str, representative: np.ndarray | None = None) -> bytes:
+    """The TFLite flatbuffer of `model`: 'float32', 'int8' (needs representative images) or 'dynamic'."""
+    from search.latency.tflite import _quiet, keras_to_tflite
+
+    if kind not in FORMATS:
+        raise ValueError(f"unknown TFLite format {kind!r} (known: {', '.join(FORMATS)})")
+    if kind == "float32":
+        return keras_to_tflite(model, "float32")
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if kind == "int8":
+        if representative is None or not len(representative):
+            raise ValueError("int8 quantization needs representative images")
+
+        def images():
+            for image in representative:
+                yield [image[np.newaxis].astype(np.float32)]
+
+        converter.representative_dataset = images
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    with _quiet(), warnings.catch_warnings():
+        # "Statistics for quantized inputs were expected": the converter's note that int8 inputs take their
+        # scale from calibration, which is what is wanted here.
+        warnings.simplefilter("ignore", UserWarning)
+        return converter.convert()
+
+
+def run_tflite(flatbuffer: bytes, data, batch_size: int = 100, threads: int = 0,
+               info: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (float, dequantized for an int8 output) and labels of a TFLite model over the evaluation set,
+    run by LiteRT in batches (the last batch padded), inputs quantized when the model takes int8.
+    `info`, if given, receives {'kernels': 'xnnpack' or 'builtin'}: which kernels computed the result."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    def make(resolver):
+        interpreter = Interpreter(model_content=flatbuffer, num_threads=threads or os.cpu_count() or 1,
+                                  experimental_op_resolver_type=resolver)
+        interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], [batch_size, *data.image_shape])
+        interpreter.allocate_tensors()
+        return interpreter
+
+    kernels = "xnnpack"
+    try:
+        interpreter = make(OpResolverType.AUTO)  # LiteRT's default: XNNPACK where it applies
+    except RuntimeError:
+        kernels = "builtin"
+        # XNNPACK failed to prepare some trained MnasNet-A1 exports here ("Node number 100
+        # (TfLiteXNNPackDelegate) failed to prepare"); the builtin kernels compute the same model, more slowly.
+        interpreter = make(OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    if info is not None:
+        info["kernels"] = kernels
+    index = interpreter.get_input_details()[0]["index"]
+    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    in_scale, in_zero = source["quantization"]
+    out_scale, out_zero = target["quantization"]
+    quantized_in = np.dtype(source["dtype"]).kind == "i"
+    outputs, labels = [], []
+    for x, y in data.evaluate(batch_size):
+        x = x.numpy()
+        n = len(x)
+        if n < batch_size:
+            x = np.concatenate([x, np.zeros((batch_size - n, *x.shape[1:]), x.dtype)])
+        if quantized_in:
+            info = np.iinfo(source["dtype"])
+            x = np.clip(np.round(x / in_scale + in_zero), info.min, info.max).astype(source["dtype"])
+        interpreter.set_tensor(index, x)
+        interpreter.invoke()
+        out = interpreter.get_tensor(target["index"])[:n]
+        if np.dtype(target["dtype"]).kind == "i":
+            out = (out.astype(np.float32) - out_zero) * out_scale
+        outputs.append(out.astype(np.float32))
+        labels.append(y.numpy())
+    return np.concatenate(outputs), np.concatenate(labels)
+
+
+def export_model(model, data, export_dir: str | os.PathLike, formats=("float32", "int8"),
+                 representative: int = 256, seed: int = 0, threads: int = 0,
+                 log: Callable[[str], None] | None = None) -> dict:
+    """Writes the SavedModel and the TFLite `formats` of `model` to `export_dir` and reports their accuracy.
+
+    Args:
+        data: the run's InputData (evaluation set; training images for calibration).
+        representative: training images used to calibrate int8 activations (TensorFlow's guide: 100-500).
+        threads: LiteRT threads (0: every core).
+
+    Returns:
+        {'keras': scores, 'formats': [{format, file, bytes, top1, top5, agreement, max_abs_diff}], ...}
+    """
+    import tensorflow as tf
+
+    from trainer.train import predict, scores
+
+    log = log or (lambda line: print(line, flush=True))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown TFLite format(s) {', '.join(unknown)} (known: {', '.join(FORMATS)})")
+    final = Path(export_dir)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    os.chmod(work, 0o777 & ~ckpt.current_umask())
+    try:
+        eval_step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        keras_logits, labels = predict(eval_step, data)
+        keras_scores = scores(keras_logits, labels)
+        keras_class = keras_logits.argmax(axis=1)
+        model.export(str(work / "saved_model"), format="tf_saved_model", verbose=False)
+        calibration = data.samples(representative, seed) if "int8" in formats else None
+        rows = []
+        for kind in formats:
+            flatbuffer = convert(model, kind, calibration)
+            name = f"model_{kind}.tflite"
+            (work / name).write_bytes(flatbuffer)
+            info: dict = {}
+            logits, tflite_labels = run_tflite(flatbuffer, data, threads=threads, info=info)
+            row = {"format": kind, "file": name, "bytes": len(flatbuffer), **scores(logits, tflite_labels), **info,
+                   "agreement": float((logits.argmax(axis=1) == keras_class).mean()),
+                   "max_abs_diff": float(np.abs(logits - keras_logits).max())}
+            rows.append(row)
+        report = {"keras": keras_scores, "formats": rows, "num_eval": int(len(labels)),
+                  "representative_images": int(len(calibration)) if calibration is not None else 0,
+                  "dataset": data.name, "image_shape": list(data.image_shape)}
+        ckpt.write_json(work / "export.json", report)
+        if final.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+            os.replace(final, retired / final.name)
+            os.replace(work, final)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(work, final)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    for line in format_report(report, final):
+        log(line)
+    return report
+
+
+def format_report(report: dict, where: Path | str) -> list[str]:
+    """The accuracy table of an export, one line per model."""
+    keras_scores = report["keras"]
+    lines = [f"exported to {where} ({report['num_eval']} evaluation images)",
+             f"  {'model':<22} {'size':>10} {'top-1':>7} {'top-5':>7} {'same class':>10} {'max |dlogit|':>12}",
+             f"  {'keras (saved_model/)':<22} {'':>10} {100 * keras_scores['top1']:>6.2f}% "
+             f"{100 * keras_scores['top5']:>6.2f}% {'':>10} {'':>12}"]
+    for row in report["formats"]:
+        lines.append(f"  {row['file']:<22} {row['bytes'] / 1024:>8.0f}KB {100 * row['top1']:>6.2f}% "
+                     f"{100 * row['top5']:>6.2f}% {100 * row['agreement']:>9.2f}% {row['max_abs_diff']:>12.4g}")
+    return lines

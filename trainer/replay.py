@@ -1,0 +1,105 @@
+"""ARCH on the `train` command line: a registry name, a block-string file, inline block strings, or a child of
+a finished search -- `RUN_DIR:RANK` or `RUN_DIR:pareto:I`.
+
+The ranks are the ones the dashboard prints beside each child (results/views.py, `replay_command`):
+
+* `RUN_DIR:RANK` -- the RANK-th (1-based) of the run's 'ok' children by reward, best first, ties in storage
+  order: the order of `ResultStore.top(k, by='reward')` and of `launch.py results RUN_DIR --status ok`;
+* `RUN_DIR:pareto:I` -- the I-th (1-based) child of the accuracy-latency Pareto front in order of increasing
+  latency (`results.pareto.pareto_front`), so `:pareto:1` is the fastest model of the frontier.
+
+A search stores only a child's block strings; the stem, head, dropout and stem stride come from the run's search
+space (its config.json), and the resolution from the run's deployment settings, so the replayed architecture is
+the one whose latency the search measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import NamedTuple
+
+from search.space import Architecture
+
+_PARETO = re.compile(r"^(?P<run>.+):pareto:(?P<index>[^:]*)$")
+_RANK = re.compile(r"^(?P<run>.+):(?P<rank>[^:]*)$")
+
+
+class Resolved(NamedTuple):
+    arch: Architecture
+    source: str      # what was resolved, for logs and config.json
+    slug: str        # a short name for a default output folder
+
+
+def _positive(text: str, what: str, spec: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{spec!r}: {what} must be a positive integer (1 = first), got {text!r}")
+    return int(text)
+
+
+def _run_architecture(run_dir: str, blocks: str) -> Architecture:
+    """Block strings of a child completed with the stem/head/dropout/stride of the run's space."""
+    from search.registry import load_space
+
+    fields = {}
+    config_path = os.path.join(run_dir, "config.json")
+    if os.path.isfile(config_path):
+        with open(config_path, encoding="utf-8") as handle:
+            config = json.load(handle)
+        if config.get("space") is not None:
+            space = load_space(config["space"])
+            fields.update(stem_filters=space.stem_filters, head_filters=space.head_filters,
+                          dropout=space.dropout, stem_stride=space.stem_stride, resolution=space.resolution)
+        resolution = (config.get("deploy") or {}).get("resolution")
+        if resolution:
+            fields["resolution"] = int(resolution)
+    return Architecture.from_strings(blocks.split(), **fields)
+
+
+def resolve_child(run_dir: str, rank: int | None = None, pareto: int | None = None) -> Architecture:
+    """The architecture of one child of a search run, by reward rank or by Pareto position (1-based)."""
+    from results.pareto import pareto_front
+    from results.store import ResultStore
+
+    if not os.path.isdir(run_dir):
+        raise ValueError(f"no such run directory: {run_dir}")
+    with ResultStore(run_dir, readonly=True) as store:
+        if rank is not None:
+            ok = store.count("ok")
+            if rank > ok:
+                raise ValueError(f"{run_dir}:{rank}: the run has {ok} ok children, rank {rank} is out of range")
+            row = store.top(rank, by="reward").iloc[rank - 1]
+        else:
+            front = pareto_front(store.children())
+            if pareto > len(front):
+                raise ValueError(f"{run_dir}:pareto:{pareto}: the run's Pareto front has {len(front)} children")
+            row = front.iloc[pareto - 1]
+    return _run_architecture(run_dir, row["arch"])
+
+
+def resolve_arch(spec: str) -> Resolved:
+    """Resolves any ARCH form; raises ValueError (one line, naming the problem) for anything else."""
+    from search.registry import ARCHITECTURES, load_architecture
+
+    if not spec or not spec.strip():
+        raise ValueError("--arch is empty")
+    if not os.path.exists(spec):
+        match = _PARETO.match(spec) or _RANK.match(spec)
+        if match and (os.path.isdir(match.group("run")) or os.sep in match.group("run")
+                      or match.group("run").startswith(".")):
+            run = match.group("run")
+            name = os.path.basename(os.path.normpath(run)) or "run"
+            if "index" in match.groupdict():
+                index = _positive(match.group("index"), "the Pareto index", spec)
+                return Resolved(resolve_child(run, pareto=index), spec, f"{name}-pareto{index}")
+            rank = _positive(match.group("rank"), "the rank", spec)
+            return Resolved(resolve_child(run, rank=rank), spec, f"{name}-rank{rank}")
+    arch = load_architecture(spec)
+    if spec in ARCHITECTURES:
+        slug = spec
+    elif os.path.isfile(spec):
+        slug = os.path.splitext(os.path.basename(spec))[0]
+    else:
+        slug = "inline"
+    return Resolved(arch, spec, slug)

@@ -1,0 +1,358 @@
+"""Full training of one architecture: the paper's recipe, per-epoch checkpoints, resume, TensorBoard, metrics.
+
+`train(config, out_dir)` trains `config.arch` on `config.dataset` with `config.recipe` (trainer.recipe) and
+evaluates top-1 / top-5 on the evaluation set after every epoch -- with the averaged weights, as the official
+trainer does, and with the raw weights beside them. The run directory's files are described in
+`trainer.checkpoint`. After a crash, `train(config, out_dir, resume=True)` reloads the last checkpoint and
+continues with the next epoch; as every random choice is a function of (seed, epoch) (trainer.pipelines) and
+TensorFlow ops are deterministic, the resumed run computes the same weights an uninterrupted one would have.
+
+Small images. A network built for 224 pixels halves its feature map five times; at 28 or 32 pixels the last
+blocks would see a single pixel. So on images smaller than 64 pixels the stem's stride is removed by default
+(`stem_stride=None` -> 1), the usual CIFAR adaptation of ImageNet networks and the one the search's proxy makes
+(workers/proxy.py); the trained and exported model is that architecture at that size, as config.json records.
+
+A hand-written `tf.function` step rather than `model.fit`: the weight average, the official L2 penalty and
+exact resumption of the optimizer and the average need hooks `fit` does not have; benchmarks/train_speed.py
+measures both on the same model. No XLA: `jit_compile` was measured 7x slower on this project's CPUs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from search.space import Architecture
+from trainer import checkpoint as ckpt
+from trainer.progress import Progress
+from trainer.recipe import Recipe
+
+SMALL_IMAGE = 64  # below this side, the stem's stride is removed by default
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """What to train and on what; saved as config.json and checked again on --resume."""
+
+    arch: Architecture
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    epochs: int = 350
+    batch_size: int = 128
+    image_size: int | None = None
+    """None: an array dataset's native size (28 Fashion-MNIST, 32 CIFAR), the architecture's for file datasets."""
+    fit: str = "resize"
+    stem_stride: int | None = None
+    """None: 1 below 64 pixels, else the architecture's."""
+    num_classes: int | None = None
+    train_limit: int | None = None
+    eval_limit: int | None = None
+    seed: int = 0
+    recipe: Recipe = Recipe()
+    arch_source: str = ""
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if self.stem_stride is not None and self.stem_stride not in (1, 2):
+            raise ValueError(f"stem-stride must be 1 or 2, got {self.stem_stride!r}")
+        if self.fit not in ("resize", "pad"):
+            raise ValueError(f"fit must be 'resize' or 'pad', got {self.fit!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["arch"] = self.arch.to_dict()
+        data["recipe"] = self.recipe.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        fields = dict(data)
+        fields["arch"] = Architecture.from_dict(fields["arch"])
+        fields["recipe"] = Recipe.from_dict(fields.get("recipe", {}))
+        return cls(**fields)
+
+
+def open_data(config: TrainConfig):
+    """The run's InputData (trainer.pipelines); raises before anything is written if the data is unusable."""
+    from trainer.pipelines import FILE_DATASETS, open_input
+
+    size = config.image_size or (config.arch.resolution if config.dataset in FILE_DATASETS else None)
+    return open_input(config.dataset, config.data_dir, size, config.fit, config.num_classes,
+                      config.train_limit, config.eval_limit)
+
+
+def model_architecture(config: TrainConfig, data) -> Architecture:
+    """The architecture actually built: the configured one at the data's image size, small-image stem stride,
+    and the recipe's dropout when it overrides the architecture's."""
+    size = data.image_shape[0]
+    stride = config.stem_stride or (1 if size < SMALL_IMAGE else config.arch.stem_stride)
+    dropout = config.arch.dropout if config.recipe.dropout is None else config.recipe.dropout
+    return config.arch.replace(resolution=size, stem_stride=stride, dropout=dropout)
+
+
+def build(config: TrainConfig, data):
+    """The Keras model of `config` for `data`, batch-norm momentum from the recipe."""
+    import keras
+
+    from trainer.builder import build_model
+
+    model = build_model(model_architecture(config, data), data.num_classes, data.image_shape)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = config.recipe.bn_momentum
+    return model
+
+
+def set_up_tensorflow(threads: int = 0):
+    """Imports TensorFlow with deterministic ops (exact resume) and, if given, a fixed thread count."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:
+            pass  # TensorFlow already ran an op in this process: its pools are fixed
+    tf.config.experimental.enable_op_determinism()
+    return tf
+
+
+def prepare_run_dir(config: TrainConfig, out_dir: str | os.PathLike, resume: bool) -> Path | None:
+    """Checks the run directory before training; returns the checkpoint to resume from, if any.
+
+    A fresh run refuses a directory that already holds a run (never overwrites a user's checkpoint); a resumed
+    run requires the same configuration, except for a larger number of epochs.
+    """
+    out = Path(out_dir)
+    saved = out / ckpt.CONFIG
+    if not resume:
+        if saved.exists() or (out / ckpt.CHECKPOINT).exists():
+            raise ValueError(f"{out} already holds a training run: pass --resume to continue it, "
+                             "or choose another --out")
+        return None
+    if not saved.exists():
+        raise ValueError(f"--resume: {out} holds no training run ({ckpt.CONFIG} missing)")
+    previous = ckpt.read_json(saved)
+    mine = config.to_dict()
+    changed = sorted(k for k in mine if k not in ("epochs", "arch_source") and previous.get(k) != mine[k])
+    if changed:
+        raise ValueError(f"--resume: {out} was trained with different {', '.join(changed)}; "
+                         "resume with the same settings (only --epochs may change)")
+    path = out / ckpt.CHECKPOINT
+    return path if path.exists() else None
+
+
+def train(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False, threads: int = 0,
+          on_epoch_end: Callable[[int, dict], None] | None = None, log: Callable[[str], None] | None = None,
+          data=None) -> dict[str, Any]:
+    """Trains `config` into `out_dir`; returns the summary (also written to summary.json).
+
+    Args:
+        resume: continue the run in `out_dir` from its last checkpoint (from scratch if none was written).
+        threads: TensorFlow threads; 0 leaves TensorFlow's default (all cores).
+        on_epoch_end: called with (epoch, metrics row) after each epoch's checkpoint is on disk (tests use it
+            to simulate a crash).
+        log: where progress lines go (default: stdout).
+        data: an already opened InputData (export and tests reuse one); None opens `config`'s.
+
+    Raises:
+        ValueError: bad configuration, unusable data, or a run directory that does not fit `resume`.
+    """
+    tf = set_up_tensorflow(threads)
+    import keras
+
+    from trainer.recipe import WeightEMA, decayed_weights, make_optimizer, make_schedule
+
+    log = log or (lambda line: print(line, flush=True))
+    data = data or open_data(config)
+    steps_per_epoch = data.steps_per_epoch(config.batch_size)
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch size {config.batch_size} exceeds the {data.num_train} training images")
+    resume_from = prepare_run_dir(config, out_dir, resume)
+    arch = model_architecture(config, data)
+    keras.backend.clear_session(free_memory=True)
+    keras.utils.set_random_seed(config.seed)
+    model = build(config, data)  # before the run directory exists: an architecture that cannot build leaves none
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt.write_json(out / ckpt.CONFIG, {**config.to_dict(), "model": {
+        "arch": arch.to_dict(), "num_classes": data.num_classes, "image_shape": list(data.image_shape),
+        "num_train": data.num_train, "num_eval": data.num_eval}})
+    recipe = config.recipe
+    schedule = make_schedule(recipe, config.batch_size, steps_per_epoch, config.epochs)
+    optimizer = make_optimizer(recipe, schedule)
+    trainable = model.trainable_variables
+    optimizer.build(trainable)
+    ema = WeightEMA(model, recipe.ema_decay) if recipe.ema_decay > 0 else None
+    history: list[dict] = []
+    start_epoch = 0
+    if resume_from is not None:
+        groups, meta = ckpt.load_state(resume_from)
+        ckpt.assign_all(model.variables, groups["model"], "model", resume_from)
+        ckpt.assign_all(optimizer.variables, groups["optimizer"], "optimizer", resume_from)
+        if ema is not None:
+            ckpt.assign_all(ema.shadows, groups["ema"], "weight-average", resume_from)
+        history, start_epoch = meta["history"], meta["epoch"]
+        log(f"resuming {out} after epoch {start_epoch} (optimizer step {int(optimizer.iterations.numpy())})")
+        if start_epoch >= config.epochs:
+            log(f"{out}: already trained {start_epoch} epochs (asked for {config.epochs}); nothing to do")
+
+    decayed = decayed_weights(model)
+    loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=recipe.label_smoothing)
+
+    @tf.function(reduce_retracing=True)
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = loss_fn(tf.one_hot(y, data.num_classes), logits)
+            penalty = tf.add_n([tf.nn.l2_loss(v) for v in decayed]) if decayed else 0.0
+            total = loss + recipe.weight_decay * penalty
+        optimizer.apply(tape.gradient(total, trainable), trainable)
+        if ema is not None:
+            ema.update(optimizer.iterations)
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32))
+        return loss, correct
+
+    eval_step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    writers = {name: tf.summary.create_file_writer(str(out / "tensorboard" / name)) for name in ("train", "eval")}
+    progress = Progress(steps_per_epoch, stream=sys.stdout)
+    first_step = int(optimizer.iterations.numpy())
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        losses, correct, seen = 0.0, 0.0, 0
+        progress.start(f"epoch {epoch + 1}/{config.epochs}")
+        try:
+            for step, (x, y) in enumerate(data.train(config.batch_size, config.seed, epoch), 1):
+                loss, right = train_step(x, y)
+                loss = float(loss)
+                if not math.isfinite(loss):
+                    raise ValueError(f"training diverged: loss {loss} at epoch {epoch + 1}, step {step} "
+                                     "(lower --lr or raise --batch-size)")
+                losses, correct, seen = losses + loss * len(y), correct + float(right), seen + len(y)
+                progress.update(step, f"loss {losses / seen:.4f} top-1 {100 * correct / seen:.1f}%")
+                global_step = first_step + (epoch - start_epoch) * steps_per_epoch + step  # no extra sync
+                if global_step % 50 == 0:
+                    with writers["train"].as_default(step=global_step):
+                        _scalar("loss", loss)
+                        _scalar("learning_rate", float(schedule(global_step)))
+        except tf.errors.OpError as err:
+            raise ValueError(f"reading {config.dataset} training data: {err.message.strip().splitlines()[0]}") \
+                from None
+        progress.finish()
+        train_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        raw = evaluate(eval_step, data)
+        if ema is not None:
+            with ema.swapped():
+                averaged = evaluate(eval_step, data)
+        else:
+            averaged = raw
+        global_step = int(optimizer.iterations.numpy())
+        row = {"epoch": epoch + 1, "step": global_step, "learning_rate": float(schedule(global_step)),
+               "train_loss": losses / seen, "train_top1": correct / seen,
+               "eval_loss": averaged["loss"], "eval_top1": averaged["top1"], "eval_top5": averaged["top5"],
+               "raw_eval_loss": raw["loss"], "raw_eval_top1": raw["top1"], "raw_eval_top5": raw["top5"],
+               "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - started,
+               "images_per_second": seen / train_seconds}
+        history.append(row)
+        ema_values = [s.numpy() for s in ema.shadows] if ema is not None else []
+        ckpt.save_state(out / ckpt.CHECKPOINT, [v.numpy() for v in model.variables],
+                        [v.numpy() for v in optimizer.variables], ema_values,
+                        {"epoch": epoch + 1, "step": global_step, "history": history})
+        ckpt.write_metrics(out / ckpt.METRICS, history)
+        with writers["eval"].as_default(step=global_step):
+            for key in ("eval_loss", "eval_top1", "eval_top5", "raw_eval_top1"):
+                _scalar(key.replace("eval_", ""), row[key])
+        with writers["train"].as_default(step=global_step):
+            for key in ("train_loss", "train_top1", "images_per_second", "learning_rate"):
+                _scalar(key.replace("train_", "epoch_"), row[key])
+        weights = "averaged" if ema is not None else "raw"
+        log(f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  train top-1 "
+            f"{100 * row['train_top1']:.2f}%  | eval ({weights}) top-1 {100 * row['eval_top1']:.2f}% top-5 "
+            f"{100 * row['eval_top5']:.2f}%" + (f"  raw top-1 {100 * raw['top1']:.2f}%" if ema is not None else "")
+            + f"  | lr {row['learning_rate']:.5f}  {row['images_per_second']:.0f} img/s  {train_seconds:.0f}s")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, row)
+    for writer in writers.values():
+        writer.flush()
+    final = history[-1] if history else {}
+    summary = {"epochs": len(history), "steps": int(optimizer.iterations.numpy()), "final": final,
+               "best_eval_top1": max((r["eval_top1"] for r in history), default=None),
+               "params": int(sum(int(np.prod(v.shape)) for v in model.trainable_variables)),
+               "model_arch": arch.to_dict(), "out_dir": str(out)}
+    ckpt.write_json(out / ckpt.SUMMARY, summary)
+    summary["model"], summary["ema"], summary["data"] = model, ema, data
+    return summary
+
+
+def _scalar(tag: str, value: float) -> None:
+    """A TensorBoard scalar written with TensorFlow's own summary op: the same event TensorBoard's
+    `tf.summary.scalar` writes (a float tensor tagged for the 'scalars' plugin), without needing the tensorboard
+    package installed to *write* logs -- only to view them (`pip install tensorboard`)."""
+    import tensorflow as tf
+    from tensorflow.core.framework import summary_pb2
+
+    metadata = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+    tf.summary.write(tag, tf.constant(float(value), tf.float32), metadata=metadata)
+
+
+def evaluate(eval_step, data, batch_size: int = 250) -> dict[str, float]:
+    """Mean cross-entropy (no smoothing), top-1 and top-5 accuracy over the whole evaluation set."""
+    logits, labels = predict(eval_step, data, batch_size)
+    return scores(logits, labels)
+
+
+def predict(eval_step, data, batch_size: int = 250) -> tuple[np.ndarray, np.ndarray]:
+    outputs, labels = [], []
+    for x, y in data.evaluate(batch_size):
+        outputs.append(np.asarray(eval_step(x)))
+        labels.append(y.numpy())
+    return np.concatenate(outputs), np.concatenate(labels)
+
+
+def scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Loss, top-1 and top-5 of logits (float64 softmax); top-5 is top-k with k = min(5, classes)."""
+    logits = logits.astype(np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    rows = np.arange(len(labels))
+    k = min(5, logits.shape[1])
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    return {"loss": float(-log_probs[rows, labels].mean()), "top1": float((top[:, 0] == labels).mean()),
+            "top5": float((top == labels[:, None]).any(axis=1).mean())}
+
+
+def load_trained(run_dir: str | os.PathLike, averaged: bool = True, data=None, threads: int = 0):
+    """A finished (or interrupted) run's model with its last checkpoint's weights -- the averaged ones unless
+    `averaged` is False -- and its InputData. Returns (model, config dict, data)."""
+    run = Path(run_dir)
+    if not (run / ckpt.CONFIG).is_file():
+        raise ValueError(f"{run}: not a training run ({ckpt.CONFIG} missing)")
+    if not (run / ckpt.CHECKPOINT).is_file():
+        raise ValueError(f"{run}: no checkpoint yet (no epoch has finished)")
+    saved = ckpt.read_json(run / ckpt.CONFIG)
+    config = TrainConfig.from_dict({k: v for k, v in saved.items()
+                                    if k in {f.name for f in dataclasses.fields(TrainConfig)}})
+    set_up_tensorflow(threads)
+    import keras
+
+    data = data or open_data(config)
+    keras.backend.clear_session(free_memory=True)
+    model = build(config, data)
+    groups, _ = ckpt.load_state(run / ckpt.CHECKPOINT)
+    ckpt.assign_all(model.variables, groups["model"], "model", run / ckpt.CHECKPOINT)
+    if averaged and groups.get("ema"):
+        floats = [v for v in model.variables if "float" in str(v.dtype)]
+        ckpt.assign_all(floats, groups["ema"], "weight-average", run / ckpt.CHECKPOINT)
+    return model, saved, data
