@@ -20,10 +20,10 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import tempfile
 import time
 from typing import Any, Callable, Mapping
 
+from search import fileio
 from search.counts import count
 from search.space import Architecture, SearchSpace
 from search.strategy import Proposal
@@ -51,24 +51,8 @@ def crash_point(name: str) -> None:
 
 
 def write_json_atomic(path: str, data: Any) -> None:
-    """Writes JSON to a temporary file in the same directory, fsyncs it and renames it into place."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes files private; the state is as readable as any output
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, default=_jsonable)
-            handle.flush()
-            os.fsync(handle.fileno())
-        crash_point("save")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """The run's JSON files (numpy arrays allowed), written atomically; a test may kill the process mid-write."""
+    fileio.write_json_atomic(path, data, default=_jsonable, before_replace=lambda: crash_point("save"))
 
 
 def _jsonable(value):
@@ -269,7 +253,7 @@ class SearchRun:
         path = path or os.path.join(self.run_dir or ".", STATE_FILE)
         folder = os.path.dirname(os.path.abspath(path))
         for name in os.listdir(folder) if os.path.isdir(folder) else ():
-            if name.startswith(".tmp-") and name.endswith(".json"):   # a state write the crash interrupted
+            if name.startswith(".tmp-") and name.endswith(".part"):   # a state write the crash interrupted
                 os.unlink(os.path.join(folder, name))
         try:
             state = read_json(path)

@@ -18,44 +18,20 @@ restore exactly into a freshly built model and optimizer, and numpy can inspect 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import os
-import tempfile
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
+
+from search.fileio import atomic_write, current_umask  # noqa: F401 -- re-exported for the trainer
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.csv"
 SUMMARY = "summary.json"
-
-
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Writes `data` to `path` through a temporary file and a rename (atomic on POSIX)."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp's 0600 would hide the run from other users
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-
-
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_json(path: str | os.PathLike, value: Any) -> None:

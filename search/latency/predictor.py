@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+from search import fileio
 from search.latency.base import LatencyModel, check_resolution
 from search.latency.features import FEATURES, feature_matrix
 from search.space import Architecture
@@ -170,11 +171,5 @@ def read_json(path: str):
 
 
 def write_json_atomic(path: str, data) -> None:
-    """Writes JSON to a temporary file beside `path` and renames it into place: readers never see half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1)
-        handle.write("\n")
-    os.replace(temporary, path)
+    """Predictor, table and cache files, written atomically (readers never see half a file)."""
+    fileio.write_json_atomic(path, data, indent=1)
