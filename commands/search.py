@@ -29,6 +29,10 @@ def add_arguments(parser):
     parser.add_argument("--strategy", choices=["mnas", "random", "evolution"],
                         help="mnas (LSTM + PPO controller), random search, or regularized evolution")
     parser.add_argument("--seed", type=int, help="seed of the strategy and the proxy training")
+    parser.add_argument("--scheduler", choices=["none", "asha"],
+                        help="asha: stop children whose reward lags at a rung of their proxy training (Ray Tune "
+                             "ASHA; rungs and reduction factor in the config's scheduler section); none: train "
+                             "every child fully (default)")
     parser.add_argument("--address", help="join an existing Ray cluster (e.g. 'auto' or HOST:6379) instead of starting one")
     parser.add_argument("--resume", action="store_true", help="continue the stopped search in --out / runs/<name>")
     parser.add_argument("--quiet", action="store_true", help="no per-child progress lines")
@@ -53,6 +57,8 @@ def load_config(args):
     if args.target_ms is not None:
         reward["target_ms"] = args.target_ms
     config.reward = reward
+    if args.scheduler:
+        config.scheduler = dict(config.scheduler, name=args.scheduler)
     config.validate("command line")
     return config
 
@@ -106,23 +112,27 @@ def run(args) -> int:
     from ray import tune
 
     from search.tune import init_ray, run_trials
-    from workers.trial import child_trainable
+    from search.tune import make_scheduler
+    from workers.trial import make_child_trainable
 
     print(f"search {config.name!r}: {config.samples} children of space {space.name!r} ({space.size:.2e} "
           f"genotypes), strategy {config.strategy}, reward ACC * {describe_reward(reward)}, latency {config.latency[0]}, "
           f"{config.workers} worker(s); results in {run_dir}", file=sys.stderr)
     init_ray(args.address, num_cpus=None if args.address else max(config.workers * config.cpus_per_worker,
                                                                     os.cpu_count() or 1))
-    trainable = tune.with_parameters(child_trainable, proxy=proxy.to_dict(), latency=list(config.latency),
+    scheduler = config.scheduler_settings()
+    trainable = tune.with_parameters(make_child_trainable(), proxy=proxy.to_dict(), latency=list(config.latency),
                                      resolution=config.resolution, limits=dict(config.limits),
-                                     faults=dict(config.faults))
+                                     faults=dict(config.faults), reward=dict(config.reward), rungs=config.rungs,
+                                     rung_heldout=scheduler["rung_heldout"])
     tune_dir = os.path.join(run_dir, "tune")
     attempt = len(os.listdir(tune_dir)) if os.path.isdir(tune_dir) else 0   # one Tune experiment per (re)start
     run_trials(search, trainable, workers=config.workers, cpus_per_worker=config.cpus_per_worker,
-               storage_path=tune_dir, name=f"attempt-{attempt}")
+               storage_path=tune_dir, name=f"attempt-{attempt}", scheduler=make_scheduler(scheduler))
     summary = search.summary()
     store.set_meta("finished_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    print(f"\ndone: {summary['done']} children ({summary['failed']} failed) in {_clock(summary['elapsed'])}; "
+    pruned = f", {summary['pruned']} stopped early" if summary.get("pruned") else ""
+    print(f"\ndone: {summary['done']} children ({summary['failed']} failed{pruned}) in {_clock(summary['elapsed'])}; "
           f"best reward {_fmt(summary['best_reward'])}", file=sys.stderr)
     print(f"results:   {os.path.join(run_dir, 'results.sqlite')}")
     print(f"  table:     python launch.py results {run_dir} --top 10")
@@ -180,6 +190,10 @@ class Progress:
         eta = _clock((total - done) / rate) if rate > 0 and done < total else "-"
         if record["status"] == "ok":
             what = (f"reward {record['reward']:.4f}  acc {record['accuracy']:.4f}  "
+                    f"lat {record['latency_ms']:.1f} ms")
+        elif record["status"] == "pruned":
+            rung = (record.get("extra") or {}).get("rung")
+            what = (f"stopped at rung {rung}: reward so far {record['reward']:.4f}  acc {record['accuracy']:.4f}  "
                     f"lat {record['latency_ms']:.1f} ms")
         else:
             what = f"FAILED ({(record['failure_reason'] or '')[:60]})"

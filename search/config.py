@@ -17,6 +17,7 @@
     proxy: {epochs: 1}            # workers.proxy.ProxyConfig fields
     limits: {max_params: 8000000} # children larger than this fail as too_large before they are built
     faults: {rate: 0.2}           # inject failures into a fraction of children (testing the search's resilience)
+    scheduler: {name: asha}       # stop weak children early (Ray Tune ASHA); default none: every child trains fully
 
 Sections `controller`, `evolution` and `proxy` are validated by the classes they configure; a section of a
 strategy that is not used is ignored, so one config can be run with --strategy mnas, random or evolution.
@@ -29,7 +30,14 @@ import os
 from typing import Any, Mapping
 
 _TOP_KEYS = {"name", "space", "strategy", "samples", "workers", "cpus_per_worker", "seed", "deploy", "latency",
-             "reward", "controller", "evolution", "proxy", "feed_failures", "limits", "faults"}
+             "reward", "controller", "evolution", "proxy", "feed_failures", "limits", "faults", "scheduler"}
+
+# Early stopping (`scheduler:`). ASHA (Li et al., MLSys 2020) as Ray Tune implements it: a child's proxy training is
+# cut into `rungs` equal segments; after segment r < rungs it is scored on the first `rung_heldout` held-out
+# images, and it goes on only if its reward so far is in the top 1/reduction_factor of the children that reached
+# that rung before it. Rung checks happen at segments grace_rungs * reduction_factor^k.
+SCHEDULER_DEFAULTS = {"name": "none", "rungs": 4, "reduction_factor": 2, "grace_rungs": 1, "rung_heldout": 1000}
+SCHEDULERS = ("none", "asha")
 
 
 @dataclasses.dataclass
@@ -49,6 +57,7 @@ class SearchConfig:
     limits: dict = dataclasses.field(default_factory=dict)
     faults: dict = dataclasses.field(default_factory=dict)
     proxy: dict = dataclasses.field(default_factory=dict)
+    scheduler: dict = dataclasses.field(default_factory=dict)
     feed_failures: bool = True
 
     @classmethod
@@ -93,7 +102,7 @@ class SearchConfig:
             raise ValueError(f"{source}: cpus_per_worker must be positive, got {self.cpus_per_worker!r}")
         if not isinstance(self.latency, list) or not self.latency or not all(isinstance(b, str) for b in self.latency):
             raise ValueError(f"{source}: latency must be a backend name or a list of them, got {self.latency!r}")
-        for name in ("deploy", "reward", "controller", "evolution", "proxy", "limits", "faults"):
+        for name in ("deploy", "reward", "controller", "evolution", "proxy", "limits", "faults", "scheduler"):
             if not isinstance(getattr(self, name), Mapping):
                 raise ValueError(f"{source}: {name} must be a mapping, got {getattr(self, name)!r}")
         unknown = sorted(set(self.deploy) - {"resolution", "num_classes", "input_channels"})
@@ -107,6 +116,38 @@ class SearchConfig:
             raise ValueError(f"{source}: limits: unknown setting(s) {', '.join(unknown)} (known: max_params)")
         if "max_params" in self.limits:
             positive_int("limits.max_params", self.limits["max_params"])
+
+        self.scheduler_settings(source)
+
+    def scheduler_settings(self, source: str = "config") -> dict:
+        """The `scheduler` section with its defaults filled in, validated."""
+        unknown = sorted(set(self.scheduler) - set(SCHEDULER_DEFAULTS))
+        if unknown:
+            raise ValueError(f"{source}: scheduler: unknown setting(s) {', '.join(unknown)} "
+                             f"(known: {', '.join(SCHEDULER_DEFAULTS)})")
+        settings = {**SCHEDULER_DEFAULTS, **self.scheduler}
+        if settings["name"] not in SCHEDULERS:
+            raise ValueError(f"{source}: scheduler: name must be one of {', '.join(SCHEDULERS)}, "
+                             f"got {settings['name']!r}")
+        for key in ("rungs", "reduction_factor", "grace_rungs", "rung_heldout"):
+            value = settings[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{source}: scheduler.{key} must be a positive integer, got {value!r}")
+        if settings["name"] == "asha":
+            if settings["rungs"] < 2:
+                raise ValueError(f"{source}: scheduler.rungs must be at least 2 for asha (1 leaves nothing to stop)")
+            if settings["reduction_factor"] < 2:
+                raise ValueError(f"{source}: scheduler.reduction_factor must be at least 2")
+            if settings["grace_rungs"] >= settings["rungs"]:
+                raise ValueError(f"{source}: scheduler.grace_rungs ({settings['grace_rungs']}) must be below "
+                                 f"rungs ({settings['rungs']})")
+        return settings
+
+    @property
+    def rungs(self) -> int:
+        """Segments of each child's proxy training: 1 unless a scheduler may stop children between them."""
+        settings = self.scheduler_settings()
+        return settings["rungs"] if settings["name"] != "none" else 1
 
     def strategy_settings(self) -> dict:
         """The settings section of the chosen strategy."""

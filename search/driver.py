@@ -12,7 +12,9 @@ owns the bookkeeping that makes a search survive crashes:
   and the strategy continues exactly where it stopped.
 
 Failed children get the reward's documented `failed_reward` and a recorded reason; they are fed to the strategy
-like any other child (the controller learns to avoid what breaks) unless `feed_failures` is off.
+like any other child (the controller learns to avoid what breaks) unless `feed_failures` is off. Children an
+early-stopping scheduler stopped (`pruned`) are recorded and fed with the reward on the accuracy they had reached:
+an underestimate, but of children that were already behind their peers at the same point of training.
 """
 
 from __future__ import annotations
@@ -171,15 +173,17 @@ class SearchRun:
         latencies = {str(k): float(v) for k, v in (result.get("latencies") or {}).items()}
         accuracy = result.get("accuracy")
         primary = result.get("latency_source") or (next(iter(latencies)) if latencies else None)
-        if status == "ok" and (primary is None or primary not in latencies):
+        if status == "pruned" and accuracy is None:
+            status, reason = "failed", "bad_result: a pruned child reported no accuracy"
+        if status in ("ok", "pruned") and (primary is None or primary not in latencies):
             status, reason = "failed", f"no_latency: the worker reported no {primary or 'latency'} measurement"
         reward = None
-        if status == "ok":
+        if status in ("ok", "pruned"):   # pruned: the reward on the accuracy at the rung where it was stopped
             try:
                 reward = float(self.reward(accuracy, latencies))
             except (TypeError, ValueError) as err:
                 status, reason = "failed", f"bad_result: {err}"
-        if status != "ok":
+        if status == "failed":
             reward = float(self.reward.failed_reward)
         extra = {"log_prob": entry.get("log_prob"), **(result.get("extra") or {})}
         return {
@@ -197,7 +201,7 @@ class SearchRun:
     def _feed(self, entry: dict, record: dict) -> None:
         if record["status"] == "ok" and (self.best_reward is None or record["reward"] > self.best_reward):
             self.best_reward = record["reward"]
-        if record["status"] != "ok" and not self.feed_failures:
+        if record["status"] == "failed" and not self.feed_failures:
             return
         proposal = Proposal(tuple(entry["indices"]), entry.get("log_prob"), entry.get("step", 0))
         stats = self.strategy.observe(proposal, record["reward"])
@@ -210,7 +214,8 @@ class SearchRun:
         done = self.completed
         elapsed = time.time() - self.started
         failed = self.store.count(status="failed")
-        return {"done": done, "samples": self.samples, "failed": failed, "best_reward": self.best_reward,
+        pruned = self.store.count(status="pruned")
+        return {"done": done, "samples": self.samples, "failed": failed, "pruned": pruned, "best_reward": self.best_reward,
                 "entropy": self.last_stats.get("entropy"), "step": self.strategy.step, "elapsed": elapsed,
                 "in_flight": len(self.in_flight)}
 

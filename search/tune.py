@@ -72,8 +72,20 @@ def init_ray(address: str | None, num_cpus: int | None, temp_dir: str | None = N
     ray.init(num_cpus=num_cpus, _temp_dir=os.path.join(temp_dir, "mnas-ray"), **kwargs)
 
 
+def make_scheduler(settings: dict | None):
+    """The Tune trial scheduler of a config's validated `scheduler` section (`SearchConfig.scheduler_settings`):
+    None for 'none' (Tune's FIFO: every child trains fully), or ASHA over the children's rungs."""
+    if not settings or settings.get("name", "none") == "none":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    # time_attr counts the trainable's step() calls: one per rung. `score` is the reward on the accuracy so far.
+    return ASHAScheduler(time_attr="training_iteration", metric="score", mode="max", max_t=settings["rungs"],
+                         grace_period=settings["grace_rungs"], reduction_factor=settings["reduction_factor"])
+
+
 def run_trials(run: SearchRun, trainable, workers: int, cpus_per_worker: float, storage_path: str,
-               name: str, resources_per_worker: dict | None = None):
+               name: str, resources_per_worker: dict | None = None, scheduler=None):
     """Runs the search's children as Tune trials until the run has none left to propose."""
     from ray import tune
 
@@ -81,13 +93,17 @@ def run_trials(run: SearchRun, trainable, workers: int, cpus_per_worker: float, 
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
         tune_config=tune.TuneConfig(search_alg=MnasSearcher(run), num_samples=max(1, run.samples - run.completed),
-                                    max_concurrent_trials=workers, reuse_actors=True,
+                                    max_concurrent_trials=workers, reuse_actors=True, scheduler=scheduler,
                                     trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
                                   # A trial whose worker process or node dies is retried (twice) on another
                                   # worker: a lost node costs time, not children. Errors inside a child are
                                   # reported as failed children by the trainable and never retried.
                                   failure_config=tune.FailureConfig(max_failures=2, fail_fast=False),
+                                  # A retried child starts over (it has no checkpoint). Tune's default for a
+                                  # class trainable is to save one at the end, which would call the
+                                  # unimplemented save_checkpoint and fail every child.
+                                  checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
                                   log_to_file=True))
     return tuner.fit()
 

@@ -270,103 +270,179 @@ def train_child(arch: Architecture, proxy: ProxyConfig | None = None, num_classe
         ChildFailed: with reason nan_loss, build_error, oom, data_error or train_error.
         ValueError: the config asks for more images than the dataset has (every child would fail alike).
     """
-    proxy = proxy or ProxyConfig()
-    tf = _tensorflow(proxy.threads)
-    import keras
+    with ProxyTraining(arch, proxy, num_classes) as training:
+        training.train_to(training.total_steps)
+        return training.result()
 
-    from trainer.builder import build_model
-    from trainer.data import get_dataset_spec
 
-    (x_train, y_train), (x_held, y_held) = _split(proxy)
-    num_classes = num_classes or get_dataset_spec(proxy.dataset).num_classes
-    parch = proxy_architecture(arch, proxy)
-    keras.backend.clear_session(free_memory=True)
-    keras.utils.set_random_seed(proxy.seed)
-    cpu_started = time.process_time()
-    try:
+class ProxyTraining:
+    """One child's proxy training, run in segments: what `train_child` does in one go, and what an early-stopping
+    scheduler (ASHA) drives rung by rung, scoring the child between segments and dropping it when it lags.
+
+        with ProxyTraining(arch, proxy) as training:
+            training.train_to(training.total_steps // 4)
+            accuracy, loss = training.score(limit=1000)   # a rung: cheap, on the first held-out images
+            training.train_to(training.total_steps)
+            result = training.result()                    # the full held-out score and timings
+
+    The learning-rate schedule always spans `total_steps`, so a run cut into segments takes the same steps, in
+    the same order, with the same rates as one uninterrupted run; its final result is identical.
+    Errors become `ChildFailed` with a reason code, as in `train_child`.
+    """
+
+    def __init__(self, arch: Architecture, proxy: ProxyConfig | None = None, num_classes: int | None = None):
+        self.proxy = proxy = proxy or ProxyConfig()
+        self._tf = tf = _tensorflow(proxy.threads)
+        import keras
+
+        from trainer.builder import build_model
+        from trainer.data import get_dataset_spec
+
+        self.train_data, self.held_data = _split(proxy)
+        num_classes = num_classes or get_dataset_spec(proxy.dataset).num_classes
+        self.parch = parch = proxy_architecture(arch, proxy)
+        keras.backend.clear_session(free_memory=True)
+        keras.utils.set_random_seed(proxy.seed)
+        self._cpu_started = time.process_time()
+        started = time.perf_counter()
         try:
-            started = time.perf_counter()
-            model = build_model(parch, num_classes, (proxy.image_size, proxy.image_size, x_train.shape[-1]),
-                                name="proxy")
-            for layer in model.layers:
+            x_train = self.train_data[0]
+            self.model = build_model(parch, num_classes, (proxy.image_size, proxy.image_size, x_train.shape[-1]),
+                                     name="proxy")
+            for layer in self.model.layers:
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.momentum = proxy.bn_momentum
-            build_seconds = time.perf_counter() - started
         except (MemoryError, tf.errors.ResourceExhaustedError) as err:
+            self.close()
             raise ChildFailed("oom", f"building {parch}: {err}") from err
         except Exception as err:  # noqa: BLE001 -- any builder failure is this child's failure
+            self.close()
             raise ChildFailed("build_error", f"{type(err).__name__}: {err}") from err
-        try:
-            result = _train_and_score(model, parch, proxy, (x_train, y_train), (x_held, y_held))
-            return dataclasses.replace(result, build_seconds=build_seconds,
-                                       cpu_seconds=time.process_time() - cpu_started)
-        except ChildFailed:
-            raise
-        except (MemoryError, tf.errors.ResourceExhaustedError) as err:
-            raise ChildFailed("oom", f"{type(err).__name__}: {err}") from err
-        except Exception as err:  # noqa: BLE001
-            raise ChildFailed("train_error", f"{type(err).__name__}: {err}") from err
-    finally:
+        self.build_seconds = time.perf_counter() - started
+        self.per_epoch = len(x_train) // proxy.batch_size
+        self.total_steps = proxy.steps or self.per_epoch * proxy.epochs
+        self.steps_done = 0
+        self.train_seconds = 0.0
+        self.recent: list[float] = []
+        self._batches = None
+        self._train_step = None
+
+    def __enter__(self) -> "ProxyTraining":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Frees the model and TensorFlow's graph state (a reused worker trains many children)."""
+        import keras
+
+        self.model = self._batches = self._train_step = None
         keras.backend.clear_session(free_memory=True)
 
+    def _guard(self, what: str):
+        return _FailureMapping(self._tf, what)
 
-def _train_and_score(model, parch: Architecture, proxy: ProxyConfig, train, held) -> ProxyResult:
-    """Trains the built proxy model on `train` (images, labels) and scores it on `held`; timings are filled in
-    by the caller for the parts it does (building, whole-child CPU time)."""
-    import keras
-    import numpy as np
-    import tensorflow as tf
+    def _prepare(self) -> None:
+        import keras
 
-    from trainer.data import make_pipeline
+        from trainer.data import make_pipeline
 
-    per_epoch = len(train[0]) // proxy.batch_size
-    steps = proxy.steps or per_epoch * proxy.epochs
-    pipeline = make_pipeline(*train, proxy.batch_size, proxy.image_size, shuffle=True, seed=proxy.seed,
-                             drop_remainder=True).repeat().take(steps)
-    optimizer = _optimizer(proxy, steps)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    window = min(steps, per_epoch)  # final_loss averages the last epoch's worth of steps
-    started = time.perf_counter()
-    variables = model.trainable_variables
-    optimizer.build(variables)
+        proxy, tf = self.proxy, self._tf
+        pipeline = make_pipeline(*self.train_data, proxy.batch_size, proxy.image_size, shuffle=True,
+                                 seed=proxy.seed, drop_remainder=True).repeat().take(self.total_steps)
+        self._batches = iter(pipeline)
+        optimizer = _optimizer(proxy, self.total_steps)
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        model, variables = self.model, self.model.trainable_variables
+        optimizer.build(variables)
 
-    # A hand-written step rather than model.fit: it gave the same losses bit for bit and took a third less CPU
-    # time per child here (fit's callbacks, metrics and epoch machinery cost more than a small step).
-    @tf.function(reduce_retracing=True)
-    def train_step(x, y):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=True))
-        optimizer.apply(tape.gradient(loss, variables), variables)
-        return loss
+        # A hand-written step rather than model.fit: it gave the same losses bit for bit and took a third less CPU
+        # time per child here (fit's callbacks, metrics and epoch machinery cost more than a small step).
+        @tf.function(reduce_retracing=True)
+        def train_step(x, y):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y, model(x, training=True))
+            optimizer.apply(tape.gradient(loss, variables), variables)
+            return loss
 
-    recent = []
-    for step, (x, y) in enumerate(pipeline, 1):
-        loss = float(train_step(x, y))  # one sync a step: stops a diverged child at once, costs < 1%
-        if not math.isfinite(loss):
-            raise ChildFailed("nan_loss", f"training loss {loss} at step {step} of {steps} "
-                                          f"(learning rate {proxy.learning_rate}, {proxy.optimizer})")
-        recent.append(loss)
-    final_loss = float(np.mean(recent[-window:]))
-    train_seconds = time.perf_counter() - started
-    if not math.isfinite(final_loss):
-        raise ChildFailed("nan_loss", f"training loss {final_loss} (learning rate {proxy.learning_rate}, "
-                                      f"{proxy.optimizer})")
+        self._train_step = train_step
 
-    started = time.perf_counter()
-    eval_step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    logits = np.concatenate([eval_step(x).numpy() for x, _ in
-                             make_pipeline(*held, 500, proxy.image_size)], axis=0)
-    labels = np.asarray(held[1])
-    if not np.all(np.isfinite(logits)):
-        raise ChildFailed("nan_loss", "held-out logits are not finite (diverged weights or batch-norm statistics)")
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    heldout_loss = float(-log_probs[np.arange(len(labels)), labels].mean())
-    accuracy = float((logits.argmax(axis=1) == labels).mean())
-    eval_seconds = time.perf_counter() - started
-    return ProxyResult(
-        accuracy=accuracy, heldout_loss=heldout_loss, final_loss=final_loss, steps=steps,
-        epochs=steps * proxy.batch_size / len(train[0]), build_seconds=0.0, train_seconds=train_seconds,
-        eval_seconds=eval_seconds, images_per_second=steps * proxy.batch_size / max(train_seconds, 1e-9),
-        proxy_params=int(sum(int(np.prod(v.shape)) for v in model.trainable_variables)),
-        proxy_arch=parch.block_strings, cpu_seconds=0.0, threads=int(_PROCESS.get("threads", proxy.threads)))
+    def train_to(self, step: int) -> None:
+        """Trains until `step` optimizer steps are done in all (at most `total_steps`)."""
+        step = min(int(step), self.total_steps)
+        with self._guard("training"):
+            started = time.perf_counter()
+            if self._train_step is None:
+                self._prepare()
+            proxy = self.proxy
+            while self.steps_done < step:
+                x, y = next(self._batches)
+                loss = float(self._train_step(x, y))  # one sync a step: stops a diverged child at once, < 1%
+                self.steps_done += 1
+                if not math.isfinite(loss):
+                    raise ChildFailed("nan_loss", f"training loss {loss} at step {self.steps_done} of "
+                                                  f"{self.total_steps} (learning rate {proxy.learning_rate}, "
+                                                  f"{proxy.optimizer})")
+                self.recent.append(loss)
+                del self.recent[:-self.per_epoch]   # final_loss averages the last epoch's worth of steps
+            self.train_seconds += time.perf_counter() - started
+
+    def score(self, limit: int | None = None) -> tuple[float, float]:
+        """(top-1 accuracy, mean cross-entropy) on the held-out slice, or on its first `limit` images."""
+        import numpy as np
+
+        from trainer.data import make_pipeline
+
+        images, labels = self.held_data
+        if limit is not None:
+            images, labels = images[:limit], labels[:limit]
+        with self._guard("scoring"):
+            eval_step = self._tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
+            logits = np.concatenate([eval_step(x).numpy() for x, _ in
+                                     make_pipeline(images, labels, 500, self.proxy.image_size)], axis=0)
+        labels = np.asarray(labels)
+        if not np.all(np.isfinite(logits)):
+            raise ChildFailed("nan_loss", "held-out logits are not finite (diverged weights or batch-norm statistics)")
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        loss = float(-log_probs[np.arange(len(labels)), labels].mean())
+        return float((logits.argmax(axis=1) == labels).mean()), loss
+
+    def result(self) -> ProxyResult:
+        """Scores the whole held-out slice; call after training to `total_steps`."""
+        import numpy as np
+
+        final_loss = float(np.mean(self.recent)) if self.recent else math.nan
+        if not math.isfinite(final_loss):
+            raise ChildFailed("nan_loss", f"training loss {final_loss} (learning rate {self.proxy.learning_rate}, "
+                                          f"{self.proxy.optimizer})")
+        started = time.perf_counter()
+        accuracy, heldout_loss = self.score()
+        eval_seconds = time.perf_counter() - started
+        steps, batch = self.steps_done, self.proxy.batch_size
+        return ProxyResult(
+            accuracy=accuracy, heldout_loss=heldout_loss, final_loss=final_loss, steps=steps,
+            epochs=steps * batch / len(self.train_data[0]), build_seconds=self.build_seconds,
+            train_seconds=self.train_seconds, eval_seconds=eval_seconds,
+            images_per_second=steps * batch / max(self.train_seconds, 1e-9),
+            proxy_params=int(sum(int(np.prod(v.shape)) for v in self.model.trainable_variables)),
+            proxy_arch=self.parch.block_strings, cpu_seconds=time.process_time() - self._cpu_started,
+            threads=int(_PROCESS.get("threads", self.proxy.threads)))
+
+
+class _FailureMapping:
+    """Turns what training or scoring raises into `ChildFailed` (oom, train_error); ChildFailed passes through."""
+
+    def __init__(self, tf, what: str):
+        self.tf, self.what = tf, what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, tb):
+        if err is None or isinstance(err, ChildFailed) or not isinstance(err, Exception):
+            return False
+        if isinstance(err, (MemoryError, self.tf.errors.ResourceExhaustedError)):
+            raise ChildFailed("oom", f"{self.what}: {type(err).__name__}: {err}") from err
+        raise ChildFailed("train_error", f"{type(err).__name__}: {err}") from err

@@ -2,6 +2,7 @@
 
 The trial process is reused across children (`reuse_actors=True`), so TensorFlow is imported once per worker,
 the dataset is decoded once, and latency models (and their measurement caches) live as long as the worker.
+With an early-stopping scheduler (ASHA) a child is evaluated in rungs, one `step()` of the trainable each.
 
 Every outcome is reported, never raised: a child that fails reports `status: failed` with the reason code of
 `workers.proxy.ChildFailed` (nan_loss, build_error, oom, ...) so the search records it and carries on. Only a
@@ -58,58 +59,163 @@ def latency_model(spec: str):
     return _LATENCY_MODELS[spec]
 
 
-def evaluate_child(config: Mapping[str, Any], proxy: Mapping[str, Any], latency: list[str], resolution: int,
-                   limits: Mapping[str, Any] | None = None, faults: Mapping[str, Any] | None = None) -> dict:
-    """Latency of the deployment architecture, then proxy training; returns the metrics to report.
+class ChildEvaluation:
+    """One child from sampled config to reported metrics, in `rungs` steps (1 unless a scheduler prunes).
 
-    `limits.max_params` rejects a child whose deployment model has more parameters (reason `too_large`) before
-    anything is built: the way to keep children inside a worker's memory. `faults` injects failures for tests.
+    Step 1 checks limits and injected faults, takes the deployment latency and builds the proxy model; every
+    step trains its share of the proxy's steps. A step short of the last scores the child on the first
+    `rung_heldout` held-out images and reports it as `status: pruned` -- what the search records if the
+    scheduler stops it there; the last step scores the whole held-out slice and reports `status: ok`.
+    Each report carries `score`, the search's reward on the accuracy so far, which the scheduler compares.
+    A failure ends the evaluation with `status: failed` and its reason.
     """
-    from workers.proxy import ChildFailed, ProxyConfig, train_child
 
-    start = time.perf_counter()
-    arch = Architecture.from_dict(config["arch"]).replace(resolution=resolution)
-    metrics: dict[str, Any] = {"status": "ok", "failure_reason": None, "sample": config.get("sample")}
-    fault = injected_fault(faults, int(config.get("sample", 0)))
-    proxy_config = ProxyConfig.from_dict(proxy)
-    try:
-        max_params = (limits or {}).get("max_params")
+    def __init__(self, config: Mapping[str, Any], proxy: Mapping[str, Any], latency: list[str], resolution: int,
+                 limits: Mapping[str, Any] | None = None, faults: Mapping[str, Any] | None = None,
+                 reward: Mapping[str, Any] | None = None, rungs: int = 1, rung_heldout: int = 1000):
+        from workers.proxy import ProxyConfig
+
+        self.arch = Architecture.from_dict(config["arch"]).replace(resolution=resolution)
+        self.sample = int(config.get("sample", 0))
+        self.proxy = ProxyConfig.from_dict(proxy)
+        self.latency, self.resolution = list(latency), resolution
+        self.limits, self.faults = dict(limits or {}), faults
+        self.reward = _reward(reward, self.latency)
+        self.rungs, self.rung_heldout = max(1, int(rungs)), int(rung_heldout)
+        self.rung = 0
+        self.done = False
+        self.training = None
+        self.started = time.perf_counter()
+        self.metrics: dict[str, Any] = {"status": "ok", "failure_reason": None, "sample": config.get("sample")}
+
+    def step(self) -> dict:
+        """Runs the next rung; returns the metrics to report (`done` is True after the last rung or a failure)."""
+        from workers.proxy import ChildFailed
+
+        if self.done:
+            raise RuntimeError("the child is already evaluated")
+        metrics = self.metrics
+        self.rung += 1
+        try:
+            if self.rung == 1:
+                self._start()
+            training = self.training
+            training.train_to(round(training.total_steps * self.rung / self.rungs))
+            if self.rung < self.rungs:
+                accuracy, loss = training.score(self.rung_heldout)
+                metrics.update(status="pruned", accuracy=accuracy, train_seconds=training.train_seconds,
+                               extra={"rung": self.rung, "rungs": self.rungs, "rung_heldout_loss": loss,
+                                      "steps": training.steps_done, "rung_heldout": self.rung_heldout})
+            else:
+                result = training.result().to_dict()
+                extra = {k: " ".join(map(str, v)) if isinstance(v, (list, tuple)) else v for k, v in result.items()}
+                metrics.update(status="ok", accuracy=extra.pop("accuracy"),
+                               train_seconds=extra.pop("train_seconds", None),
+                               eval_seconds=extra.pop("eval_seconds", None), extra=extra)
+                self.done = True
+        except ChildFailed as err:
+            metrics.update(status="failed", failure_reason=f"{err.reason}: {err.message}"[:500])
+        except MemoryError as err:
+            metrics.update(status="failed", failure_reason=f"oom: {err}"[:500])
+        except Exception as err:  # noqa: BLE001 -- a child's failure is data, not a crash of the search
+            last = traceback.extract_tb(err.__traceback__)[-1]
+            metrics.update(status="failed", failure_reason=f"error: {type(err).__name__}: {err} "
+                                                           f"({last.filename.rsplit('/', 1)[-1]}:{last.lineno})"[:500])
+        if metrics["status"] == "failed":
+            metrics.pop("accuracy", None)
+            self.done = True
+        if self.done:
+            self.close()
+        metrics["score"] = self._score()
+        metrics["total_seconds"] = time.perf_counter() - self.started
+        metrics["done"] = self.done
+        return dict(metrics)
+
+    def _start(self) -> None:
+        from workers.proxy import ChildFailed, ProxyTraining
+
+        arch, fault = self.arch, injected_fault(self.faults, self.sample)
+        max_params = self.limits.get("max_params")
         if max_params and count(arch).params > max_params:
             raise ChildFailed("too_large", f"{count(arch).params:,} parameters > limits.max_params {max_params:,}")
         if fault == "worker_death":
             os._exit(17)                         # the worker process dies: Tune reports the trial as errored
         if fault == "exception":
             raise RuntimeError("injected fault")
+        proxy = self.proxy
         if fault == "nan_loss":                  # a real divergence: the proxy's NaN check must catch it
-            proxy_config = proxy_config.replace(learning_rate=1e30)
+            proxy = proxy.replace(learning_rate=1e30)
         tick = time.perf_counter()
         try:
             if fault == "conversion_error":
                 raise RuntimeError("injected fault: TFLite conversion failed")
-            metrics["latencies"] = {spec: float(latency_model(spec).latency_ms(arch, resolution)) for spec in latency}
+            latencies = {spec: float(latency_model(spec).latency_ms(arch, self.resolution)) for spec in self.latency}
         except (RuntimeError, OSError, ValueError) as err:
             raise ChildFailed("latency_error", f"{type(err).__name__}: {err}") from err
-        metrics["latency_source"] = latency[0]
-        metrics["latency_seconds"] = time.perf_counter() - tick
-        result = train_child(arch, proxy_config).to_dict()
-        extra = {k: " ".join(map(str, v)) if isinstance(v, (list, tuple)) else v for k, v in result.items()}
-        metrics.update(accuracy=extra.pop("accuracy"), train_seconds=extra.pop("train_seconds", None),
-                       eval_seconds=extra.pop("eval_seconds", None), extra=extra)
-    except ChildFailed as err:
-        metrics.update(status="failed", failure_reason=f"{err.reason}: {err.message}"[:500])
-    except MemoryError as err:
-        metrics.update(status="failed", failure_reason=f"oom: {err}"[:500])
-    except Exception as err:  # noqa: BLE001 -- a child's failure is data, not a crash of the search
-        last = traceback.extract_tb(err.__traceback__)[-1]
-        metrics.update(status="failed", failure_reason=f"error: {type(err).__name__}: {err} "
-                                                       f"({last.filename.rsplit('/', 1)[-1]}:{last.lineno})"[:500])
-    metrics["total_seconds"] = time.perf_counter() - start
-    return metrics
+        self.metrics.update(latencies=latencies, latency_source=self.latency[0],
+                            latency_seconds=time.perf_counter() - tick)
+        self.training = ProxyTraining(arch, proxy)
+
+    def _score(self) -> float:
+        """The reward on the accuracy so far (what a scheduler ranks children by); failed children score the
+        search's failed reward."""
+        metrics = self.metrics
+        if metrics["status"] == "failed" or "accuracy" not in metrics:
+            return float(self.reward.failed_reward)
+        return float(self.reward(metrics["accuracy"], metrics["latencies"]))
+
+    def close(self) -> None:
+        if self.training is not None:
+            self.training.close()
+            self.training = None
 
 
-def child_trainable(config: dict, proxy: dict, latency: list, resolution: int, limits: dict | None = None,
-                    faults: dict | None = None) -> None:
-    """The Tune function trainable (bound with `tune.with_parameters`)."""
+def _reward(settings: Mapping[str, Any] | None, latency: list[str]):
+    from search.config import make_reward
+
+    return make_reward(dict(settings or {"preset": "soft", "target_ms": 75.0}), latency)
+
+
+def evaluate_child(config: Mapping[str, Any], proxy: Mapping[str, Any], latency: list[str], resolution: int,
+                   limits: Mapping[str, Any] | None = None, faults: Mapping[str, Any] | None = None,
+                   reward: Mapping[str, Any] | None = None) -> dict:
+    """Evaluates a child in one go (latency, proxy training, score); returns the metrics a trial reports.
+
+    `limits.max_params` rejects a child whose deployment model has more parameters (reason `too_large`) before
+    anything is built: the way to keep children inside a worker's memory. `faults` injects failures for tests.
+    """
+    evaluation = ChildEvaluation(config, proxy, latency, resolution, limits, faults, reward)
+    try:
+        return evaluation.step()
+    finally:
+        evaluation.close()
+
+
+def make_child_trainable():
+    """The Tune class trainable: one `ChildEvaluation` per trial, one rung per `step()`.
+
+    A class rather than a function trainable so that a scheduler's STOP lands between rungs, with nothing
+    left running, and the actor is reused at once for the next child (`reset_config`). Built in a function
+    so that importing this module does not import Ray.
+    """
     from ray import tune
 
-    tune.report(evaluate_child(config, proxy, latency, resolution, limits, faults))
+    class ChildTrainable(tune.Trainable):
+        def setup(self, config, proxy, latency, resolution, limits=None, faults=None, reward=None,
+                  rungs=1, rung_heldout=1000):
+            self._settings = dict(proxy=proxy, latency=latency, resolution=resolution, limits=limits,
+                                  faults=faults, reward=reward, rungs=rungs, rung_heldout=rung_heldout)
+            self._evaluation = ChildEvaluation(config, **self._settings)
+
+        def step(self):
+            return self._evaluation.step()
+
+        def reset_config(self, new_config):
+            self._evaluation.close()
+            self._evaluation = ChildEvaluation(new_config, **self._settings)
+            return True
+
+        def cleanup(self):
+            self._evaluation.close()
+
+    return ChildTrainable
