@@ -74,6 +74,48 @@ def test_two_epochs_write_metrics_checkpoint_and_tensorboard(tiny, tmp_path):
     events = [f for _, _, files in os.walk(out / "tensorboard") for f in files if f.startswith("events")]
     assert len(events) == 2
     assert lines[0].startswith("epoch 1/2") and "eval (averaged) top-1" in lines[0]
+    # TensorBoard: each epoch's scalars once, at the epoch's last step, equal to metrics.csv (as float32). With
+    # 8 steps no per-step scalar is due (every 50 steps).
+    written = {"train": {"epoch_loss": "train_loss", "epoch_top1": "train_top1",
+                         "images_per_second": "images_per_second", "learning_rate": "learning_rate"},
+               "eval": {"loss": "eval_loss", "top1": "eval_top1", "top5": "eval_top5", "raw_top1": "raw_eval_top1"}}
+    for writer, tags in written.items():
+        scalars = read_scalars(out / "tensorboard" / writer)
+        assert sorted(scalars) == sorted(tags), writer
+        for tag, column in tags.items():
+            assert [step for step, _ in scalars[tag]] == [4, 8], (writer, tag)
+            assert [value for _, value in scalars[tag]] == metrics[column].astype(np.float32).tolist(), (writer, tag)
+
+
+def read_scalars(folder):
+    """{tag: [(step, value), ...]} of the TensorBoard event files in `folder`, in the order written; checks that
+    every value is a float32 scalar tagged for TensorBoard's scalars plugin."""
+    import tensorflow as tf
+
+    scalars = {}
+    for name in sorted(os.listdir(folder)):
+        for event in tf.compat.v1.train.summary_iterator(str(folder / name)):
+            for value in event.summary.value:
+                assert value.metadata.plugin_data.plugin_name == "scalars", value.tag
+                array = tf.make_ndarray(value.tensor)
+                assert array.shape == () and array.dtype == np.float32, (value.tag, array)
+                scalars.setdefault(value.tag, []).append((event.step, float(array)))
+    return scalars
+
+
+def test_tensorboard_logs_training_loss_and_learning_rate_every_50_steps(tiny, tmp_path):
+    from trainer.recipe import make_schedule
+
+    config = tiny_config(tiny, epochs=1, batch_size=1)  # 64 steps: one per-step point, at step 50
+    train(config, tmp_path / "run", threads=1, log=lambda _: None)
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    scalars = read_scalars(tmp_path / "run" / "tensorboard" / "train")
+    assert [step for step, _ in scalars["loss"]] == [50] and 0 < scalars["loss"][0][1] < 10
+    schedule = make_schedule(config.recipe, config.batch_size, 64, config.epochs)
+    # one learning-rate series: the step-50 point, then the epoch's (step 64, as in metrics.csv)
+    assert scalars["learning_rate"] == [(50, float(np.float32(schedule(50)))),
+                                        (64, float(np.float32(metrics["learning_rate"].iloc[0])))]
+    assert [step for step, _ in scalars["epoch_loss"]] == [64]
 
 
 def test_resume_after_a_crash_ends_equal_to_an_uninterrupted_run(tiny, tmp_path):

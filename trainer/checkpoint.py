@@ -34,6 +34,18 @@ METRICS = "metrics.csv"
 SUMMARY = "summary.json"
 
 
+def remove_temporaries(folder: str | os.PathLike) -> list[str]:
+    """Deletes what writes killed mid-way left in `folder`: atomic_write's temporary files (.tmp-*.part), which
+    only a process that was still running could have finished. Returns their names."""
+    names = sorted(n for n in os.listdir(folder) if n.startswith(".tmp-") and n.endswith(".part"))
+    for name in names:
+        try:
+            os.unlink(os.path.join(folder, name))
+        except FileNotFoundError:
+            pass
+    return names
+
+
 def write_json(path: str | os.PathLike, value: Any) -> None:
     atomic_write(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
 

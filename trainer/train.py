@@ -186,6 +186,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
     model = build(config, data)  # before the run directory exists: an architecture that cannot build leaves none
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    ckpt.remove_temporaries(out)  # a run killed while writing a file leaves its temporary copy
     ckpt.write_json(out / ckpt.CONFIG, {**config.to_dict(), "model": {
         "arch": arch.to_dict(), "num_classes": data.num_classes, "image_shape": list(data.image_shape),
         "num_train": data.num_train, "num_eval": data.num_eval}})
@@ -204,6 +205,8 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
         if ema is not None:
             ckpt.assign_all(ema.shadows, groups["ema"], "weight-average", resume_from)
         history, start_epoch = meta["history"], meta["epoch"]
+        # metrics.csv follows the checkpoint; a run killed between the two writes left it an epoch behind
+        ckpt.write_metrics(out / ckpt.METRICS, history)
         log(f"resuming {out} after epoch {start_epoch} (optimizer step {int(optimizer.iterations.numpy())})")
         if start_epoch >= config.epochs:
             log(f"{out}: already trained {start_epoch} epochs (asked for {config.epochs}); nothing to do")
