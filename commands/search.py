@@ -76,6 +76,7 @@ def run(args) -> int:
     space = load_space(config.space)
     reward = make_reward(config.reward, config.latency)
     proxy = ProxyConfig.from_dict(config.proxy)          # fail now, not in the first worker
+    _check_rungs(config.rungs, proxy)
     check_faults(config.faults)
     run_dir = os.path.abspath(args.out or os.path.join("runs", config.name))
     state_path = os.path.join(run_dir, STATE_FILE)
@@ -111,8 +112,7 @@ def run(args) -> int:
 
     from ray import tune
 
-    from search.tune import init_ray, run_trials
-    from search.tune import make_scheduler
+    from search.tune import init_ray, make_scheduler, run_trials
     from workers.trial import make_child_trainable
 
     print(f"search {config.name!r}: {config.samples} children of space {space.name!r} ({space.size:.2e} "
@@ -131,6 +131,9 @@ def run(args) -> int:
                storage_path=tune_dir, name=f"attempt-{attempt}", scheduler=make_scheduler(scheduler))
     summary = search.summary()
     store.set_meta("finished_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    # the driver's own seconds (strategy, store, state), one entry per (re)start: the search's overhead, measured
+    store.set_meta("driver_seconds", [*(store.get_meta("driver_seconds", []) or []),
+                                      {"attempt": attempt, "wall": summary["elapsed"], **summary["timings"]}])
     pruned = f", {summary['pruned']} stopped early" if summary.get("pruned") else ""
     print(f"\ndone: {summary['done']} children ({summary['failed']} failed{pruned}) in {_clock(summary['elapsed'])}; "
           f"best reward {_fmt(summary['best_reward'])}", file=sys.stderr)
@@ -150,6 +153,14 @@ def _check_dataset(proxy) -> None:
     if proxy.train_subset + proxy.heldout > len(data.x_train):
         raise ValueError(f"proxy: train_subset + heldout = {proxy.train_subset + proxy.heldout} but "
                          f"{proxy.dataset} has {len(data.x_train)} training images")
+
+
+def _check_rungs(rungs: int, proxy) -> None:
+    """Every rung must train at least one step: with more rungs than proxy steps, some rungs would score the
+    child without training it further, and the scheduler would rank children on untrained weights."""
+    if rungs > proxy.total_steps:
+        raise ValueError(f"scheduler.rungs ({rungs}) exceeds the proxy's {proxy.total_steps} training steps "
+                         "per child: every rung must train at least one step (fewer rungs, or more proxy steps)")
 
 
 def _check_latency_backends(backends) -> None:

@@ -11,7 +11,7 @@ linear warm-up over 5 epochs (at most a tenth of the run), x0.97 every 2.4 epoch
 non-batch-norm weights), label smoothing 0.1, batch-norm momentum 0.99, the architecture's dropout (0.2 for
 MnasNet-A1), and an exponential moving average of the weights (decay 0.9999 with the official warm-up
 min(decay, (1+t)/(10+t)), which makes it average about the last 11% of a short run) used for evaluation and export.
-Every value can be overridden.
+Every value can be overridden (the recipe options below). Evaluation reports top-1 and top-5 after every epoch.
 
 ARCH: a registry name (mnasnet-a1, mnasnet-small, ...), a file of block strings, block strings inline in quotes,
 or a child of a search: RUN_DIR:RANK (1-based, by reward, as `results RUN_DIR --status ok` lists them) or
@@ -25,60 +25,85 @@ the stem's stride removed (--stem-stride to choose).
 
 The run directory (--out, default runs/train/<name>) gets config.json, checkpoint.npz after every epoch,
 metrics.csv (pandas.read_csv), summary.json and tensorboard/. After a crash, run the same command with --resume.
---export-dir DIR then writes a SavedModel, float32 and int8 TFLite models and their LiteRT accuracy (see
-`export --help`)."""
+Training, evaluation and LiteRT runs show a progress bar on a terminal (a line a minute in a log file).
+--export-dir DIR then writes a SavedModel, float32 and int8 TFLite models (--weight-only adds a dynamic-range one)
+and their LiteRT accuracy beside the Keras model's (see `export --help`)."""
+
+
+# Every Recipe field and the option that overrides it (a test checks that none is missing).
+RECIPE_FLAGS: dict[str, tuple[str, str]] = {
+    "base_lr": ("--lr", "peak learning rate per --lr-batch images"),
+    "lr_batch": ("--lr-batch", "images --lr is given for: the run's peak is lr x batch-size / lr-batch"),
+    "warmup_epochs": ("--warmup-epochs", "linear warm-up epochs, at most a tenth of --epochs"),
+    "decay_rate": ("--lr-decay-rate", "learning-rate decay factor"),
+    "decay_epochs": ("--lr-decay-epochs", "epochs between decays"),
+    "rho": ("--rmsprop-decay", "RMSProp decay of the squared-gradient average"),
+    "momentum": ("--momentum", "RMSProp momentum"),
+    "epsilon": ("--rmsprop-epsilon", "RMSProp epsilon"),
+    "weight_decay": ("--weight-decay", "L2 weight decay on non-batch-norm weights"),
+    "label_smoothing": ("--label-smoothing", "label smoothing"),
+    "dropout": ("--dropout", "dropout before the classifier"),
+    "bn_momentum": ("--bn-momentum", "batch-norm momentum"),
+    "ema_decay": ("--ema-decay", "weight-average decay cap, with the official warm-up; 0 turns it off"),
+}
 
 
 def add_arguments(parser):
+    from trainer.recipe import Recipe
+
     parser.add_argument("--arch", required=True, metavar="ARCH",
                         help="registry name, block-string file, inline block strings, RUN_DIR:RANK or RUN_DIR:pareto:I")
-    parser.add_argument("--dataset", default=None,
+    parser.add_argument("--dataset", default=None, metavar="NAME",
                         help="fashion-mnist (default), cifar, cifar100, imagenet or folder")
-    parser.add_argument("--data-dir", default=None, help="the dataset's folder (default: the dataset's own)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs (default 350, the paper's)")
-    parser.add_argument("--batch-size", type=int, default=None, help="images per step (default 128)")
-    parser.add_argument("--out", default=None, help="run directory (default runs/train/<arch name>)")
-    parser.add_argument("--export-dir", default=None, help="after training, export the model here")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--data-dir", default=None, metavar="DIR",
+                        help="the dataset's folder (default: Debian's Fashion-MNIST; data/cifar for CIFAR)")
+    parser.add_argument("--epochs", type=int, default=None, metavar="N", help="epochs (default 350, the paper's)")
+    parser.add_argument("--batch-size", type=int, default=None, metavar="B",
+                        help="images per step (default 128); the learning rate scales with it")
+    parser.add_argument("--out", default=None, metavar="DIR", help="run directory (default runs/train/<arch name>)")
+    parser.add_argument("--export-dir", default=None, metavar="DIR",
+                        help="after training, export SavedModel and TFLite models here (see `export --help`)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its last checkpoint (same settings; --epochs may grow)")
     group = parser.add_argument_group("data and model")
-    group.add_argument("--image-size", type=int, default=None,
+    group.add_argument("--image-size", type=int, default=None, metavar="PIXELS",
                        help="image side (default: native 28/32 for arrays, the architecture's 224 for files)")
     group.add_argument("--fit", choices=("resize", "pad"), default=None,
                        help="how array images reach --image-size (default resize)")
     group.add_argument("--stem-stride", type=int, choices=(1, 2), default=None,
                        help="stem stride (default 1 below 64 pixels, else the architecture's)")
-    group.add_argument("--depth-multiplier", type=float, default=None, help="width multiplier (official rounding)")
-    group.add_argument("--num-classes", type=int, default=None, help="classes of an imagenet dataset (default 1000)")
-    group.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
-    group.add_argument("--eval-limit", type=int, default=None, help="use only the first N evaluation images")
+    group.add_argument("--depth-multiplier", type=float, default=None, metavar="D",
+                       help="width multiplier (official rounding)")
+    group.add_argument("--num-classes", type=int, default=None, metavar="N",
+                       help="classes of an imagenet dataset (default 1000)")
+    group.add_argument("--train-limit", type=int, default=None, metavar="N", help="use only the first N training images")
+    group.add_argument("--eval-limit", type=int, default=None, metavar="N",
+                       help="use only the first N evaluation images")
     group.add_argument("--seed", type=int, default=None, help="seed of weights, data order, augmentation (default 0)")
-    group.add_argument("--threads", type=int, default=0, help="TensorFlow threads (default: every core)")
-    recipe = parser.add_argument_group("recipe overrides (defaults: the paper's)")
-    recipe.add_argument("--lr", type=float, default=None, dest="base_lr", help="learning rate per 256 images (0.016)")
-    recipe.add_argument("--warmup-epochs", type=float, default=None, help="warm-up epochs (5, at most epochs/10)")
-    recipe.add_argument("--lr-decay-rate", type=float, default=None, dest="decay_rate", help="decay factor (0.97)")
-    recipe.add_argument("--lr-decay-epochs", type=float, default=None, dest="decay_epochs",
-                        help="epochs between decays (2.4)")
-    recipe.add_argument("--weight-decay", type=float, default=None, help="L2 weight decay (1e-5)")
-    recipe.add_argument("--label-smoothing", type=float, default=None, help="label smoothing (0.1)")
-    recipe.add_argument("--dropout", type=float, default=None, help="dropout before the classifier (the arch's)")
-    recipe.add_argument("--bn-momentum", type=float, default=None, help="batch-norm momentum (0.99)")
-    recipe.add_argument("--ema-decay", type=float, default=None,
-                        help="weight-average decay cap (0.9999, with the official warm-up); 0 turns it off")
+    group.add_argument("--threads", type=int, default=0, metavar="N", help="TensorFlow threads (default: every core)")
+    recipe = parser.add_argument_group("recipe overrides (defaults: the paper's and the official trainer's)")
+    defaults = Recipe()
+    for field, (flag, text) in RECIPE_FLAGS.items():
+        default = getattr(defaults, field)
+        shown = "the architecture's: 0.2 for MnasNet-A1" if default is None else f"{default:g}"
+        integer = isinstance(default, int)
+        recipe.add_argument(flag, dest=field, type=int if integer else float, default=None,
+                            metavar="N" if integer else "X", help=f"{text} (default {shown})")
     export = parser.add_argument_group("export (with --export-dir)")
     export.add_argument("--no-int8", action="store_true", help="skip the int8 post-training-quantized model")
     export.add_argument("--weight-only", action="store_true",
-                        help="also write a weight-only (dynamic range) quantized model")
-    export.add_argument("--representative", type=int, default=256,
+                        help="also write a weight-only (dynamic-range) quantized model, model_dynamic.tflite")
+    export.add_argument("--representative", type=int, default=256, metavar="N",
                         help="training images that calibrate int8 activations (default 256)")
-
-
-RECIPE_OPTIONS = ("base_lr", "warmup_epochs", "decay_rate", "decay_epochs", "weight_decay", "label_smoothing",
-                  "dropout", "bn_momentum", "ema_decay")
 
 
 def export_formats(args) -> tuple[str, ...]:
     return ("float32",) + (() if args.no_int8 else ("int8",)) + (("dynamic",) if args.weight_only else ())
+
+
+def check_export_options(args) -> None:
+    if args.representative < 1:
+        raise ValueError(f"--representative must be a positive integer, got {args.representative}")
 
 
 def build_config(args):
@@ -93,7 +118,7 @@ def build_config(args):
         if not args.depth_multiplier > 0:
             raise ValueError(f"--depth-multiplier must be positive, got {args.depth_multiplier}")
         arch = arch.replace(depth_multiplier=args.depth_multiplier)
-    recipe = Recipe(**{k: getattr(args, k) for k in RECIPE_OPTIONS if getattr(args, k) is not None})
+    recipe = Recipe(**{k: getattr(args, k) for k in RECIPE_FLAGS if getattr(args, k) is not None})
     given = {k: getattr(args, k) for k in ("dataset", "data_dir", "epochs", "batch_size", "image_size", "fit",
                                            "stem_stride", "num_classes", "train_limit", "eval_limit", "seed")
              if getattr(args, k) is not None}
@@ -102,13 +127,21 @@ def build_config(args):
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from trainer.train import open_data, set_up_tensorflow, train
 
-    set_up_tensorflow(args.threads)  # before any TensorFlow op runs: thread pools are fixed at the first
-    if args.representative < 1:
-        raise ValueError(f"--representative must be a positive integer, got {args.representative}")
-    config, slug = build_config(args)
+    check_export_options(args)
+    config, slug = build_config(args)  # a bad ARCH or value fails here, before TensorFlow is even imported
     out = args.out or os.path.join("runs", "train", slug)
+    if args.export_dir:
+        from trainer.export import check_export_dir
+
+        export_dir, run_dir = check_export_dir(args.export_dir), Path(out).absolute()
+        if export_dir == run_dir or export_dir in run_dir.parents:
+            raise ValueError(f"--export-dir {args.export_dir} would replace the run directory {out}: "
+                             "choose another folder (RUN_DIR/export is fine)")
+    set_up_tensorflow(args.threads)  # before any TensorFlow op runs: thread pools are fixed at the first
     data = open_data(config)  # a missing or malformed dataset fails here, before the run directory exists
     print(f"training {config.arch_source} on {data.name} ({data.num_train} training, {data.num_eval} evaluation "
           f"images of {'x'.join(map(str, data.image_shape))}) for {config.epochs} epochs -> {out}", flush=True)
@@ -118,14 +151,12 @@ def run(args) -> int:
         print(f"done: eval top-1 {100 * final['eval_top1']:.2f}%, top-5 {100 * final['eval_top5']:.2f}% after "
               f"{summary['epochs']} epochs; metrics in {os.path.join(out, 'metrics.csv')}")
     if args.export_dir:
+        import contextlib
+
         from trainer.export import export_model
 
         model, ema = summary["model"], summary["ema"]
-        if ema is not None:
-            with ema.swapped():
-                export_model(model, data, args.export_dir, export_formats(args), args.representative,
-                             threads=args.threads)
-        else:
+        with ema.swapped() if ema is not None else contextlib.nullcontext():  # export what was evaluated
             export_model(model, data, args.export_dir, export_formats(args), args.representative,
                          threads=args.threads)
     return 0

@@ -117,6 +117,9 @@ class SearchRun:
         self.best_reward: float | None = None
         self.last_stats: dict = {}
         self.started = time.time()
+        # Where the driver's own time goes (seconds, this process since it started): what the search costs beyond
+        # its children: proposing (the controller's sampling), observing (its PPO updates), the store, the state.
+        self.timings = {"propose": 0.0, "observe": 0.0, "store": 0.0, "state": 0.0}
 
     # ------------------------------------------------------------------------------------------- proposals
     @property
@@ -133,7 +136,9 @@ class SearchRun:
         if self.retry:
             entry = self.retry.pop(0)
         elif self.issued < self.samples:
+            tick = time.perf_counter()
             proposal = self.strategy.propose()
+            self.timings["propose"] += time.perf_counter() - tick
             entry = {"sample": self.issued, "indices": list(proposal.indices), "log_prob": proposal.log_prob,
                      "step": proposal.step, "started_at": _now()}
             self.issued += 1
@@ -154,7 +159,9 @@ class SearchRun:
             return None
         record = self._record(trial_id, entry, dict(result or {}), error)
         crash_point("store")
+        tick = time.perf_counter()
         self.store.add_child(record)
+        self.timings["store"] += time.perf_counter() - tick
         crash_point("feed")
         self._feed(entry, record)
         del self.in_flight[trial_id]
@@ -204,7 +211,9 @@ class SearchRun:
         if record["status"] == "failed" and not self.feed_failures:
             return
         proposal = Proposal(tuple(entry["indices"]), entry.get("log_prob"), entry.get("step", 0))
+        tick = time.perf_counter()
         stats = self.strategy.observe(proposal, record["reward"])
+        self.timings["observe"] += time.perf_counter() - tick
         if stats:
             crash_point("update")
             self.last_stats = dict(stats)
@@ -217,7 +226,7 @@ class SearchRun:
         pruned = self.store.count(status="pruned")
         return {"done": done, "samples": self.samples, "failed": failed, "pruned": pruned, "best_reward": self.best_reward,
                 "entropy": self.last_stats.get("entropy"), "step": self.strategy.step, "elapsed": elapsed,
-                "in_flight": len(self.in_flight)}
+                "in_flight": len(self.in_flight), "timings": dict(self.timings)}
 
     # ------------------------------------------------------------------------------------------- state
     def state(self) -> dict:
@@ -229,7 +238,9 @@ class SearchRun:
     def save(self, path: str | None = None) -> None:
         path = path or (os.path.join(self.run_dir, STATE_FILE) if self.run_dir else None)
         if path:
+            tick = time.perf_counter()
             write_json_atomic(path, self.state())
+            self.timings["state"] += time.perf_counter() - tick
 
     def restore(self, state: Mapping[str, Any]) -> None:
         """Continues from a saved state; reconciles it with the store (see the module docstring)."""

@@ -1,6 +1,7 @@
-"""Shared test set-up: keep library state out of the home folder and TensorFlow quiet."""
+"""Shared test set-up: keep library state out of the home folder and TensorFlow quiet; the reliability log."""
 
 import atexit
+import json
 import os
 import shutil
 import sys
@@ -26,3 +27,24 @@ os.environ.setdefault("MNAS_LATENCY_CACHE", os.path.join(_STATE, "latency-cache"
 def python():
     """The interpreter running the tests (the project's virtualenv under `make test`)."""
     return sys.executable
+
+
+RELIABILITY_LOG = "MNAS_RELIABILITY_LOG"
+
+
+def record_reliability(kind: str, **counts) -> None:
+    """Appends what a reliability test exercised to the JSON-lines file $MNAS_RELIABILITY_LOG; no-op without it.
+
+    benchmarks/reliability.py sets the variable, runs the reliability tests (issue 7) and sums the lines up into
+    the table of BENCHMARKS.md: kills and where they landed, failures injected and recorded, bad inputs tried,
+    nodes removed, concurrent reads, and what was lost. A test calls this once, after its checks pass, with counts
+    computed from what it saw (a property test once per example), so a line states what the test verified; whether
+    the test passed comes from pytest's own report. Each line is a single append-mode write.
+    """
+    path = os.environ.get(RELIABILITY_LOG)
+    if not path:
+        return
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]  # 'tests/x.py::name[id] (call)'
+    line = json.dumps({"kind": kind, "test": test, **counts}, sort_keys=True, default=str)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(line + "\n")

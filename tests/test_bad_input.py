@@ -12,6 +12,7 @@ import struct
 import pytest
 
 import launch
+from conftest import record_reliability
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "configs", "smoke.yaml")
@@ -124,6 +125,14 @@ CASES = [
                                        "lut:" + write(t / "lut.json", "{not json")], "lut.json"),
     ("latency-calibrate-bad-csv", lambda t: ["latency", "calibrate", write(t / "m.csv", "a,b\n1,2\n"),
                                              "--output", str(t / "out.json")], "m.csv"),
+    # search: the early-stopping scheduler (config section and option)
+    ("scheduler-unknown-name", lambda t: ["search", "--config", smoke_with(t, {"scheduler": {"name": "hyperband"}}),
+                                          "--out", str(t / "r")], "scheduler: name must be one of none, asha"),
+    ("scheduler-asha-one-rung", lambda t: ["search", "--config", smoke_with(t, {"scheduler": {"rungs": 1}}),
+                                           "--scheduler", "asha", "--out", str(t / "r")],
+     "scheduler.rungs must be at least 2"),
+    ("scheduler-option-unknown", lambda t: ["search", "--config", SMOKE, "--scheduler", "median",
+                                            "--out", str(t / "r")], "invalid choice: 'median'"),
 ]
 
 
@@ -144,6 +153,8 @@ def test_bad_input_gets_one_line_and_status_2(case, tmp_path, monkeypatch, capsy
     assert len(error_lines) == 1, (name, captured.err)
     assert needle in error_lines[0], (name, captured.err)
     assert set(os.listdir(tmp_path)) == inputs, f"{name} left {set(os.listdir(tmp_path)) - inputs}"
+    record_reliability("bad_input", case=name, status=status, error_lines=len(error_lines),
+                       left_behind=len(set(os.listdir(tmp_path)) - inputs))
 
 
 def test_there_are_at_least_thirty_cases():

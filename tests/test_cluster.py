@@ -14,6 +14,8 @@ import time
 import pytest
 import yaml
 
+from conftest import record_reliability
+
 ray = pytest.importorskip("ray")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,3 +74,7 @@ def test_search_on_a_three_node_cluster_survives_losing_a_node(tmp_path, monkeyp
                if (d / "error.txt").is_file() and "Failure # 1" in (d / "error.txt").read_text()]
     assert retried, "no trial was running on the removed node: the test did not exercise a node loss"
     assert all((run_dir / "tune" / "attempt-0" / name / "result.json").stat().st_size > 0 for name in retried)
+    samples = [c["sample"] for c in children]
+    record_reliability("node_loss", nodes=3, worker_nodes=2, removed=1, retried=len(retried), requested=4,
+                       stored=len(children), ok=sum(c["status"] == "ok" for c in children),
+                       lost=len(set(range(4)) - set(samples)), twice=len(samples) - len(set(samples)))

@@ -18,6 +18,8 @@ import time
 
 import pytest
 
+from conftest import record_reliability
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES, BATCH = 12, 2
 
@@ -113,6 +115,10 @@ def test_sigkill_at_exact_and_random_moments_loses_nothing(tmp_path):
     assert int(done) == SAMPLES
     assert int(step) == SAMPLES // BATCH                        # every child fed to PPO exactly once
     assert not [f for f in os.listdir(run_dir) if f.startswith(".tmp-")]
+    final = check_store(run_dir)
+    record_reliability("driver_kill", kills=len(kills), moments=kills, resumes=len(kills), requested=SAMPLES,
+                       stored=len(final), lost=len(set(range(SAMPLES)) - set(final)),
+                       twice=len(final) - len(set(final)), step=int(step), expected_step=SAMPLES // BATCH)
 
 
 @pytest.mark.slow
@@ -127,7 +133,8 @@ def test_the_real_search_command_killed_in_a_ppo_update_and_while_storing_resume
     base = [sys.executable, "launch.py", "search", "--config", "configs/smoke.yaml", "--out", str(run_dir),
             "--samples", "5", "--quiet"]
     try:
-        for attempt, crash_at in enumerate(["update:1", "store:2", None]):
+        crashes = ["update:1", "store:2", None]
+        for attempt, crash_at in enumerate(crashes):
             env = dict(os.environ, MNAS_RAY_TMPDIR=ray_tmp)
             env.pop("MNAS_CRASH_AT", None)
             if crash_at:
@@ -142,3 +149,7 @@ def test_the_real_search_command_killed_in_a_ppo_update_and_while_storing_resume
     assert check_store(run_dir) == [0, 1, 2, 3, 4]
     state = json.loads((run_dir / "searcher_state.json").read_text())
     assert state["strategy"]["step"] == 2 and state["in_flight"] == {}   # 5 children, PPO batches of 2
+    final = check_store(run_dir)
+    record_reliability("search_cli_kill", kills=len(crashes) - 1, moments=crashes[:-1], resumes=len(crashes) - 1,
+                       requested=5, stored=len(final), lost=len(set(range(5)) - set(final)),
+                       twice=len(final) - len(set(final)), step=state["strategy"]["step"], expected_step=2)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import pytest
 
@@ -140,3 +141,27 @@ def test_a_child_without_its_latency_is_a_recorded_failure(tmp_path):
     run.complete("t0", {"accuracy": 0.9, "latencies": {}, "latency_source": "pixel1"})
     row = store.child("t0")
     assert row["status"] == "failed" and row["failure_reason"].startswith("no_latency")
+
+
+def test_summary_accounts_for_the_drivers_own_time(tmp_path):
+    class SlowStrategy(RandomStrategy):
+        """Random search that takes a known time to propose and to observe."""
+
+        def propose(self):
+            time.sleep(0.02)
+            return super().propose()
+
+        def observe(self, proposal, reward):
+            time.sleep(0.03)
+            return super().observe(proposal, reward)
+
+    space = load_space("mnasnet-small")
+    run = SearchRun(space, SlowStrategy(space.choice_counts, seed=0), ToyReward(),
+                    ResultStore(str(tmp_path / "results.sqlite")), samples=3, run_dir=str(tmp_path))
+    for i in range(3):
+        run.next_config(f"t{i}")
+        run.complete(f"t{i}", ok())
+    timings = run.summary()["timings"]
+    assert set(timings) == {"propose", "observe", "store", "state"}
+    assert 0.06 <= timings["propose"] < 0.06 + 0.5 and 0.09 <= timings["observe"] < 0.09 + 0.5
+    assert timings["store"] > 0 and timings["state"] > 0   # 3 stored children, 7 state writes

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -37,10 +38,38 @@ def test_export_round_trip_float_matches_keras_and_int8_reports_accuracy(tiny, t
     assert rows["int8"]["agreement"] >= 0.5
     assert json.loads((out / "export.json").read_text())["formats"][1]["format"] == "int8"
     assert any("model_int8.tflite" in line for line in lines)
+    assert report["representative_images"] == 16
     # The SavedModel serves the same function.
     served = tf.saved_model.load(str(out / "saved_model"))
     x = next(iter(inputs.evaluate(4)))[0]
     np.testing.assert_allclose(served.serve(x).numpy(), keras_logits[:4], atol=1e-4)
+
+
+def test_a_checkpoint_reloads_averaged_or_raw_weights_and_exports_only_into_its_own_folders(tiny, tmp_path):
+    from trainer.export import check_export_dir, export_model
+    from trainer.train import load_trained
+
+    summary = train(tiny_config(tiny, epochs=1), tmp_path / "run", threads=1, log=lambda _: None)
+    model, ema = summary["model"], summary["ema"]
+    raw = [v.numpy() for v in model.variables]
+    with ema.swapped():
+        averaged = [v.numpy() for v in model.variables]
+    assert any(not np.array_equal(a, b) for a, b in zip(raw, averaged))
+    for weights, expected in ((True, averaged), (False, raw)):
+        loaded, saved, _ = load_trained(tmp_path / "run", averaged=weights, threads=1)
+        assert saved["model"]["image_shape"] == [28, 28, 1]
+        for variable, value in zip(loaded.variables, expected):
+            np.testing.assert_array_equal(variable.numpy(), value)
+    # An export replaces only a previous export: never the run directory, a file, or a folder of other files.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    for target, message in ((tmp_path / "run", "holds other files (checkpoint.npz, config.json"),
+                            (tmp_path / "mine", "holds other files (notes.txt)"),
+                            (tmp_path / "mine" / "notes.txt", "is a file")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            export_model(loaded, summary["data"], target, ("float32",), threads=1, log=lambda _: None)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me" and (tmp_path / "run" / "config.json").exists()
+    assert check_export_dir(tmp_path / "new") == (tmp_path / "new").absolute()
 
 
 def test_cli_train_then_export_checkpoint(tiny, tmp_path, capsys):
@@ -53,8 +82,25 @@ def test_cli_train_then_export_checkpoint(tiny, tmp_path, capsys):
     code, out, err = run_cli(["export", "--checkpoint", str(run), "--no-int8", "--threads", "1"], capsys)
     assert code == 0, err
     assert "model_float32.tflite" in out and not (run / "export" / "model_int8.tflite").exists()
-    code, _, err = run_cli(["export", "--checkpoint", str(tmp_path / "nothing")], capsys)
-    assert code == 2 and "no such run directory" in err
+    # Again over the previous export, with the int8 model and the weight-only option.
+    code, out, err = run_cli(["export", "--checkpoint", str(run), "--weight-only", "--representative", "8",
+                              "--threads", "1"], capsys)
+    assert code == 0, err
+    report = json.loads((run / "export" / "export.json").read_text())
+    assert [row["format"] for row in report["formats"]] == ["float32", "int8", "dynamic"]
+    assert report["representative_images"] == 8 and report["num_eval"] == 32
+    assert sorted(os.listdir(run / "export")) == ["export.json", "model_dynamic.tflite", "model_float32.tflite",
+                                                  "model_int8.tflite", "saved_model"]
+    assert report["formats"][2]["agreement"] >= 0.5
+    for name in ("keras (saved_model/)", "model_float32.tflite", "model_int8.tflite", "model_dynamic.tflite"):
+        assert f"  {name} " in out  # one line each, accuracy beside the Keras model's
+    for argv, message in (([str(tmp_path / "nothing")], "no such run directory"),
+                          ([str(tmp_path)], "not a training run (config.json missing)"),
+                          ([str(run), "--export-dir", str(run)], "holds other files"),
+                          ([str(run), "--representative", "0"], "--representative must be a positive integer")):
+        code, _, err = run_cli(["export", "--checkpoint", *argv], capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert (run / "checkpoint.npz").exists()
     code, out, err = run_cli(["train", "--arch", arch_file, "--data-dir", data_dir, "--epochs", "2",
                               "--batch-size", "16", "--out", str(run), "--threads", "1", "--ema-decay", "0",
                               "--resume"], capsys)
@@ -109,11 +155,40 @@ def test_rank_and_pareto_resolve_as_the_dashboard_numbers_them(search_run):
     assert resolve_arch("mnasnet-a1").slug == "mnasnet-a1"
 
 
+def test_cli_trains_a_searchs_children_by_rank_and_by_pareto_position(search_run, tiny, tmp_path, capsys,
+                                                                      monkeypatch):
+    _, data_dir = tiny
+    blocks = {trial: b for trial, b, *_ in CHILDREN}
+    monkeypatch.chdir(tmp_path)  # the default run directory is runs/train/<run>-rank<R> or <run>-pareto<I>
+    small = ["--data-dir", data_dir, "--epochs", "1", "--batch-size", "16", "--train-limit", "32", "--eval-limit",
+             "16", "--threads", "1"]
+    for spec, folder, trial, extra in ((f"{search_run}:2", "mini-rank2", "t1", []),
+                                       (f"{search_run}:pareto:1", "mini-pareto1", "t3",
+                                        ["--export-dir", "exported", "--no-int8", "--weight-only"])):
+        code, out, err = run_cli(["train", "--arch", spec, *small, *extra], capsys)
+        assert code == 0, err
+        run = tmp_path / "runs" / "train" / folder
+        assert f"training {spec} on fashion-mnist" in out and "top-5" in out
+        config = json.loads((run / "config.json").read_text())
+        assert config["arch_source"] == spec and " ".join(config["arch"]["blocks"]) == blocks[trial]
+        assert (config["arch"]["stem_filters"], config["arch"]["resolution"]) == (8, 192)  # the run's space, deploy
+        assert config["model"]["arch"]["resolution"] == 28 and (run / "checkpoint.npz").exists()
+    report = json.loads((tmp_path / "exported" / "export.json").read_text())
+    float32, dynamic = report["formats"]
+    assert (float32["format"], dynamic["format"]) == ("float32", "dynamic") and float32["max_abs_diff"] < 1e-4
+    # Weight-only quantization stores the large kernels (here the 1x1 head conv to 1280 filters) in int8; TFLite
+    # leaves tensors under 1,024 weights in float, so a tiny model would not shrink.
+    assert dynamic["bytes"] < float32["bytes"] / 2 and dynamic["agreement"] >= 0.5
+
+
 @pytest.mark.parametrize("suffix, message", [
     (":5", "has 4 ok children, rank 5 is out of range"),
     (":0", "rank must be a positive integer"),
     (":pareto:4", "Pareto front has 3 children"),
     (":pareto:x", "Pareto index must be a positive integer"),
+    (":", "rank must be a positive integer (1 = first), got ''"),
+    (":pareto:", "Pareto index must be a positive integer"),
+    ("/nothing:1", "no such run directory"),
 ])
 def test_bad_child_references_exit_2_naming_the_problem(search_run, suffix, message, tmp_path, capsys):
     code, _, err = run_cli(["train", "--arch", search_run + suffix, "--out", str(tmp_path / "o")], capsys)

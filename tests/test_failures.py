@@ -8,9 +8,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 
 import pytest
 
+from conftest import record_reliability
 from search.registry import load_space
 from workers.trial import FAULT_KINDS, check_faults, evaluate_child, injected_fault
 
@@ -39,15 +41,20 @@ def test_too_large_is_refused_before_anything_is_built():
     metrics = evaluate_child(child_config(), TINY_PROXY, ["pixel1"], 224, limits={"max_params": 1000})
     assert metrics["status"] == "failed" and metrics["failure_reason"].startswith("too_large")
     assert "accuracy" not in metrics
+    record_reliability("child_failure", via="evaluate_child", injected={"too_large": 1},
+                       recorded={metrics["failure_reason"].split(":")[0]: 1})
 
 
 def test_injected_exception_and_conversion_error_are_recorded():
     faults = {"rate": 1.0, "kinds": ["exception"]}
     metrics = evaluate_child(child_config(), TINY_PROXY, ["pixel1"], 224, faults=faults)
     assert metrics["status"] == "failed" and "RuntimeError: injected fault" in metrics["failure_reason"]
+    first = metrics["failure_reason"].split(":")[0]
     faults = {"rate": 1.0, "kinds": ["conversion_error"]}
     metrics = evaluate_child(child_config(), TINY_PROXY, ["pixel1"], 224, faults=faults)
     assert metrics["failure_reason"].startswith("latency_error")
+    record_reliability("child_failure", via="evaluate_child", injected={"exception": 1, "conversion_error": 1},
+                       recorded={first: 1, metrics["failure_reason"].split(":")[0]: 1})
 
 
 @pytest.mark.skipif(not HAVE_DATA, reason="needs dataset-fashion-mnist")
@@ -58,12 +65,15 @@ def test_a_real_divergence_is_caught_as_nan_loss(monkeypatch, tmp_path):
     assert metrics["status"] == "failed" and metrics["failure_reason"].startswith("nan_loss"), metrics
     healthy = evaluate_child(child_config(1), TINY_PROXY, ["pixel1"], 224)
     assert healthy["status"] == "ok" and 0 <= healthy["accuracy"] <= 1 and healthy["latencies"]["pixel1"] > 0
+    record_reliability("child_failure", via="evaluate_child (real training)", injected={"nan_loss": 1},
+                       recorded={metrics["failure_reason"].split(":")[0]: 1}, healthy_ok=1)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_DATA, reason="needs dataset-fashion-mnist")
 def test_search_through_ray_survives_injected_failures(tmp_path):
-    """Half the children fail (each kind, including a worker process that dies); the search finishes."""
+    """Failures injected at rate 0.5 (with seed 1: 7 of the 8 children, every kind, including a worker process
+    that dies); the search finishes with each recorded."""
     import yaml
 
     with open(os.path.join(ROOT, "configs", "smoke.yaml")) as handle:
@@ -96,3 +106,11 @@ def test_search_through_ray_survives_injected_failures(tmp_path):
     state = json.loads((tmp_path / "run" / "searcher_state.json").read_text())
     assert state["strategy"]["step"] == 4                      # every child, failed or not, fed to PPO
     assert all(math.isfinite(v) for v in state["last_stats"].values() if isinstance(v, float))
+    samples = [c["sample"] for c in children]
+    record_reliability(
+        "child_failure", via="search through Ray", children=len(children),
+        injected=dict(Counter(f for f in expected.values() if f)),
+        recorded=dict(Counter(c["failure_reason"].split(":")[0] for c in children if c["status"] == "failed")),
+        failed_rewards=sorted({c["reward"] for c in children if c["status"] == "failed"}),
+        ok=sum(c["status"] == "ok" for c in children), step=state["strategy"]["step"], expected_step=4,
+        lost=len(set(range(8)) - set(samples)), twice=len(samples) - len(set(samples)))

@@ -117,3 +117,53 @@ def test_cli_host_json(isolated, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["source"] == "host-tflite" and data["latency_ms"] > 0 and data["resolution"] == 32
     assert data["measurement"]["runs"] == 5 and data["measurement"]["convert_s"] > 0
+
+
+class ScriptedInterpreter:
+    """Stands in for LiteRT's Interpreter: each invoke() takes the next duration of a script (seconds)."""
+
+    script: list = []
+
+    def __init__(self, model_content=None, num_threads=1):
+        self.durations = iter(type(self).script)
+
+    def allocate_tensors(self):
+        pass
+
+    def get_input_details(self):
+        import numpy as np
+
+        return [{"index": 0, "shape": (1, 4), "dtype": np.float32}]
+
+    def set_tensor(self, index, value):
+        pass
+
+    def invoke(self):
+        import time
+
+        target = time.perf_counter() + next(self.durations, 0.001)
+        while time.perf_counter() < target:
+            pass
+
+
+def test_timing_takes_the_fastest_of_agreeing_rounds(monkeypatch):
+    import ai_edge_litert.interpreter as litert
+
+    from search.latency.tflite import time_tflite
+
+    monkeypatch.setattr(litert, "Interpreter", ScriptedInterpreter)
+    # warm-up 1 call, then rounds of 5: the first round is disturbed (another process took the core), the
+    # second and third agree; the latency is theirs, not the median of all calls and not the disturbed round's
+    ScriptedInterpreter.script = [0.001] + [0.006] * 5 + [0.002] * 10
+    result = time_tflite(b"", warmup=1, runs=5, rounds=3, pause_s=0)
+    assert result.rounds == 3 and result.runs == 5
+    assert 1.9 < result.ms < 2.6 and result.round_spread < 0.03
+    # Rounds that keep disagreeing go on until two agree (here the fourth), at most max_rounds
+    ScriptedInterpreter.script = [0.001] + [0.004] * 5 + [0.002] * 5 + [0.003] * 5 + [0.002] * 5
+    result = time_tflite(b"", warmup=1, runs=5, rounds=3, max_rounds=6, pause_s=0)
+    assert result.rounds == 4 and 1.9 < result.ms < 2.6
+    ScriptedInterpreter.script = [0.001] + [0.002, 0.002, 0.002, 0.002, 0.002] + [0.004] * 100
+    result = time_tflite(b"", warmup=1, runs=5, rounds=2, max_rounds=3, pause_s=0)
+    assert result.rounds == 3 and result.round_spread > 0.5    # gave up: the spread says how far to trust it
+    with pytest.raises(ValueError):
+        time_tflite(b"", rounds=4, max_rounds=3)

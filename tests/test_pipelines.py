@@ -42,7 +42,12 @@ def test_fashion_mnist_idx_epochs_are_fixed_by_seed_and_epoch(tmp_path):
     x, y = next(iter(inp.evaluate(8)))
     expected = arrays["x_test"][..., None].astype(np.float32) * (2 / 255) - 1
     assert np.allclose(x.numpy(), expected, atol=1e-6) and y.numpy().tolist() == arrays["y_test"].tolist()
-    assert inp.samples(5).shape == (5, 28, 28, 1)
+    samples = inp.samples(5)
+    assert samples.shape == (5, 28, 28, 1)
+    # Representative images for int8 calibration are training images, with evaluation preprocessing.
+    train_images = arrays["x_train"][..., None].astype(np.float32) * (2 / 255) - 1
+    for image in samples:
+        assert np.abs(train_images - image).max(axis=(1, 2, 3)).min() < 1e-6
     resized = pipelines.open_input("fashion-mnist", str(tmp_path), image_size=32, fit="pad", train_limit=12)
     assert resized.image_shape == (32, 32, 1) and resized.num_train == 12
 
@@ -150,6 +155,49 @@ def test_imagenet_tfrecords_inception_crops_and_centre_crops(tmp_path):
         pipelines.open_input("imagenet", str(tmp_path / "empty"), image_size=24)
 
 
+def test_imagenet_training_takes_inception_crops_and_evaluation_the_centre_crop(tmp_path):
+    """On an image whose red channel encodes the column and green the row, each output image tells which box of
+    the original it shows and whether it was flipped."""
+    import tensorflow as tf
+
+    height, width, size = 64, 96, 16
+    rows, cols = np.mgrid[0:height, 0:width]
+    image = np.stack([cols * 255 / (width - 1), rows * 255 / (height - 1), np.full(rows.shape, 128)], -1)
+    encoded = tf.io.encode_jpeg(np.round(image).astype(np.uint8), quality=100).numpy()
+    feature = {"image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded])),
+               "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[1]))}
+    record = tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    for name, count in (("train-00000-of-00001", 32), ("validation-00000-of-00001", 2)):
+        with tf.io.TFRecordWriter(str(tmp_path / name)) as writer:
+            for _ in range(count):
+                writer.write(record)
+    inp = pipelines.open_input("imagenet", str(tmp_path), image_size=size, num_classes=1)
+
+    # Evaluation: the official centre crop, side size / (size + 32) of the shorter edge, bicubic to `size`.
+    side = int(size / (size + pipelines.CROP_PADDING) * height)
+    top, left = (height - side + 1) // 2, (width - side + 1) // 2
+    decoded = tf.io.decode_jpeg(encoded, channels=3)
+    expected = tf.image.resize(decoded[top:top + side, left:left + side], [size, size], method="bicubic")
+    expected = np.clip(expected.numpy(), 0, 255) * (2 / 255) - 1
+    x, y = next(iter(inp.evaluate(2)))
+    assert y.numpy().tolist() == [0, 0]
+    np.testing.assert_allclose(x.numpy()[0], expected, atol=1e-5)
+    np.testing.assert_array_equal(x.numpy()[0], x.numpy()[1])
+
+    # Training: random boxes of 8-100% of the image, aspect ratio 3/4 to 4/3, flipped half of the time.
+    crops = np.concatenate([bx.numpy() for bx, _ in inp.train(8, seed=3, epoch=0)])
+    assert crops.shape == (32, size, size, 3)
+    pixels = (crops + 1) * 127.5
+    box_w = (pixels[..., 0].max(axis=(1, 2)) - pixels[..., 0].min(axis=(1, 2))) / 255 * (width - 1) + 1
+    box_h = (pixels[..., 1].max(axis=(1, 2)) - pixels[..., 1].min(axis=(1, 2))) / 255 * (height - 1) + 1
+    area, aspect = box_w * box_h / (width * height), box_w / box_h
+    assert area.min() > 0.06 and area.max() <= 1.0 and area.max() - area.min() > 0.4
+    assert aspect.min() > 3 / 4 - 0.1 and aspect.max() < 4 / 3 + 0.1
+    flipped = pixels[:, :, 0, 0].mean(axis=1) > pixels[:, :, -1, 0].mean(axis=1)  # red falls left to right
+    assert 0 < flipped.sum() < len(flipped)
+    assert not any(np.allclose(crop, expected, atol=0.05) for crop in crops[~flipped])  # not the eval crop
+
+
 def _png_tree(tf, root, classes, per_class):
     for c, name in enumerate(classes):
         folder = root / name
@@ -165,12 +213,16 @@ def test_image_folder_train_val_and_flat_layouts(tmp_path):
     _png_tree(tf, tmp_path / "split" / "train", ["cat", "dog"], 4)
     _png_tree(tf, tmp_path / "split" / "val", ["cat", "dog"], 2)
     (tmp_path / "split" / "train" / "cat" / "notes.txt").write_text("ignored")
+    jpeg = tf.io.encode_jpeg(np.full((24, 24, 3), 200, np.uint8)).numpy()
+    (tmp_path / "split" / "train" / "dog" / "photo.JPG").write_bytes(jpeg)  # JPEG too, any case of extension
     inp = pipelines.open_input("folder", str(tmp_path / "split"), image_size=16)
-    assert (inp.num_classes, inp.num_train, inp.num_eval) == (2, 8, 4)
+    assert (inp.num_classes, inp.num_train, inp.num_eval) == (2, 9, 4)
     labels = np.concatenate([y.numpy() for _, y in inp.evaluate(3)]).tolist()
     assert labels == [0, 0, 1, 1]
     x, _ = next(iter(inp.train(4, 0, 0)))
     assert x.shape == (4, 16, 16, 3)
+    train_labels = np.concatenate([y.numpy() for _, y in inp.train(3, 0, 0)])
+    assert sorted(train_labels.tolist()) == [0] * 4 + [1] * 5  # every training image once an epoch
 
     _png_tree(tf, tmp_path / "flat", ["a", "b", "c"], 10)
     flat = pipelines.open_input("folder", str(tmp_path / "flat"), image_size=16)

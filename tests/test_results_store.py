@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import record_reliability
 from results.store import (COLUMN_NAMES, NoStoreError, ResultStore, STORE_FILENAME, encode_child, export_frame,
                            read_export)
 
@@ -409,6 +410,8 @@ def test_reader_sees_only_whole_rows_while_a_writer_writes(tmp_path):
         assert seen == n and reads > 3
         assert list(reader.children()["sample"]) == list(range(n))
         assert len(reader.controller_stats()) == n
+        record_reliability("store_reader", children_written=n, reads=reads, final_rows=seen, torn_rows=0,
+                           count_decreases=0)
     finally:
         if reader is not None:
             reader.close()
@@ -444,6 +447,8 @@ def test_a_killed_writer_leaves_no_torn_row_and_the_run_resumes(tmp_path):
         assert resumed.add_child(expected_child(stored - 1)) is False  # replayed write: a no-op
         assert resumed.add_child(expected_child(stored)) is True
         assert resumed.count() == stored + 1
+    record_reliability("store_writer_kill", kills=1, rows_at_kill=stored, torn_rows=0, integrity="ok",
+                       replayed_write_no_op=1)
 
 
 def test_store_imports_without_tensorflow_or_ray():

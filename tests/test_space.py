@@ -8,6 +8,7 @@ import sys
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from conftest import record_reliability
 from search.registry import ARCHITECTURES, SPACES, load_architecture, load_space
 from search.space import (Architecture, Block, SearchSpace, decode_block, encode_block, parse_arch_text,
                           round_filters)
@@ -58,6 +59,7 @@ def test_malformed_strings_name_the_bad_token(text, token):
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet="rkseiocnpl0123456789._", max_size=40))
 def test_parser_never_crashes_on_garbage(text):
+    record_reliability("fuzz", target="block-string parser", examples=1)
     try:
         block = decode_block(text)
     except ValueError:
@@ -171,6 +173,7 @@ def test_decode_rejects_wrong_genotypes():
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(min_value=-2, max_value=5), min_size=40, max_size=44))
 def test_decode_either_builds_a_member_or_raises(genotype):
+    record_reliability("fuzz", target="space decoder", examples=1)
     space = load_space("mnasnet")
     try:
         arch = space.decode(genotype)

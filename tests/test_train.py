@@ -212,6 +212,11 @@ def test_cli_errors_are_one_line_exit_2_and_write_nothing(tiny, tmp_path, capsys
         (["--arch", arch_file, "--dataset", "mnist-9", "--data-dir", data_dir], "unknown dataset 'mnist-9'"),
         (["--arch", arch_file, "--data-dir", data_dir, "--epochs", "0"], "epochs must be a positive integer"),
         (["--arch", arch_file, "--data-dir", data_dir, "--ema-decay", "1.5"], "ema_decay must be in"),
+        (["--arch", arch_file, "--data-dir", data_dir, "--rmsprop-epsilon", "0"], "epsilon must be a positive"),
+        (["--arch", "mnasnet-a1:2", "--data-dir", data_dir], "no such run directory: mnasnet-a1"),
+        (["--arch", arch_file, "--data-dir", data_dir, "--representative", "0"], "--representative must be"),
+        (["--arch", arch_file, "--data-dir", data_dir, "--export-dir", str(tmp_path)], "holds other files"),
+        (["--arch", arch_file, "--data-dir", data_dir, "--export-dir", str(out)], "would replace the run directory"),
     ]
     broken = tmp_path / "broken"
     write_tiny_fashion(broken)
@@ -223,3 +228,116 @@ def test_cli_errors_are_one_line_exit_2_and_write_nothing(tiny, tmp_path, capsys
         assert code == 2 and message in err, (argv, err)
         assert len(err.strip().splitlines()) == 1, err
         assert not out.exists()
+
+
+def test_recipe_defaults_are_the_papers_and_the_peak_scales_with_batch_size(tiny):
+    import keras
+
+    from search.registry import ARCHITECTURES
+    from trainer.recipe import make_optimizer, make_schedule
+    from trainer.train import build, model_architecture, open_data
+
+    assert Recipe().to_dict() == {  # Tan et al. 2019 Sec. 6 and tensorflow/tpu mnasnet_main.py
+        "base_lr": 0.016, "lr_batch": 256, "warmup_epochs": 5.0, "decay_rate": 0.97, "decay_epochs": 2.4,
+        "rho": 0.9, "momentum": 0.9, "epsilon": 1e-3, "weight_decay": 1e-5, "label_smoothing": 0.1,
+        "ema_decay": 0.9999, "bn_momentum": 0.99, "dropout": None}
+    # The whole schedule is linear in the batch size: 0.016 per 256 images, 5 warm-up epochs, x0.97 every 2.4
+    # epochs counted from step 0 (so the first step after a 500-step warm-up has decayed twice, floor(500/240)).
+    for batch in (32, 256, 1024):
+        schedule = make_schedule(Recipe(), batch, steps_per_epoch=100, epochs=350)
+        peak = 0.016 * batch / 256
+        assert float(schedule(250)) == pytest.approx(peak / 2)
+        assert float(schedule(500)) == pytest.approx(peak * 0.97 ** 2)
+        assert float(schedule(100 * 240)) == pytest.approx(peak * 0.97 ** 100, rel=1e-5)  # float32
+    assert float(make_schedule(Recipe(lr_batch=128), 256, 100, 350)(250)) == pytest.approx(0.032 / 2)
+    optimizer = make_optimizer(Recipe(), 0.01)
+    assert isinstance(optimizer, keras.optimizers.RMSprop)
+    assert (optimizer.rho, optimizer.momentum, optimizer.epsilon) == (0.9, 0.9, 1e-3)
+    # Dropout: the architecture's (0.2 for MnasNet-A1) unless the recipe overrides it; batch norm from the recipe.
+    config = tiny_config(tiny, recipe=Recipe(bn_momentum=0.9, dropout=0.3))
+    inputs = open_data(config)
+    assert model_architecture(tiny_config(tiny, arch=ARCHITECTURES["mnasnet-a1"]), inputs).dropout == 0.2
+    assert model_architecture(config, inputs).dropout == 0.3
+    model = build(config, inputs)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and {layer.momentum for layer in norms} == {0.9}
+    assert [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)] == [0.3]
+
+
+def test_every_recipe_value_is_a_command_line_option(tiny):
+    import dataclasses
+
+    from commands.train import RECIPE_FLAGS, build_config
+
+    assert set(RECIPE_FLAGS) == {f.name for f in dataclasses.fields(Recipe)}
+    values = {"base_lr": 0.1, "lr_batch": 512, "warmup_epochs": 1.5, "decay_rate": 0.9, "decay_epochs": 3.0,
+              "rho": 0.8, "momentum": 0.7, "epsilon": 0.01, "weight_decay": 4e-5, "label_smoothing": 0.2,
+              "dropout": 0.25, "bn_momentum": 0.9, "ema_decay": 0.999}
+    argv = ["train", "--arch", tiny[0]]
+    for field, (flag, _) in RECIPE_FLAGS.items():
+        argv += [flag, str(values[field])]
+    config, slug = build_config(launch.build_parser().parse_args(argv))
+    assert config.recipe == Recipe(**values) and slug == "tiny"
+    config, _ = build_config(launch.build_parser().parse_args(["train", "--arch", tiny[0], "--batch-size", "64"]))
+    assert config.recipe == Recipe() and config.batch_size == 64
+    help_text = " ".join(launch.build_parser()._subparsers._group_actions[0].choices["train"].format_help().split())
+    for flag, _ in RECIPE_FLAGS.values():
+        assert flag in help_text
+    assert "(default 0.016)" in help_text and "(default 0.9999)" in help_text and "(default 1e-05)" in help_text
+
+
+def test_scores_report_top1_and_top5():
+    from trainer.train import scores
+
+    logits = np.array([[9, 8, 7, 6, 5, 4, 0],    # label 0: top-1
+                       [9, 8, 7, 6, 5, 4, 0],    # label 4: 5th best -> top-5 only
+                       [9, 8, 7, 6, 5, 4, 0],    # label 5: 6th best -> neither
+                       [0, 0, 0, 0, 0, 0, 1]], np.float32)
+    result = scores(logits, np.array([0, 4, 5, 6]))
+    assert result["top1"] == 0.5 and result["top5"] == 0.75
+    assert scores(np.array([[1.0, 2.0]]), np.array([0]))["top5"] == 1.0  # fewer than 5 classes: top-k of all
+    assert scores(np.array([[0.0, 0.0]]), np.array([1]))["loss"] == pytest.approx(np.log(2))
+
+
+class _Stream:
+    def __init__(self, tty):
+        self.tty, self.text = tty, ""
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, text):
+        self.text += text
+
+    def flush(self):
+        pass
+
+
+def test_progress_bar_redraws_on_a_terminal_and_prints_a_line_a_minute_in_a_log():
+    from trainer.progress import Progress
+
+    now = [0.0]
+    terminal = _Stream(tty=True)
+    bar = Progress(10, stream=terminal, width=10, clock=lambda: now[0])
+    bar.start("epoch 1/3")
+    bar.update(1, "loss 2.3")         # too soon after start: not drawn
+    now[0] = 1.0
+    bar.update(5, "loss 2.0")
+    assert terminal.text == "\repoch 1/3 [=====>....] 5/10 loss 2.0 eta 1s "
+    bar.update(6)                     # within 0.2 s of the last redraw
+    bar.update(10)                    # the last step is always drawn
+    assert terminal.text.endswith("[==========] 10/10  eta 0s ")
+    bar.finish()
+    assert terminal.text.endswith("\r\033[K")  # cleared for the summary line
+
+    now[0] = 0.0
+    log = _Stream(tty=False)
+    lines = Progress(100, stream=log, clock=lambda: now[0])
+    lines.start("evaluate")
+    for step in range(1, 101):
+        now[0] = step * 2.0           # 2 s a step: a line at 60 s and at 120 s, none at the end
+        lines.update(step)
+    lines.finish()
+    assert log.text.splitlines() == ["evaluate step 30/100  (60s, eta 140s)", "evaluate step 60/100  (120s, eta 80s)",
+                                     "evaluate step 90/100  (180s, eta 20s)"]
+    assert "\r" not in log.text

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import record_reliability
 from test_train import TINY_ARCH, write_tiny_fashion
 from trainer import checkpoint as ckpt
 
@@ -148,3 +149,8 @@ def test_sigkilled_cli_training_resumes_to_the_uninterrupted_result(tmp_path):
     a_summary, b_summary = ckpt.read_json(full / ckpt.SUMMARY), ckpt.read_json(crashed / ckpt.SUMMARY)
     for key in ("epochs", "steps", "best_eval_top1", "params"):
         assert a_summary[key] == b_summary[key], key
+    epochs = epochs_in_metrics(crashed)
+    record_reliability("trainer_kill", kills=3, resumes=3, epochs=EPOCHS, identical_to_uninterrupted=True,
+                       moments=[f"outside:after-epoch-{first}", f"before:{ckpt.CHECKPOINT}:1",
+                                f"after:{ckpt.CHECKPOINT}:{last_write}"],
+                       lost=len(set(range(1, EPOCHS + 1)) - set(epochs)), twice=len(epochs) - len(set(epochs)))

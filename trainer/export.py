@@ -9,19 +9,22 @@ run kept an average):
     model_int8.tflite       full-integer post-training quantization: int8 weights and activations, int8 input and
                             output tensors, calibrated on representative images from the *training* set
     model_dynamic.tflite    (optional) weight-only "dynamic range" quantization: int8 weights, float activations
+                            (TFLite keeps tensors of fewer than 1,024 weights in float: a tiny model does not shrink)
     export.json             the accuracy table below, as JSON
 
 and then evaluates every TFLite model with LiteRT on the evaluation set, beside the Keras model: top-1, top-5,
 the fraction of images whose predicted class equals Keras', and (float models) the largest logit difference.
 
-The int8 conversion is written here rather than taken from `search.latency.tflite.keras_to_tflite`: that
-function calibrates on random images, which is right for timing and wrong for accuracy. The whole export goes
-to a temporary sibling folder first and is renamed into place at the end: a failed conversion leaves no half
-export behind.
+Float32 and int8 conversion go through the converter the latency backends time (`search.latency.tflite.
+keras_to_tflite`), the int8 one calibrated on training images rather than the random images that suffice for
+timing. The whole export goes to a temporary sibling folder first and is renamed into place at the end: a failed
+conversion leaves no half export behind. An existing folder is replaced only when it holds a previous export and
+nothing else, so a mistyped --export-dir (the run directory, a home folder) is refused rather than emptied.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -32,53 +35,53 @@ from typing import Callable
 import numpy as np
 
 from trainer import checkpoint as ckpt
+from trainer.progress import Progress
 
 FORMATS = ("float32", "int8", "dynamic")
+EXPORT_FILES = {"saved_model", "export.json"} | {f"model_{kind}.tflite" for kind in FORMATS}
 
 
 def convert(model, kind: str, representative: np.ndarray | None = None) -> bytes:
     """The TFLite flatbuffer of `model`: 'float32', 'int8' (needs representative images) or 'dynamic'."""
-    from search.latency.tflite import _quiet, keras_to_tflite
+    from search.latency.tflite import keras_to_tflite, quiet
 
     if kind not in FORMATS:
         raise ValueError(f"unknown TFLite format {kind!r} (known: {', '.join(FORMATS)})")
     if kind == "float32":
         return keras_to_tflite(model, "float32")
-    import tensorflow as tf
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if kind == "int8":
         if representative is None or not len(representative):
             raise ValueError("int8 quantization needs representative images")
+        with warnings.catch_warnings():
+            # "Statistics for quantized inputs were expected": the converter's note that int8 inputs take their
+            # scale from calibration, which is what is wanted here.
+            warnings.simplefilter("ignore", UserWarning)
+            return keras_to_tflite(model, "int8", representative=representative)
+    import tensorflow as tf
 
-        def images():
-            for image in representative:
-                yield [image[np.newaxis].astype(np.float32)]
-
-        converter.representative_dataset = images
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    with _quiet(), warnings.catch_warnings():
-        # "Statistics for quantized inputs were expected": the converter's note that int8 inputs take their
-        # scale from calibration, which is what is wanted here.
-        warnings.simplefilter("ignore", UserWarning)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]  # no representative data: weights only
+    with quiet():
         return converter.convert()
 
 
-def run_tflite(flatbuffer: bytes, data, batch_size: int = 100, threads: int = 0,
-               info: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+def run_tflite(flatbuffer: bytes, data, batch_size: int = 100, threads: int = 0, info: dict | None = None,
+               label: str = "litert") -> tuple[np.ndarray, np.ndarray]:
     """Logits (float, dequantized for an int8 output) and labels of a TFLite model over the evaluation set,
-    run by LiteRT in batches (the last batch padded), inputs quantized when the model takes int8.
+    run by LiteRT in batches (the last batch padded), inputs quantized when the model takes int8, with a progress
+    bar (`label`): an int8 model at 224 pixels takes minutes over ImageNet's 50,000 images on a CPU.
     `info`, if given, receives {'kernels': 'xnnpack' or 'builtin'}: which kernels computed the result."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+    from search.latency.tflite import quiet
+
     def make(resolver):
-        interpreter = Interpreter(model_content=flatbuffer, num_threads=threads or os.cpu_count() or 1,
-                                  experimental_op_resolver_type=resolver)
-        interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], [batch_size, *data.image_shape])
-        interpreter.allocate_tensors()
+        with quiet():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" line
+            interpreter = Interpreter(model_content=flatbuffer, num_threads=threads or os.cpu_count() or 1,
+                                      experimental_op_resolver_type=resolver)
+            interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"],
+                                            [batch_size, *data.image_shape])
+            interpreter.allocate_tensors()
         return interpreter
 
     kernels = "xnnpack"
@@ -97,14 +100,16 @@ def run_tflite(flatbuffer: bytes, data, batch_size: int = 100, threads: int = 0,
     out_scale, out_zero = target["quantization"]
     quantized_in = np.dtype(source["dtype"]).kind == "i"
     outputs, labels = [], []
-    for x, y in data.evaluate(batch_size):
+    progress = Progress(math.ceil(data.num_eval / batch_size))
+    progress.start(label)
+    for step, (x, y) in enumerate(data.evaluate(batch_size), 1):
         x = x.numpy()
         n = len(x)
         if n < batch_size:
             x = np.concatenate([x, np.zeros((batch_size - n, *x.shape[1:]), x.dtype)])
         if quantized_in:
-            info = np.iinfo(source["dtype"])
-            x = np.clip(np.round(x / in_scale + in_zero), info.min, info.max).astype(source["dtype"])
+            limits = np.iinfo(source["dtype"])
+            x = np.clip(np.round(x / in_scale + in_zero), limits.min, limits.max).astype(source["dtype"])
         interpreter.set_tensor(index, x)
         interpreter.invoke()
         out = interpreter.get_tensor(target["index"])[:n]
@@ -112,7 +117,25 @@ def run_tflite(flatbuffer: bytes, data, batch_size: int = 100, threads: int = 0,
             out = (out.astype(np.float32) - out_zero) * out_scale
         outputs.append(out.astype(np.float32))
         labels.append(y.numpy())
+        progress.update(step)
+    progress.finish()
     return np.concatenate(outputs), np.concatenate(labels)
+
+
+def check_export_dir(export_dir: str | os.PathLike) -> Path:
+    """The export folder as an absolute path, refused (ValueError) when exporting would replace something that
+    is not a previous export: a file, or a folder holding anything but an export's own files (a run directory,
+    a home folder). Called before training, so that a long run does not end on this error."""
+    final = Path(export_dir).absolute()
+    if final.exists() and not final.is_dir():
+        raise ValueError(f"export folder {export_dir} is a file")
+    if final.is_dir():
+        foreign = sorted(name for name in os.listdir(final) if name not in EXPORT_FILES)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise ValueError(f"export folder {export_dir} holds other files ({shown}): an export replaces its "
+                             "folder, choose a new or empty one")
+    return final
 
 
 def export_model(model, data, export_dir: str | os.PathLike, formats=("float32", "int8"),
@@ -136,13 +159,13 @@ def export_model(model, data, export_dir: str | os.PathLike, formats=("float32",
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown TFLite format(s) {', '.join(unknown)} (known: {', '.join(FORMATS)})")
-    final = Path(export_dir)
+    final = check_export_dir(export_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
     os.chmod(work, 0o777 & ~ckpt.current_umask())
     try:
         eval_step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-        keras_logits, labels = predict(eval_step, data)
+        keras_logits, labels = predict(eval_step, data, label="keras")
         keras_scores = scores(keras_logits, labels)
         keras_class = keras_logits.argmax(axis=1)
         model.export(str(work / "saved_model"), format="tf_saved_model", verbose=False)
@@ -153,7 +176,7 @@ def export_model(model, data, export_dir: str | os.PathLike, formats=("float32",
             name = f"model_{kind}.tflite"
             (work / name).write_bytes(flatbuffer)
             info: dict = {}
-            logits, tflite_labels = run_tflite(flatbuffer, data, threads=threads, info=info)
+            logits, tflite_labels = run_tflite(flatbuffer, data, threads=threads, info=info, label=name)
             row = {"format": kind, "file": name, "bytes": len(flatbuffer), **scores(logits, tflite_labels), **info,
                    "agreement": float((logits.argmax(axis=1) == keras_class).mean()),
                    "max_abs_diff": float(np.abs(logits - keras_logits).max())}
@@ -172,7 +195,7 @@ def export_model(model, data, export_dir: str | os.PathLike, formats=("float32",
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    for line in format_report(report, final):
+    for line in format_report(report, export_dir):
         log(line)
     return report
 

@@ -1,8 +1,9 @@
-"""Progress within a training epoch: a redrawn bar on a terminal, an occasional plain line in a log file.
+"""Progress of long loops -- a training epoch, an evaluation, a LiteRT run over the evaluation set: a redrawn bar
+on a terminal, an occasional plain line in a log file.
 
-An ImageNet epoch on a CPU lasts hours, so a per-epoch line is not enough; but a log captured to a file (or a
-Ray worker's output) must not fill with carriage-return redraws. On a terminal the bar is redrawn at most 5
-times a second; elsewhere a line is printed every `every_seconds` (default 60).
+An ImageNet epoch on a CPU lasts hours and its evaluation minutes, so a per-epoch line is not enough; but a log
+captured to a file (or a Ray worker's output) must not fill with carriage-return redraws. On a terminal the bar
+is redrawn at most 5 times a second; elsewhere a line is printed every `every_seconds` (default 60).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import time
 class Progress:
     """Reports `step` of `total` with a caller-supplied status text."""
 
-    def __init__(self, total: int, stream=None, every_seconds: float = 60.0, width: int = 30):
+    def __init__(self, total: int, stream=None, every_seconds: float = 60.0, width: int = 30,
+                 clock=time.perf_counter):
         self.total = max(1, int(total))
+        self.clock = clock
         self.stream = stream or sys.stdout
         self.every = every_seconds
         self.width = width
@@ -26,13 +29,13 @@ class Progress:
 
     def start(self, label: str) -> None:
         self.label = label
-        self._started = self._last = time.perf_counter()
+        self._started = self._last = self.clock()
         self._drawn = False
 
     def update(self, step: int, status: str = "") -> None:
         if step >= self.total and not self.tty:
             return  # the epoch's summary line follows at once
-        now = time.perf_counter()
+        now = self.clock()
         if now - self._last < (0.2 if self.tty else self.every) and step < self.total:
             return
         self._last = now

@@ -45,10 +45,13 @@ def _run_architecture(run_dir: str, blocks: str) -> Architecture:
     fields = {}
     config_path = os.path.join(run_dir, "config.json")
     if os.path.isfile(config_path):
-        with open(config_path, encoding="utf-8") as handle:
-            config = json.load(handle)
-        if config.get("space") is not None:
-            space = load_space(config["space"])
+        try:
+            with open(config_path, encoding="utf-8") as handle:
+                config = json.load(handle)
+            space = load_space(config["space"]) if config.get("space") is not None else None
+        except (OSError, ValueError) as err:  # json.JSONDecodeError is a ValueError
+            raise ValueError(f"{config_path}: {err}") from None
+        if space is not None:
             fields.update(stem_filters=space.stem_filters, head_filters=space.head_filters,
                           dropout=space.dropout, stem_stride=space.stem_stride, resolution=space.resolution)
         resolution = (config.get("deploy") or {}).get("resolution")
@@ -66,10 +69,11 @@ def resolve_child(run_dir: str, rank: int | None = None, pareto: int | None = No
         raise ValueError(f"no such run directory: {run_dir}")
     with ResultStore(run_dir, readonly=True) as store:
         if rank is not None:
-            ok = store.count("ok")
-            if rank > ok:
-                raise ValueError(f"{run_dir}:{rank}: the run has {ok} ok children, rank {rank} is out of range")
-            row = store.top(rank, by="reward").iloc[rank - 1]
+            ranked = store.top(rank, by="reward")  # 'ok' children with a reward, as the dashboard ranks them
+            if rank > len(ranked):
+                raise ValueError(f"{run_dir}:{rank}: the run has {len(ranked)} ok children, rank {rank} is out "
+                                 "of range")
+            row = ranked.iloc[rank - 1]
         else:
             front = pareto_front(store.children())
             if pareto > len(front):
@@ -85,10 +89,13 @@ def resolve_arch(spec: str) -> Resolved:
     if not spec or not spec.strip():
         raise ValueError("--arch is empty")
     if not os.path.exists(spec):
+        # No registry name or block string holds a colon: the spec names a search's child.
         match = _PARETO.match(spec) or _RANK.match(spec)
-        if match and (os.path.isdir(match.group("run")) or os.sep in match.group("run")
-                      or match.group("run").startswith(".")):
+        if match:
             run = match.group("run")
+            if not os.path.isdir(run):
+                raise ValueError(f"no such run directory: {run} (--arch {spec} reads as RUN_DIR:RANK or "
+                                 "RUN_DIR:pareto:I)")
             name = os.path.basename(os.path.normpath(run)) or "run"
             if "index" in match.groupdict():
                 index = _positive(match.group("index"), "the Pareto index", spec)

@@ -114,9 +114,17 @@ def build(config: TrainConfig, data):
 
 
 def set_up_tensorflow(threads: int = 0):
-    """Imports TensorFlow with deterministic ops (exact resume) and, if given, a fixed thread count."""
+    """Imports TensorFlow with deterministic ops (exact resume) and, if given, a fixed thread count.
+
+    The import and the device scan run silenced: TensorFlow's C++ start-up lines (oneDNN, CUDA drivers) ignore
+    TF_CPP_MIN_LOG_LEVEL and would otherwise surround the command's own output and its one-line errors."""
+    from search.latency.tflite import quiet
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    with quiet():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # does not create the runtime: thread counts can still be set below
 
     if threads:
         try:
@@ -255,10 +263,10 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
         progress.finish()
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        raw = evaluate(eval_step, data)
+        raw = evaluate(eval_step, data, label=f"evaluate epoch {epoch + 1}")
         if ema is not None:
             with ema.swapped():
-                averaged = evaluate(eval_step, data)
+                averaged = evaluate(eval_step, data, label=f"evaluate epoch {epoch + 1} (averaged)")
         else:
             averaged = raw
         global_step = int(optimizer.iterations.numpy())
@@ -310,17 +318,23 @@ def _scalar(tag: str, value: float) -> None:
     tf.summary.write(tag, tf.constant(float(value), tf.float32), metadata=metadata)
 
 
-def evaluate(eval_step, data, batch_size: int = 250) -> dict[str, float]:
+def evaluate(eval_step, data, batch_size: int = 250, label: str = "evaluate") -> dict[str, float]:
     """Mean cross-entropy (no smoothing), top-1 and top-5 accuracy over the whole evaluation set."""
-    logits, labels = predict(eval_step, data, batch_size)
+    logits, labels = predict(eval_step, data, batch_size, label)
     return scores(logits, labels)
 
 
-def predict(eval_step, data, batch_size: int = 250) -> tuple[np.ndarray, np.ndarray]:
+def predict(eval_step, data, batch_size: int = 250, label: str = "evaluate") -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels over the evaluation set, with a progress bar: ImageNet's 50,000 evaluation images take
+    minutes on a CPU."""
     outputs, labels = [], []
-    for x, y in data.evaluate(batch_size):
+    progress = Progress(math.ceil(data.num_eval / batch_size), stream=sys.stdout)
+    progress.start(label)
+    for step, (x, y) in enumerate(data.evaluate(batch_size), 1):
         outputs.append(np.asarray(eval_step(x)))
         labels.append(y.numpy())
+        progress.update(step)
+    progress.finish()
     return np.concatenate(outputs), np.concatenate(labels)
 
 
@@ -336,9 +350,11 @@ def scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
             "top5": float((top == labels[:, None]).any(axis=1).mean())}
 
 
-def load_trained(run_dir: str | os.PathLike, averaged: bool = True, data=None, threads: int = 0):
+def load_trained(run_dir: str | os.PathLike, averaged: bool = True, data=None, threads: int = 0,
+                 data_dir: str | None = None):
     """A finished (or interrupted) run's model with its last checkpoint's weights -- the averaged ones unless
-    `averaged` is False -- and its InputData. Returns (model, config dict, data)."""
+    `averaged` is False -- and its InputData (read from `data_dir` when the dataset moved since training).
+    Returns (model, config dict, data)."""
     run = Path(run_dir)
     if not (run / ckpt.CONFIG).is_file():
         raise ValueError(f"{run}: not a training run ({ckpt.CONFIG} missing)")
@@ -347,6 +363,8 @@ def load_trained(run_dir: str | os.PathLike, averaged: bool = True, data=None, t
     saved = ckpt.read_json(run / ckpt.CONFIG)
     config = TrainConfig.from_dict({k: v for k, v in saved.items()
                                     if k in {f.name for f in dataclasses.fields(TrainConfig)}})
+    if data_dir:
+        config = dataclasses.replace(config, data_dir=data_dir)
     set_up_tensorflow(threads)
     import keras
 

@@ -145,6 +145,11 @@ class ProxyConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps of one child: `steps`, or full batches of `train_subset` times `epochs`."""
+        return self.steps or self.train_subset // self.batch_size * self.epochs
+
     def replace(self, **changes) -> "ProxyConfig":
         return dataclasses.replace(self, **changes)
 
@@ -319,8 +324,8 @@ class ProxyTraining:
             self.close()
             raise ChildFailed("build_error", f"{type(err).__name__}: {err}") from err
         self.build_seconds = time.perf_counter() - started
-        self.per_epoch = len(x_train) // proxy.batch_size
-        self.total_steps = proxy.steps or self.per_epoch * proxy.epochs
+        self.per_epoch = len(x_train) // proxy.batch_size   # len(x_train) is train_subset (_split checks it)
+        self.total_steps = proxy.total_steps
         self.steps_done = 0
         self.train_seconds = 0.0
         self.recent: list[float] = []

@@ -39,7 +39,8 @@ class LatencyModel(abc.ABC):
 
 @dataclasses.dataclass(frozen=True)
 class Measurement:
-    """One timed run of a model: the median is the latency, the rest says how far to trust it."""
+    """One timed measurement of a model: `ms` is the latency, the rest says how far to trust it (the statistics
+    are those of the round `ms` comes from)."""
 
     ms: float             # median of the timed invocations
     mean_ms: float
@@ -49,6 +50,8 @@ class Measurement:
     runs: int
     convert_s: float = 0.0   # Keras -> TFLite conversion time (0 when served from the cache)
     measure_s: float = 0.0   # wall time of warm-up plus timed runs
+    rounds: int = 1          # rounds of `runs` invocations taken; `ms` is the median of the fastest round
+    round_spread: float = 0.0  # relative gap between the two fastest rounds' medians (0 with one round)
 
     @property
     def cv(self) -> float:

@@ -25,20 +25,24 @@ class HostTFLite(LatencyModel):
     Args:
         num_threads: LiteRT threads (the paper: 1).
         quantize: 'float32' or 'int8'.
-        warmup, runs, min_seconds: invocations before timing, timed invocations, and a floor on timed wall time.
+        warmup, runs, min_seconds: invocations before timing, timed invocations a round, and a floor on a round's
+            timed wall time.
+        rounds: rounds of timed invocations at least (see `search.latency.tflite.time_tflite`: the latency is
+            the fastest round's median, taken once two rounds agree within 3%).
         cache_dir: where measurements persist; default `default_cache_dir()`; None disables the cache.
         num_classes: classifier width of the built model.
         progress: print a line a measurement on stderr.
     """
 
     def __init__(self, num_threads: int = 1, quantize: str = "float32", warmup: int = 5, runs: int = 30,
-                 min_seconds: float = 0.0, cache_dir=_UNSET, num_classes: int = 1000, progress: bool = False):
+                 min_seconds: float = 0.0, cache_dir=_UNSET, num_classes: int = 1000, progress: bool = False,
+                 rounds: int = 3):
         if quantize not in QUANTIZATIONS:
             raise ValueError(f"unknown quantization {quantize!r} (known: {', '.join(QUANTIZATIONS)})")
-        if num_threads < 1 or runs < 1 or warmup < 0:
-            raise ValueError("num_threads and runs must be >= 1 and warmup >= 0")
+        if num_threads < 1 or runs < 1 or warmup < 0 or rounds < 1:
+            raise ValueError("num_threads, runs and rounds must be >= 1 and warmup >= 0")
         self.num_threads, self.quantize = num_threads, quantize
-        self.warmup, self.runs, self.min_seconds = warmup, runs, min_seconds
+        self.warmup, self.runs, self.min_seconds, self.rounds = warmup, runs, min_seconds, rounds
         self.num_classes = num_classes
         self.progress = progress
         self.cache = MeasurementCache(default_cache_dir() if cache_dir is _UNSET else cache_dir)
@@ -56,7 +60,7 @@ class HostTFLite(LatencyModel):
                 versions[package] = None
         return {"backend": "host", "machine": platform.machine(), "processor": platform.processor(),
                 "threads": self.num_threads, "quantize": self.quantize, "warmup": self.warmup, "runs": self.runs,
-                "min_seconds": self.min_seconds, "classes": self.num_classes, "versions": versions}
+                "min_seconds": self.min_seconds, "rounds": self.rounds, "classes": self.num_classes, "versions": versions}
 
     def measure(self, arch: Architecture, resolution: int | None = None) -> Measurement:
         """The full measurement of one architecture (from the cache when it has been measured before)."""
@@ -68,7 +72,8 @@ class HostTFLite(LatencyModel):
         start = time.perf_counter()
         flatbuffer = arch_to_tflite(arch, size, self.quantize, self.num_classes)
         convert_s = time.perf_counter() - start
-        result = time_tflite(flatbuffer, self.num_threads, self.warmup, self.runs, self.min_seconds)
+        result = time_tflite(flatbuffer, self.num_threads, self.warmup, self.runs, self.min_seconds,
+                             rounds=self.rounds, max_rounds=max(8, self.rounds))
         result = Measurement(**{**result.__dict__, "convert_s": convert_s})
         self.measured += 1
         self.cache.put(key, result)

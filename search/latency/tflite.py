@@ -6,7 +6,9 @@ search loop, which only predicts.
 Conversion goes through `tf.lite.TFLiteConverter.from_keras_model`. (Converting a traced concrete function of
 a Keras 3 model instead yields a model whose variables are not frozen, which fails at run time.) The float
 model is what the MnasNet paper timed; `quantize='int8'` gives a fully integer model from a representative
-dataset of random images, the post-training quantization the paper's release exports.
+dataset of random images, the post-training quantization the paper's release exports. Random images are right
+for timing (latency does not depend on the values) and wrong for accuracy: `trainer.export` passes real training
+images as `representative` to the same converter.
 """
 
 from __future__ import annotations
@@ -24,8 +26,11 @@ QUANTIZATIONS = ("float32", "int8")
 
 
 @contextlib.contextmanager
-def _quiet():
-    """Silences the converter's prints and C++ logs (they would corrupt --json output); replays them on error."""
+def quiet():
+    """Silences the converter's prints and C++ logs (they would corrupt --json output); replays them on error.
+
+    Also wraps TensorFlow's import and LiteRT's interpreter set-up in the trainer, whose C++ start-up lines
+    (oneDNN, CUDA, XNNPACK) would otherwise surround every message of the command line."""
     saved = os.dup(1), os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as sink, contextlib.redirect_stdout(io.StringIO()):
         try:
@@ -47,14 +52,20 @@ def _quiet():
             os.close(saved[1])
 
 
-def keras_to_tflite(model, quantize: str = "float32", calibration_samples: int = 8) -> bytes:
-    """Converts a Keras model to a TFLite flatbuffer (float32, or int8 from random representative images)."""
+def keras_to_tflite(model, quantize: str = "float32", calibration_samples: int = 8, representative=None) -> bytes:
+    """Converts a Keras model to a TFLite flatbuffer: float32, or full-integer int8 (int8 weights, activations,
+    input and output).
+
+    Args:
+        calibration_samples: random images that calibrate int8 activation ranges when `representative` is None.
+        representative: for int8, real images [N, H, W, C] of a one-input model to calibrate on instead.
+    """
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization {quantize!r} (known: {', '.join(QUANTIZATIONS)})")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
 
-    with _quiet():
+    with quiet():
         import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -62,16 +73,20 @@ def keras_to_tflite(model, quantize: str = "float32", calibration_samples: int =
         shapes = [tuple(1 if d is None else d for d in t.shape) for t in model.inputs]
         rng = np.random.default_rng(0)
 
-        def representative():
+        def random_images():
             for _ in range(calibration_samples):
                 yield [rng.random(shape, dtype=np.float32) for shape in shapes]
 
+        def given_images():
+            for image in representative:
+                yield [np.asarray(image, np.float32)[np.newaxis]]
+
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
+        converter.representative_dataset = random_images if representative is None else given_images
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-    with _quiet():
+    with quiet():
         return converter.convert()
 
 
@@ -79,7 +94,7 @@ def arch_to_tflite(arch, resolution: int | None = None, quantize: str = "float32
     """Builds `arch` with `trainer.builder` at `resolution` and converts it."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     size = resolution or arch.resolution
-    with _quiet():
+    with quiet():
         from trainer.builder import build_model
 
         model = build_model(arch, num_classes=num_classes, input_shape=(size, size, 3))
@@ -87,15 +102,22 @@ def arch_to_tflite(arch, resolution: int | None = None, quantize: str = "float32
 
 
 def time_tflite(flatbuffer: bytes, num_threads: int = 1, warmup: int = 5, runs: int = 30,
-                min_seconds: float = 0.0) -> Measurement:
-    """Times `invoke()` of a TFLite model in LiteRT: warm-up, then `runs` timed calls (more if `min_seconds`).
+                min_seconds: float = 0.0, rounds: int = 3, max_rounds: int = 8, agree: float = 0.03,
+                pause_s: float = 0.1) -> Measurement:
+    """Times `invoke()` of a TFLite model in LiteRT: warm-up, then rounds of `runs` timed calls each.
 
-    Inputs are random; latency of these networks does not depend on the values. The median is reported
-    because a shared machine produces one-sided outliers (another process takes the core).
+    Each round's median is one reading; the latency is the lowest reading. Another process taking the core only
+    ever slows a round down, so the fastest round is the least disturbed one (a single median on this shared
+    machine once read 11.6 ms for a network that times 5.9 ms in a quiet moment). Rounds continue past
+    `rounds`, up to `max_rounds`, until the two lowest readings agree within `agree` (relative), so that one
+    lucky or unlucky round cannot decide alone; `round_spread` records how far apart they were. Inputs are
+    random: latency of these networks does not depend on the values.
     """
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
+    if rounds < 1 or max_rounds < rounds or runs < 1:
+        raise ValueError("need runs >= 1 and 1 <= rounds <= max_rounds")
     start = time.perf_counter()
     interpreter = Interpreter(model_content=flatbuffer, num_threads=num_threads)
     interpreter.allocate_tensors()
@@ -110,12 +132,22 @@ def time_tflite(flatbuffer: bytes, num_threads: int = 1, warmup: int = 5, runs: 
         interpreter.set_tensor(detail["index"], value)
     for _ in range(warmup):
         interpreter.invoke()
-    times: list[float] = []
-    began = time.perf_counter()
-    while len(times) < runs or time.perf_counter() - began < min_seconds:
-        tick = time.perf_counter()
-        interpreter.invoke()
-        times.append((time.perf_counter() - tick) * 1e3)
-    return Measurement(ms=statistics.median(times), mean_ms=statistics.fmean(times),
-                       std_ms=statistics.pstdev(times), min_ms=min(times), max_ms=max(times), runs=len(times),
-                       measure_s=time.perf_counter() - start)
+    readings: list[list[float]] = []
+    while True:
+        times: list[float] = []
+        began = time.perf_counter()
+        while len(times) < runs or time.perf_counter() - began < min_seconds:
+            tick = time.perf_counter()
+            interpreter.invoke()
+            times.append((time.perf_counter() - tick) * 1e3)
+        readings.append(times)
+        medians = sorted(statistics.median(r) for r in readings)
+        settled = len(medians) >= 2 and medians[1] <= medians[0] * (1 + agree)
+        if len(readings) >= max_rounds or (len(readings) >= rounds and (settled or rounds == 1)):
+            break
+        time.sleep(pause_s)
+    best = min(readings, key=statistics.median)
+    return Measurement(ms=statistics.median(best), mean_ms=statistics.fmean(best), std_ms=statistics.pstdev(best),
+                       min_ms=min(best), max_ms=max(best), runs=len(best), measure_s=time.perf_counter() - start,
+                       rounds=len(readings),
+                       round_spread=(medians[1] / medians[0] - 1) if len(medians) > 1 else 0.0)
