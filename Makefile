@@ -22,6 +22,15 @@ $(STAMP): setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The quick subset of benchmarks/ (about 15 minutes on 2 cores): each prints its table; none writes BENCHMARKS.md
+# (the full runs do, with --write: see each script's --help for its duration).
+bench: $(STAMP) system-deps
+	$(BIN)/python benchmarks/latency_pixel1.py
+	$(BIN)/python benchmarks/latency_fbnet.py --seeds 5
+	$(BIN)/python benchmarks/sample_efficiency.py --seeds 1 --cap 1000
+	$(BIN)/python benchmarks/reward_shape.py --quick
+	$(BIN)/python benchmarks/search_scaling.py --quick --runs 1,loop,2
+
 system-deps:
 	@scripts/system-deps.sh
 

@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from benchmarks.latency_report import machine, spearman, update_section  # noqa: E402
+from benchmarks.latency_report import machine, today, spearman, update_section  # noqa: E402
 from search.latency.predictor import fit_linear  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "latency")
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     if args.write:
         update_section("fbnet", f"""### Few-shot calibration on phones (FBNet space, HELP data)
 
-`python benchmarks/latency_fbnet.py --write` -- {machine()}; 2026-11-28. Spearman on the 800-architecture test set
+`python benchmarks/latency_fbnet.py --write` -- {machine()}; {today()}. Spearman on the 800-architecture test set
 (README protocol); "ours" is the calibrated predictor fitted on 10 or 20 random training architectures (mean +- std
 over {args.seeds} draws). The published reference points (README): MAdds alone 0.632 / 0.867 / 0.693 / 0.632 and a
 per-layer model on 4,000 archs 0.687 / 0.891 / 0.694 / 0.655; our own runs of both are in the table.

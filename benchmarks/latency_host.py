@@ -83,11 +83,11 @@ def main(argv=None) -> int:
     lut = LookupTable.load(lut_path) if os.path.exists(lut_path) else None
     measure_layer = host_layer_measurer()
     covered = test[:args.lut_archs]
-    total = len(layer_keys(covered))
-    for i, arch in enumerate(covered, 1):
+    total = len(layer_keys(covered + calib))
+    for i, arch in enumerate(covered + calib, 1):
         lut = build_lut([arch], measure_layer, existing=lut, fixed_cost_archs=0, name="lut-host-tflite")
         lut.save(lut_path)
-        print(f"lut: arch {i}/{len(covered)}, {len(lut.layers)}/{total} layers", file=sys.stderr, flush=True)
+        print(f"lut: arch {i}/{len(covered) + len(calib)}, {len(lut.layers)}/{total} layers", file=sys.stderr, flush=True)
     gaps = [y - lut.layer_sum(a) for a, y in zip(calib[:3], y_calib[:3]) if _covered(lut, a)]
     if len(gaps) < 3:  # fit the fixed cost on calibration archs; measure their layers if needed
         lut = build_lut(calib[:3], measure_layer, existing=lut, fixed_cost_archs=0, name="lut-host-tflite")

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.latency_report import machine, mape, spearman, update_section  # noqa: E402
+from benchmarks.latency_report import machine, today, mape, spearman, update_section  # noqa: E402
 from search.counts import count  # noqa: E402
 from search.latency import get_latency_model  # noqa: E402
 from search.latency.calibrate import training_data  # noqa: E402
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
         terms = ", ".join(f"{k} {v:.4g}" for k, v in coef.items() if v) or "none"
         update_section("pixel1", f"""### Pixel 1 preset (`--backend pixel1`)
 
-`python benchmarks/latency_pixel1.py --write` -- {machine()}; 2026-11-28. Pure numpy, no phone.
+`python benchmarks/latency_pixel1.py --write` -- {machine()}; {today()}. Pure numpy, no phone.
 
 The preset is `latency calibrate ../shared/reference/mnasnet_a1_pixel1.csv --arch mnasnet-a1`: a non-negative
 linear model of analytic features (multiply-adds by op type, activation traffic, weights, op count), fitted on

@@ -44,9 +44,7 @@ import argparse
 import datetime as dt
 import math
 import os
-import platform
 import random
-import re
 import sys
 import time
 
@@ -55,6 +53,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks.common import machine, update_block  # noqa: E402
 from search.config import SearchConfig  # noqa: E402
 from search.counts import count  # noqa: E402
 from search.latency import get_latency_model  # noqa: E402
@@ -175,31 +174,6 @@ def verdict(soft: dict, hard: dict) -> tuple[bool, bool, str, str]:
 
 def bar(share: float, width: int = 20) -> str:
     return "#" * int(round(share * width))
-
-
-def machine() -> str:
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    line = f"{platform.machine()}, {os.cpu_count()} cores, {memory:.0f} GiB, no GPU"
-    pinned = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if pinned < (os.cpu_count() or pinned):
-        line += f", run pinned to {pinned} core{'s' if pinned > 1 else ''}"
-    return line + ", shared with other running work"
-
-
-def update_benchmarks(text: str, tag: str = "strategies:reward-shape") -> None:
-    """Replaces this script's block between its markers in BENCHMARKS.md, or appends it."""
-    path = os.path.join(ROOT, "BENCHMARKS.md")
-    begin, end = f"<!-- {tag} -->", f"<!-- /{tag} -->"
-    block = f"{begin}\n{text.strip()}\n{end}"
-    current = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    if pattern.search(current):
-        current = pattern.sub(lambda _: block, current)
-    else:
-        current = current.rstrip() + "\n\n" + block + "\n"
-    with open(path + ".tmp", "w", encoding="utf-8") as handle:
-        handle.write(current)
-    os.replace(path + ".tmp", path)
 
 
 def describe_world(worlds, space, latency_model, clip_high: float) -> tuple[str, float]:
@@ -364,7 +338,7 @@ def main() -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
-        update_benchmarks(text)
+        update_block("strategies:reward-shape", text)
     return 0
 
 

@@ -1,0 +1,53 @@
+"""What the benchmark scripts share: the machine line, today's date, and updating BENCHMARKS.md in place.
+
+Each script owns one block of BENCHMARKS.md between `<!-- TAG -->` and `<!-- /TAG -->` markers and replaces only
+that block (appending it the first time), so scripts can be re-run in any order without touching each other's
+figures. The file is rewritten atomically.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import re
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCHMARKS_MD = os.path.join(ROOT, "BENCHMARKS.md")
+
+
+def machine(shared: bool = True) -> str:
+    """'2 cores (x86_64), 24 GiB, no GPU' plus the core pinning, if any, and the caveat of a shared machine."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    line = f"{os.cpu_count()} cores ({platform.machine()}), {memory:.0f} GiB, no GPU"
+    pinned = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if pinned < (os.cpu_count() or pinned):
+        line += f", run pinned to {pinned} core{'s' if pinned > 1 else ''}"
+    return line + (", shared with other running work" if shared else "")
+
+
+def today() -> str:
+    return dt.date.today().isoformat()
+
+
+def update_block(tag: str, text: str, path: str = BENCHMARKS_MD) -> None:
+    """Replaces the block between `<!-- tag -->` and `<!-- /tag -->` in `path` (appends it when missing)."""
+    begin, end = f"<!-- {tag} -->", f"<!-- /{tag} -->"
+    block = f"{begin}\n{text.strip()}\n{end}"
+    current = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    if pattern.search(current):
+        current = pattern.sub(lambda _: block, current)
+    else:
+        current = current.rstrip() + "\n\n" + block + "\n"
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".BENCHMARKS.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(current)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
