@@ -12,6 +12,7 @@ import os
 import platform
 import re
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARKS_MD = os.path.join(ROOT, "BENCHMARKS.md")
@@ -51,3 +52,20 @@ def update_block(tag: str, text: str, path: str = BENCHMARKS_MD) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def timed_fit(model, batches, steps: int, warmup: int, batch_size: int) -> float:
+    """Training images per second of a compiled Keras `model.fit` over `warmup + steps` batches, timed by a
+    callback from the end of the warm-up (tracing included in it) to the end of the last step."""
+    import keras
+
+    marks = {}
+
+    class Timer(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == warmup - 1:
+                marks["start"] = time.perf_counter()
+            marks["end"] = time.perf_counter()
+
+    model.fit(batches, epochs=1, steps_per_epoch=warmup + steps, verbose=0, shuffle=False, callbacks=[Timer()])
+    return steps * batch_size / (marks["end"] - marks["start"])

@@ -1,28 +1,29 @@
 #!/usr/bin/env python
 """Search overhead, scaling and controller cost, measured side by side in one run.
 
-    python benchmarks/search_scaling.py [--samples 12] [--train-subset 2500] [--heldout 1000] [--write]
-    python benchmarks/search_scaling.py --quick       # 4 tiny children a run: a check that it works, ~4 min
+    python benchmarks/search_scaling.py [--samples 8] [--train-subset 10000] [--heldout 5000] [--write]
+    python benchmarks/search_scaling.py --quick       # 4 tiny children a run: a check that it works, ~3 min
 
-Four runs of the same search, one after another (start it with nothing else heavy running):
+Runs, one after another (start it with nothing else running). Every search is `configs/default.yaml` (Pixel 1
+predicted latency, one CPU thread a child, the default proxy task unless --train-subset/--heldout say otherwise):
 
-  1. `launch.py search`, 1 worker: the default config (`configs/default.yaml`: the mnas controller, Pixel 1
-     predicted latency, 1 CPU thread a child) with a smaller proxy task so the benchmark takes minutes;
+  1. `launch.py search`, 1 worker, strategy `random` with a fixed seed, so that every run below trains exactly
+     the same children;
   2. a plain loop: a fresh Python process trains run 1's children one after another with `workers.proxy.
-     train_child` and predicts their latency: no Ray, no Tune, no store, no controller, no state file;
-  3. `launch.py search`, 2 workers, local Ray (`ray.init()`);
+     train_child` and predicts their latency: no Ray, no Tune, no store, no strategy, no state file;
+  3. `launch.py search`, 2 workers, local Ray (`ray.init()`), the same children;
   4. `launch.py search`, 2 workers, on a three-node Ray cluster started here (`ray.cluster_utils.Cluster`: a head
-     with no CPUs and two worker nodes of one CPU each), joined with `--address`.
+     with no CPUs and two worker nodes of one CPU each), joined with `--address`, the same children;
+  5. `launch.py search`, 2 workers, strategy `mnas` (the LSTM controller): what the controller costs.
 
 Figures: overhead = wall(run 1) / loop time(run 2) - 1, with the loop timed from its first child to its last
-(imports excluded: the strictest reference); children per hour of runs 1, 3 and 4; and the controller's cost
-(the driver times its strategy's propose and observe calls, `driver_seconds` in the run's store) per sample,
-per PPO update and as a fraction of the search's wall time. The search's wall is the `launch.py` process's,
-start to exit: Python, TensorFlow and Ray start-up included. Runs 3 and 4 sample different children than run 1
-(the controller sees results in another order), so beside children/hour the table gives each run's busy fraction:
-the children's own train + evaluate seconds over workers x wall.
+(imports excluded: the strictest reference), and where the difference goes; children per hour of runs 1, 3, 4;
+the controller's cost per sample, per PPO update and as a share of run 5's wall time (the driver times its
+strategy's propose and observe calls: `driver_seconds` in the run's store). A search's wall is its `launch.py`
+process's, start to exit: Python, TensorFlow and Ray start-up included. The busy fraction is the children's own
+train + evaluate seconds over workers x wall.
 
-Expected duration with the defaults: ~20 minutes on 2 cores.
+Expected duration with the defaults: ~30 minutes on 2 cores (8 children of about a minute, five times).
 """
 
 from __future__ import annotations
@@ -42,12 +43,12 @@ sys.path.insert(0, ROOT)
 from benchmarks.common import machine, today, update_block  # noqa: E402
 
 
-def bench_config(args, workers: int) -> dict:
-    """configs/default.yaml with the benchmark's budget and proxy size."""
+def bench_config(args, workers: int, strategy: str = "random") -> dict:
+    """configs/default.yaml with the benchmark's budget, proxy size and strategy."""
     from search.config import SearchConfig
 
     config = SearchConfig.load(os.path.join(ROOT, "configs", "default.yaml")).to_dict()
-    config.update(name="bench-scaling", samples=args.samples, workers=workers, seed=args.seed)
+    config.update(name="bench-scaling", samples=args.samples, workers=workers, seed=args.seed, strategy=strategy)
     config["proxy"] = {**config["proxy"], "train_subset": args.train_subset, "heldout": args.heldout}
     return config
 
@@ -75,8 +76,9 @@ def run_search(config: dict, out: str, address: str | None = None) -> dict:
     driver = store.get_meta("driver_seconds", [])[-1]
     busy = float((children["train_seconds"].fillna(0) + children["eval_seconds"].fillna(0)).sum())
     return {"wall": wall, "children": len(children), "ok": int((children["status"] == "ok").sum()),
-            "busy": busy, "workers": config["workers"], "driver": driver, "updates": len(store.controller_stats()),
-            "best_reward": float(children["reward"].max()), "run_dir": os.path.join(out, "run")}
+            "busy": busy, "trials": float(children["total_seconds"].fillna(0).sum()), "workers": config["workers"], "driver": driver, "updates": len(store.controller_stats()),
+            "best_reward": float(children["reward"].max()), "run_dir": os.path.join(out, "run"),
+            "archs": sorted(children["arch"].tolist())}
 
 
 def plain_loop(run_dir: str) -> dict:
@@ -137,9 +139,10 @@ def run_on_cluster(config: dict, out: str) -> dict:
 def report(args, runs: dict, loop: dict | None) -> str:
     one = runs.get("1 worker")
     lines = [f"`python benchmarks/search_scaling.py {' '.join(args.argv)}`".replace(" `", "`"), "",
-             f"{machine()}; {today()}. Each run: {args.samples} children of `configs/default.yaml` (mnas "
-             f"controller, Pixel 1 predicted latency, soft reward at 75 ms, one CPU thread a child) with a proxy of "
-             f"{args.train_subset:,} training and {args.heldout:,} held-out images.", "",
+             f"{machine()}; {today()}. Each run: {args.samples} children of `configs/default.yaml` (Pixel 1 "
+             f"predicted latency, soft reward at 75 ms, one CPU thread a child) with a proxy of "
+             f"{args.train_subset:,} training and {args.heldout:,} held-out images; the first four runs train the "
+             "same children (strategy random, one seed).", "",
              "| run | wall s | children | children / hour | busy fraction | controller s (share of wall) | "
              "best reward |", "|---|---|---|---|---|---|---|"]
     if loop:
@@ -155,15 +158,25 @@ def report(args, runs: dict, loop: dict | None) -> str:
     if one and loop:
         overhead = one["wall"] / loop["loop"] - 1
         verdict = "meets" if overhead <= 0.10 else "misses"
-        lines.append(f"* **Overhead** (run 1 against the plain loop of the same {loop['children']} children): "
-                     f"{overhead:+.1%}, which {verdict} the 10% goal. The search's wall includes starting Python, "
-                     f"Ray and a TensorFlow worker ({one['wall'] - one['driver']['wall']:.0f} s before the driver's "
-                     f"clock started, and the worker's own TensorFlow import); the loop's excludes its imports. "
-                     f"Its state file and store cost {one['driver']['state'] + one['driver']['store']:.2f} s.")
+        start = one["wall"] - one["driver"]["wall"]
+        between = one["driver"]["wall"] - one["trials"]
+        inside = one["trials"] - loop["loop"]
+        per_child = loop["loop"] / loop["children"]
+        lines.append(f"* **Overhead** (run 1 against the plain loop of the same {loop['children']} children, "
+                     f"{per_child:.0f} s a child): {overhead:+.1%}, which {verdict} the 10% goal. Where the "
+                     f"{one['wall'] - loop['loop']:.0f} s go: {start:.0f} s before the search's clock starts "
+                     f"(Python, TensorFlow and Ray imports); {between:.0f} s between and around trials (starting "
+                     f"Ray and the worker, Tune's bookkeeping; the state file {one['driver']['state']:.1f} s and the "
+                     f"store {one['driver']['store']:.2f} s of it); {inside:.0f} s inside the trials beyond the "
+                     f"loop's time ({inside / loop['children']:.2f} s a child, the worker's first TensorFlow graph "
+                     f"among them). The first two are paid once a search, so more or longer children dilute them.")
         same = sum(abs(a - b) < 1e-9 for a, b in zip(loop["accuracies"], loop["search_accuracies"]))
         lines.append(f"  The loop reproduced {same} of {loop['children']} children's proxy accuracies exactly "
                      "(same seeds, same thread count).")
     if one and "2 workers" in runs:
+        same = [name for name in ("2 workers", "2 workers, 3-node cluster") if name in runs
+                and runs[name]["archs"] == one["archs"]]
+        lines.append(f"* The scaling runs trained the same children as run 1: {', '.join(same) or 'none'}.")
         two = runs["2 workers"]
         lines.append(f"* **Scaling**: 2 workers give {one['wall'] / two['wall'] * two['children'] / one['children']:.2f}x "
                      f"the children/hour of 1 on this 2-core machine")
@@ -172,7 +185,7 @@ def report(args, runs: dict, loop: dict | None) -> str:
             lines[-1] += (f"; on the local three-node cluster {one['wall'] / cl['wall'] * cl['children'] / one['children']:.2f}x.")
         else:
             lines[-1] += "."
-    for name, r in runs.items():
+    for name, r in reversed(list(runs.items())):
         if r["updates"]:
             per_sample = r["driver"]["propose"] / max(1, r["children"]) * 1e3
             per_update = r["driver"]["observe"] / r["updates"] * 1e3
@@ -185,12 +198,13 @@ def report(args, runs: dict, loop: dict | None) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--samples", type=int, default=12, help="children a run (default 12)")
-    parser.add_argument("--train-subset", type=int, default=2500, help="proxy training images (default 2,500)")
-    parser.add_argument("--heldout", type=int, default=1000, help="proxy held-out images (default 1,000)")
+    parser.add_argument("--samples", type=int, default=8, help="children a run (default 8)")
+    parser.add_argument("--train-subset", type=int, default=10000,
+                        help="proxy training images (default 10,000, the default proxy's)")
+    parser.add_argument("--heldout", type=int, default=5000, help="proxy held-out images (default 5,000)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--runs", default="1,loop,2,cluster",
-                        help="which runs, comma-separated among 1, loop, 2, cluster (loop needs 1)")
+    parser.add_argument("--runs", default="1,loop,2,cluster,mnas",
+                        help="which runs, comma-separated among 1, loop, 2, cluster, mnas (loop needs 1)")
     parser.add_argument("--out", default=None, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--quick", action="store_true", help="4 children of 640 images a run: ~4 minutes")
     parser.add_argument("--write", action="store_true", help="put the section into BENCHMARKS.md")
@@ -203,7 +217,7 @@ def main(argv=None) -> int:
     if args.quick:
         args.samples, args.train_subset, args.heldout = 4, 640, 500
     wanted = [r.strip() for r in args.runs.split(",") if r.strip()]
-    unknown = sorted(set(wanted) - {"1", "loop", "2", "cluster"})
+    unknown = sorted(set(wanted) - {"1", "loop", "2", "cluster", "mnas"})
     if unknown or ("loop" in wanted and "1" not in wanted):
         parser.error(f"--runs: unknown {', '.join(unknown)}" if unknown else "--runs: loop needs run 1")
     out = args.out or tempfile.mkdtemp(prefix="mnas-bench-scaling-")
@@ -211,8 +225,10 @@ def main(argv=None) -> int:
     steps = {"1": ("1 worker", lambda: run_search(bench_config(args, 1), os.path.join(out, "w1"))),
              "2": ("2 workers", lambda: run_search(bench_config(args, 2), os.path.join(out, "w2"))),
              "cluster": ("2 workers, 3-node cluster",
-                         lambda: run_on_cluster(bench_config(args, 2), os.path.join(out, "cluster")))}
-    for key in ("1", "loop", "2", "cluster"):
+                         lambda: run_on_cluster(bench_config(args, 2), os.path.join(out, "cluster"))),
+             "mnas": ("2 workers, mnas controller",
+                      lambda: run_search(bench_config(args, 2, "mnas"), os.path.join(out, "mnas")))}
+    for key in ("1", "loop", "2", "cluster", "mnas"):
         if key not in wanted:
             continue
         print(f"[{time.strftime('%H:%M:%S')}] {key} ...", file=sys.stderr, flush=True)

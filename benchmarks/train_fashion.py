@@ -1,5 +1,5 @@
 """Benchmark: full training of found architectures on Fashion-MNIST, a plain `model.fit` beside it, and the
-accuracy of their float32 and int8 TFLite exports (issue 5, "Done means"; figures in train_results.md).
+accuracy of their float32 and int8 TFLite exports (issue 5, "Done means"; figures in BENCHMARKS.md).
 
 For each architecture: `trainer.train.train` with the paper's recipe (defaults of `launch.py train`) for
 --epochs epochs on the 60,000 training images at 28x28 (stem stride removed, see trainer/train.py), evaluated
@@ -13,7 +13,8 @@ images) with LiteRT evaluation on the test set.
         --epochs 3 --out /tmp/train-bench
 
 Images/s of the trainer are the median over epochs 2.. (epoch 1 includes tracing); of `fit`, the steps after
-the first 10 (tracing excluded). Writes OUT/results.json and prints a Markdown table.
+the first 10 (tracing excluded). Writes OUT/results.json and prints a Markdown table. About 4 minutes an epoch
+for each model at width 0.5 on 2 threads (~300 training images/s), plus a few minutes for its exports.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.common import timed_fit  # noqa: E402
 
 
 def fit_images_per_second(config, data, steps: int, warmup: int = 10) -> float:
@@ -46,17 +49,7 @@ def fit_images_per_second(config, data, steps: int, warmup: int = 10) -> float:
                   metrics=["accuracy"])
     batches = data.train(config.batch_size, config.seed, 0).repeat().take(steps + warmup)
     batches = batches.map(lambda x, y: (x, tf.one_hot(y, data.num_classes)))
-    marks = {}
-
-    class Timer(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if batch == warmup - 1:
-                marks["start"] = time.perf_counter()
-            marks["end"] = time.perf_counter()
-
-    model.fit(batches, epochs=1, steps_per_epoch=steps + warmup, verbose=0, shuffle=False,
-              callbacks=[Timer()])
-    return steps * config.batch_size / (marks["end"] - marks["start"])
+    return timed_fit(model, batches, steps, warmup, config.batch_size)
 
 
 def main(argv=None) -> int:

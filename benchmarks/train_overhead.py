@@ -2,7 +2,8 @@
 
 Trains MnasNet-A1 x0.5 on the first 12,800 Fashion-MNIST images (100 steps of 128, one epoch) three ways --
 the full recipe, without the weight average (--ema-decay 0), and without the average and the L2 penalty --
-and prints the epoch's images/s (tracing included, the same for all three). Figures in train_results.md.
+and prints the epoch's images/s (tracing included, the same for all three). Figures in BENCHMARKS.md.
+About 3 minutes on 2 cores.
 
     python benchmarks/train_overhead.py --out /tmp/train-overhead
 """

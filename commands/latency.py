@@ -17,8 +17,8 @@ DESCRIPTION = """Latency in milliseconds, batch 1, from one of the backends of s
         calibrated:FILE  a predictor from 'latency calibrate'
         adb[:SERIAL]     measured on a phone with the TFLite benchmark_model tool over adb
   latency build-lut --output FILE [--space NAME --samples N | --arch ARCH ...] [--backend host|adb[:SERIAL]]
-      measure every distinct layer of those architectures once and fit the fixed cost
-  latency calibrate CSV --output FILE [--arch ARCH] [--name NAME]
+      measure every distinct layer of those architectures once and calibrate on a few whole networks
+  latency calibrate CSV --output FILE [--arch ARCH] [--name NAME] [--channel-tile auto|N]
       fit a predictor for a new device from measured (arch, resolution, depth_multiplier, ms) rows
 
 ARCH is a registry name (mnasnet-a1, mobilenetv2, ...), a block-string file, or block strings in quotes.
@@ -73,7 +73,9 @@ def add_arguments(parser):
     build = sub.add_parser("build-lut", help="measure each distinct layer once into a lookup-table file",
                            description="Build a per-layer lookup table (ProxylessNAS/FBNet style) by measuring "
                                        "every distinct layer of the given architectures once on a backend, then "
-                                       "fit the fixed cost from a few whole networks.")
+                                       "calibrate it on a few of them measured whole: a network costs fixed + "
+                                       "scale x (sum of its layers) + a per-weight term (weights streamed from "
+                                       "memory), fitted from 5 networks up; with fewer, the fixed cost alone.")
     build.add_argument("--output", "-o", required=True, help="JSON file to write (an existing one is extended)")
     build.add_argument("--arch", action="append", default=[], help="an architecture to cover (repeatable)")
     build.add_argument("--space", default=None, help="a search space (preset or YAML) to sample from")
@@ -81,8 +83,9 @@ def add_arguments(parser):
     build.add_argument("--seed", type=int, default=0, help="sampling seed")
     build.add_argument("--backend", default="host", help="host (default) or adb[:SERIAL]")
     build.add_argument("--resolution", type=int, default=None, help="input size (default: the architectures')")
-    build.add_argument("--fixed-cost-archs", type=int, default=3,
-                       help="whole networks measured to fit the fixed cost (default 3; 0 skips)")
+    build.add_argument("--fixed-cost-archs", type=int, default=10,
+                       help="whole networks measured to calibrate the table (default 10; 1-4 fit the fixed cost "
+                            "only; 0 skips)")
     build.add_argument("--name", default=None, help="source name recorded with results (default lut-BACKEND)")
     _measure_options(build)
 
@@ -95,6 +98,10 @@ def add_arguments(parser):
     calibrate.add_argument("--output", "-o", required=True, help="predictor JSON to write")
     calibrate.add_argument("--arch", default=None, help="the architecture of rows without an arch column")
     calibrate.add_argument("--name", default=None, help="source name (default: CSV file name + '-predicted')")
+    calibrate.add_argument("--channel-tile", default="auto", choices=["auto", "1", "4", "8", "16", "32"],
+                           help="output channels the device's convolution kernels compute at once (16 on an "
+                                "AVX-512 host); auto (default) picks it by leave-one-out error from 8 "
+                                "measurements up")
 
 
 def _backend_options(args, backend: str) -> dict:
@@ -167,7 +174,8 @@ def _build_lut(args) -> int:
     lut = build_lut(archs, measure_layer, lambda a: model.measure(a).ms, args.resolution, args.fixed_cost_archs,
                     name=args.name or f"lut-{model.name}", backend=settings, existing=existing, progress=True)
     lut.save(args.output)
-    print(f"{args.output}: {len(lut.layers)} layers, fixed cost {lut.fixed_ms:.3f} ms [{lut.name}]")
+    print(f"{args.output}: {len(lut.layers)} layers; latency = {lut.fixed_ms:.3f} ms + {lut.scale:.3f} x layers + "
+          f"{lut.weights_ms:.3f} ms per million weights [{lut.name}]")
     return 0
 
 
@@ -178,10 +186,11 @@ def _calibrate(args) -> int:
 
     archs, values = read_measurements(args.csv, arch=args.arch)
     name = args.name or os.path.splitext(os.path.basename(args.csv))[0] + "-predicted"
-    predictor = calibrate(archs, values, name, source=args.csv)
+    tile = None if args.channel_tile == "auto" else int(args.channel_tile)
+    predictor = calibrate(archs, values, name, source=args.csv, tile=tile)
     predictor.save(args.output)
-    print(f"{args.output}: {name} from {len(values)} measurements, leave-one-out MAPE "
-          f"{predictor.meta['loo_mape_percent']:.2f}% (fit {predictor.meta['fit_mape_percent']:.2f}%)")
+    print(f"{args.output}: {name} from {len(values)} measurements, channel tile {predictor.tile}, leave-one-out "
+          f"MAPE {predictor.meta['loo_mape_percent']:.2f}% (fit {predictor.meta['fit_mape_percent']:.2f}%)")
     return 0
 
 

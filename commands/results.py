@@ -12,7 +12,8 @@ DESCRIPTION = """List the evaluated children of a search run from its results st
 
 Safe while the search is still running: the store is read as one consistent snapshot, and nothing is written to
 it. Rows are ranked by --sort (reward and accuracy highest first, latency lowest first; children without the value
-last). --pareto keeps the 'ok' children on the accuracy-latency frontier, ranked by latency unless --sort says
+last); by reward or accuracy, fully trained children come first, then those an early-stopping scheduler stopped
+(scored part-way through training), then failures. --pareto keeps the 'ok' children on the accuracy-latency frontier, ranked by latency unless --sort says
 otherwise. --export writes the rows shown (after --status, --pareto, --top) to .parquet or .csv, atomically.
 
 The last line counts the whole run's children by status, and the failures by reason."""
@@ -34,6 +35,10 @@ def add_arguments(parser):
                         help="rank by this column (default: reward; latency_ms with --pareto)")
 
 
+_PARTIAL = ("reward", "accuracy")           # sorts by what a pruned child only has part of
+_STATUS_ORDER = {"ok": 0, "pruned": 1, "failed": 2}
+
+
 def select(children, status: str = "all", pareto: bool = False, sort: str | None = None, top: int | None = None):
     """The rows the command shows, in order: filter by status, optionally the Pareto front, rank, cut to top."""
     from results.pareto import pareto_front
@@ -48,6 +53,10 @@ def select(children, status: str = "all", pareto: bool = False, sort: str | None
     sort = sort or ("latency_ms" if pareto else "reward")
     # Stable sort, missing values last: ties keep the order children were stored in.
     rows = rows.sort_values(sort, ascending=sort in _ASCENDING, na_position="last", kind="mergesort")
+    if sort in _PARTIAL:
+        # A child an early-stopping scheduler stopped was scored part-way through its training: its reward and
+        # accuracy do not compete with fully trained children's, so it ranks after them (then the failures).
+        rows = rows.iloc[rows["status"].map(_STATUS_ORDER).fillna(len(_STATUS_ORDER)).argsort(kind="mergesort")]
     return rows if top is None else rows.head(top)
 
 

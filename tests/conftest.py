@@ -23,6 +23,23 @@ os.environ.setdefault("MPLCONFIGDIR", os.path.join(_STATE, "mpl"))
 os.environ.setdefault("MNAS_LATENCY_CACHE", os.path.join(_STATE, "latency-cache"))
 
 
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """A folder of Fashion-MNIST IDX files with random pixels: 800 training and 10 test images (proxy tests)."""
+    import numpy as np
+
+    from trainer import data
+
+    folder = tmp_path_factory.mktemp("fashion")
+    rng = np.random.default_rng(1)
+    for field, stem in data.FASHION_MNIST_FILES.items():
+        n = 800 if "train" in field else 10
+        array = (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) if field.startswith("x")
+                 else rng.integers(0, 10, n, dtype=np.uint8))
+        data.write_idx(str(folder / (stem + ".gz")), array)
+    return str(folder)
+
+
 @pytest.fixture
 def python():
     """The interpreter running the tests (the project's virtualenv under `make test`)."""

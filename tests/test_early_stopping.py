@@ -15,7 +15,6 @@ import sys
 import tempfile
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 
 from results.store import ResultStore
@@ -24,7 +23,6 @@ from search.driver import STATE_FILE, SearchRun
 from search.registry import load_space
 from search.space import Architecture
 from search.strategy import RandomStrategy
-from trainer import data
 from workers.proxy import ProxyConfig, ProxyTraining, train_child
 from workers.trial import ChildEvaluation
 
@@ -39,18 +37,6 @@ TIMING_FIELDS = {"build_seconds", "train_seconds", "eval_seconds", "images_per_s
 @pytest.fixture(autouse=True)
 def keras_home(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fashion")
-    rng = np.random.default_rng(1)
-    for field, stem in data.FASHION_MNIST_FILES.items():
-        n = 800 if "train" in field else 10
-        array = (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) if field.startswith("x")
-                 else rng.integers(0, 10, n, dtype=np.uint8))
-        data.write_idx(str(folder / (stem + ".gz")), array)
-    return str(folder)
 
 
 def tiny_proxy(data_dir, **changes) -> dict:

@@ -14,7 +14,7 @@ from search.latency import BACKENDS, CalibratedPredictor, LookupTable, get_laten
 from search.latency.calibrate import calibrate, read_measurements, training_data
 from search.latency.features import arch_features, reference_features
 from search.latency.lut import LayerKey, build_lut, layer_keys
-from search.latency.predictor import fit_linear, leave_one_out, nnls
+from search.latency.predictor import leave_one_out, nnls
 from search.counts import profile
 from search.registry import ARCHITECTURES, load_space
 from search.space import Architecture
@@ -81,11 +81,12 @@ def test_pixel1_preset_on_the_seed_rows():
     y = np.array(values)
     predicted = np.array(model.predict(archs))
     assert np.mean(np.abs(predicted / y - 1)) < 0.035
-    x = np.vstack([arch_features(a) for a in archs])
+    x = np.vstack([arch_features(a, tile=model.tile) for a in archs])
     loo = leave_one_out(x, y)
     assert np.mean(np.abs(loo / y - 1)) <= 0.04
-    # The preset file is exactly the fit of its own training rows.
+    # The preset file is exactly the fit of its own training rows, channel tile included.
     refit = calibrate(*training_data(model), name="again")
+    assert refit.tile == model.tile == model.meta["channel_tile"]
     np.testing.assert_allclose(refit.coef, model.coef, rtol=1e-6, atol=1e-9)
     # Held-out published Pixel 1 figures (MnasNet paper, Table 1): within 10%.
     assert model.latency_ms(ARCHITECTURES["mobilenetv2"]) == pytest.approx(75, rel=0.10)
@@ -197,6 +198,41 @@ def test_lut_build_with_a_fake_measurer_and_predict_the_sum(tmp_path):
         assert LayerKey.parse(str(key)) == key
 
 
+def test_lut_calibration_fits_scale_weights_and_fixed_cost_from_five_networks(tmp_path):
+    """Whole networks that cost 1.1x their layers, 0.2 ms per million weights and 0.5 ms more: recovered."""
+    space = load_space("mnasnet")
+    archs = [space.sample(40 + i).replace(resolution=96) for i in range(8)]
+
+    def cost(key: LayerKey) -> float:
+        return 0.002 * key.in_hw * key.out_filters / 16 + 0.01 * key.kernel
+
+    def whole(arch):
+        rows = profile(arch)
+        return 1.1 * sum(cost(LayerKey.of(r)) for r in rows) + 0.2 * sum(r.params for r in rows) * 1e-6 + 0.5
+
+    lut = build_lut(archs, cost, measure_arch=whole, fixed_cost_archs=6, name="lut-fake")
+    assert (lut.scale, lut.weights_ms, lut.fixed_ms) == pytest.approx((1.1, 0.2, 0.5))
+    assert lut.predict(archs[6:]) == pytest.approx([whole(a) for a in archs[6:]])     # networks it did not see
+    assert lut.meta["calibration"]["networks"] == 6 and lut.meta["calibration"]["fit_mape_percent"] < 1e-6
+    path = tmp_path / "t.json"
+    lut.save(str(path))
+    again = LookupTable.load(str(path))
+    assert (again.scale, again.weights_ms, again.fixed_ms) == pytest.approx((1.1, 0.2, 0.5))
+    # below five networks only the fixed cost moves (the median gap), as in ProxylessNAS' tables
+    few = build_lut(archs, cost, measure_arch=whole, fixed_cost_archs=3)
+    assert (few.scale, few.weights_ms) == (1.0, 0.0)
+    gaps = [whole(a) - few.layer_sum(a) for a in archs[:3]]
+    assert few.fixed_ms == pytest.approx(sorted(gaps)[1])
+    # a table file from before the calibration terms reads as the plain sum plus its fixed cost
+    data = json.loads(path.read_text())
+    del data["scale"], data["weights_ms"]
+    path.write_text(json.dumps(data))
+    old = LookupTable.load(str(path))
+    assert old.predict([archs[0]]) == pytest.approx([0.5 + old.layer_sum(archs[0])])
+    with pytest.raises(ValueError, match="positive measurements"):
+        lut.calibrate(archs[:2], [1.0])
+
+
 def run_cli(*argv, env=None):
     return subprocess.run([sys.executable, "launch.py", *argv], capture_output=True, text=True, cwd=ROOT,
                           env=env)
@@ -218,3 +254,57 @@ def test_cli_predict_and_errors(tmp_path):
         assert done.returncode == 2, (argv, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1 and needle in done.stderr, done.stderr
     assert "build-lut" in run_cli("latency", "--help").stdout
+
+
+def test_channel_tile_counts_convolutions_in_whole_tiles():
+    # A 1x1 expansion to 24 channels computes 32 on a 16-wide kernel; 32 and 64 channels fill their tiles.
+    arch = Architecture.from_strings(["r1_k3_s11_e1_i16_o16", "r1_k3_s22_e3_i16_o24", "r1_k3_s11_e2_i24_o32"],
+                                     stem_filters=16, head_filters=64, resolution=32)
+    rows = profile(arch, 10)
+    from search.latency.features import FEATURES, layer_features
+
+    pointwise, depthwise = FEATURES.index("pointwise_madds"), FEATURES.index("depthwise_madds")
+    block = rows[2]                     # i16 -> e3 (48) -> o24, at 32 -> 16 pixels
+    assert (block.expand_filters, block.out_filters) == (48, 24)
+    one, sixteen = layer_features(block, 1), layer_features(block, 16)
+    hi, ho = block.in_hw ** 2, block.out_hw ** 2
+    assert one[pointwise] == pytest.approx((hi * 16 * 48 + ho * 48 * 24) * 1e-6)
+    assert sixteen[pointwise] == pytest.approx((hi * 16 * 48 + ho * 48 * 32) * 1e-6)   # 24 -> 32
+    assert sixteen[depthwise] == one[depthwise]                                        # 48 fills 3 tiles
+    assert layer_features(rows[3], 16)[pointwise] == layer_features(rows[3], 1)[pointwise]  # 48 -> 32
+    for field in ("activations", "weights", "ops"):     # only computed multiply-adds change
+        assert sixteen[FEATURES.index(field)] == one[FEATURES.index(field)]
+    # the memoised features equal the straight sum over the profile, at every tile
+    space = load_space("mnasnet")
+    for seed in range(20):
+        sample = space.sample(seed)
+        for tile in (1, 16, 32):
+            np.testing.assert_allclose(arch_features(sample, tile=tile), reference_features(sample, tile=tile))
+    with pytest.raises(ValueError, match="channel tile"):
+        arch_features(A1, tile=0)
+
+
+def test_calibration_recovers_a_devices_channel_tile(tmp_path):
+    from search.latency.features import feature_matrix
+    from search.latency.predictor import choose_tile
+
+    space = load_space("mnasnet")
+    archs = [space.sample(100 + i) for i in range(16)]
+    truth = np.array([0.02, 0.02, 0.03, 0.05, 0.1, 0.002])   # a device whose kernels work 16 channels at a time
+    y = feature_matrix(archs, tile=16) @ truth + 0.3
+    tile, errors = choose_tile(archs, y)
+    assert tile == 16 and errors[16] < 1e-6 < min(e for t, e in errors.items() if t != 16)
+    predictor = calibrate(archs, y, name="tiled")
+    assert predictor.tile == 16 and predictor.meta["loo_mape_percent"] < 1e-3
+    assert calibrate(archs[:6], y[:6], name="few").tile == 1         # too few measurements to choose
+    assert calibrate(archs, y, name="fixed", tile=8).tile == 8
+    # the tile is part of the file, and a bad one names the file
+    path = tmp_path / "device.json"
+    predictor.save(str(path))
+    again = CalibratedPredictor.load(str(path))
+    assert again.tile == 16 and again.predict(archs[:3]) == pytest.approx(predictor.predict(archs[:3]))
+    data = json.loads(path.read_text())
+    data["channel_tile"] = "sixteen"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"device\.json.*channel tile"):
+        CalibratedPredictor.load(str(path))

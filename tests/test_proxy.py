@@ -7,12 +7,10 @@ not learning); the real dataset is never required.
 import math
 import pickle
 
-import numpy as np
 import pytest
 
 from search.registry import ARCHITECTURES
 from search.space import Architecture
-from trainer import data
 from workers import proxy as proxy_mod
 from workers.proxy import ChildFailed, ProxyConfig, proxy_architecture, train_child
 
@@ -23,18 +21,6 @@ TINY_ARCH = Architecture.from_strings(["r1_k3_s11_e1_i32_o16_noskip", "r1_k3_s22
 @pytest.fixture(autouse=True)
 def keras_home(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fashion")
-    rng = np.random.default_rng(1)
-    for field, stem in data.FASHION_MNIST_FILES.items():
-        n = 800 if "train" in field else 10
-        array = (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) if field.startswith("x")
-                 else rng.integers(0, 10, n, dtype=np.uint8))
-        data.write_idx(str(folder / (stem + ".gz")), array)
-    return str(folder)
 
 
 def tiny_config(data_dir, **changes):

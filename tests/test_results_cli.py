@@ -187,3 +187,22 @@ def test_the_command_needs_no_tensorflow_or_ray(run_dir):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "best" in done.stdout and A1 in done.stdout
+
+
+def test_a_child_stopped_early_ranks_after_fully_trained_ones_by_reward(tmp_path, capsys):
+    """Scored part-way through its training (at a rung), a pruned child's reward does not compete."""
+    run = tmp_path / "run"
+    with ResultStore(run) as store:
+        for i, (trial, reward, status) in enumerate([("trained", 0.70, "ok"), ("lucky", 0.90, "pruned"),
+                                                     ("broken", 0.0, "failed"), ("better", 0.75, "ok")]):
+            store.add_child({"trial_id": trial, "sample": i, "arch": arch(i), "indices": [i],
+                             "accuracy": None if status == "failed" else reward, "latency_ms": 70.0,
+                             "latency_source": "pixel1-predicted", "reward": reward, "status": status,
+                             "failure_reason": "oom" if status == "failed" else None})
+    for argv in ((), ("--sort", "accuracy")):
+        _, out, _ = cli(capsys, run, *argv)
+        assert [row[1] for row in rows_of(out)] == ["better", "trained", "lucky", "broken"], argv
+    _, out, _ = cli(capsys, run, "--sort", "latency_ms", "--json")     # a plain sort otherwise
+    assert [child["trial_id"] for child in json.loads(out)] == ["trained", "lucky", "broken", "better"]
+    _, out, _ = cli(capsys, run, "--status", "pruned", "--json")
+    assert [child["trial_id"] for child in json.loads(out)] == ["lucky"]

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from search.latency.predictor import CalibratedPredictor, features_of, fit_linear, leave_one_out
+from search.latency.predictor import CalibratedPredictor, choose_tile, features_of, fit_linear, leave_one_out
 from search.space import Architecture
 
 PIXEL1_PRESET = "pixel1.json"
@@ -91,23 +91,31 @@ def read_measurements(path: str, arch: str | None = None) -> tuple[list[Architec
 
 
 def calibrate(archs: Sequence[Architecture], latencies_ms: Sequence[float], name: str,
-              source: str = "") -> CalibratedPredictor:
-    """Fits a predictor and records how well it does under leave-one-out (the honest few-shot figure)."""
+              source: str = "", tile: int | None = None) -> CalibratedPredictor:
+    """Fits a predictor and records how well it does under leave-one-out (the honest few-shot figure).
+
+    `tile`: the device's channel tile (`search.latency.features`); None chooses it among `TILES` by
+    leave-one-out error when there are 8 measurements or more (1 below that). The chosen tile's leave-one-out
+    error is the one recorded, so with a chosen tile it is slightly optimistic (one choice among five)."""
     if len(archs) < 2:
         raise ValueError(f"need at least 2 measurements to calibrate, got {len(archs)}")
-    x = features_of(archs)
     y = np.asarray(latencies_ms, float)
+    tile_errors = None
+    if tile is None:
+        tile, tile_errors = choose_tile(archs, y) if len(y) >= 8 else (1, None)
+    x = features_of(archs, tile=tile)
     coef, intercept = fit_linear(x, y)
     loo = leave_one_out(x, y)
     meta = {
-        "measurements": len(y), "source": source,
+        "measurements": len(y), "source": source, "channel_tile": tile,
+        "tile_loo_mape_percent": ({str(t): e for t, e in tile_errors.items()} if tile_errors else None),
         "loo_mape_percent": float(np.mean(np.abs(loo / y - 1)) * 100),
         "fit_mape_percent": float(np.mean(np.abs((x @ coef + intercept) / y - 1)) * 100),
         "training": [{"blocks": list(a.block_strings), "stem": a.stem_filters, "head": a.head_filters,
                       "resolution": a.resolution, "depth_multiplier": a.depth_multiplier, "ms": float(v)}
                      for a, v in zip(archs, y)],
     }
-    return CalibratedPredictor(coef, intercept, name=name, meta=meta)
+    return CalibratedPredictor(coef, intercept, name=name, meta=meta, tile=tile)
 
 
 def training_data(predictor: CalibratedPredictor) -> tuple[list[Architecture], list[float]]:

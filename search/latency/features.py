@@ -8,6 +8,12 @@ motivate measuring real latency). The features below count each of these separat
 per-layer profile of `search.counts`, so that a small linear model with non-negative coefficients
 (`search.latency.predictor`) can be calibrated from a handful of measurements.
 
+Kernels compute in tiles. XNNPACK's convolution kernels produce output channels a SIMD tile at a time (16 floats
+on this project's AVX-512 host; 4-8 on a phone's NEON), so a 1x1 convolution to 24 channels costs what one to
+32 does: measured here, 12.8 ps per multiply-add at 24 output channels against 7.1 at 32 and 64. The `tile`
+of a device (1: no tiling) rounds every convolution's output channels up to a multiple of it before its
+multiply-adds are counted; calibration picks it from the measurements (`search.latency.predictor`).
+
 Features are additive over layers, so they are memoised per block (a block's features depend only on the scaled
 block, the input size and the channels that arrive) and an architecture costs seven dictionary look-ups once
 its blocks have been seen. Pure Python and numpy; no TensorFlow.
@@ -36,27 +42,34 @@ N_FEATURES = len(FEATURES)
 _M = 1e-6
 
 
-def layer_features(row: LayerProfile) -> tuple[float, ...]:
-    """The features of one row of `search.counts.profile` (a layer as the builder builds it)."""
+def _tiled(channels: int, tile: int) -> int:
+    """`channels` rounded up to a multiple of `tile`: what a kernel computing `tile` channels at once does."""
+    return -(-channels // tile) * tile
+
+
+def layer_features(row: LayerProfile, tile: int = 1) -> tuple[float, ...]:
+    """The features of one row of `search.counts.profile` (a layer as the builder builds it), with every
+    convolution's output channels rounded up to a multiple of `tile` (see the module docstring)."""
     dense = pointwise = depthwise = act = 0.0
     ops = 0
     hi, ho = row.in_hw * row.in_hw, row.out_hw * row.out_hw
     cin, cout, mid, k = row.in_filters, row.out_filters, row.expand_filters, row.kernel
+    tcout, tmid = _tiled(cout, tile), _tiled(mid, tile)
     if row.op == "fc":
-        pointwise, act, ops = row.madds, cin + cout, 1
+        pointwise, act, ops = cin * tcout, cin + cout, 1
     elif row.op == "head":  # 1x1 conv + BN/ReLU (fused), then the global pooling
-        pointwise, act, ops = row.madds, hi * (cin + cout) + hi * cout, 2
+        pointwise, act, ops = hi * cin * tcout, hi * (cin + cout) + hi * cout, 2
     elif row.op in ("stem", "conv"):
-        dense = ho * k * k * cin * cout
+        dense = ho * k * k * cin * tcout
         act, ops = hi * cin + ho * cout, 1
     else:  # (inverted) bottleneck: [expand] -> depthwise -> [SE] -> project
         if row.op != "dsconv":
-            pointwise += hi * cin * mid
+            pointwise += hi * cin * tmid
             act += hi * (cin + mid)
             ops += 1
-        depthwise = ho * k * k * mid
+        depthwise = ho * k * k * tmid
         act += hi * mid + ho * mid
-        pointwise += ho * mid * cout
+        pointwise += ho * mid * tcout
         act += ho * (mid + cout)
         ops += 2
     if row.se_filters:  # pool, reduce, expand, sigmoid-scale: two tiny convs over a full-map read and rescale
@@ -71,7 +84,7 @@ def layer_features(row: LayerProfile) -> tuple[float, ...]:
             act += hi * cin + ho * cin
             ops += 1
         if cin != cout:
-            pointwise += ho * cin * cout
+            pointwise += ho * cin * tcout
             act += ho * (cin + cout)
             ops += 1
         act += 3 * ho * cout
@@ -91,15 +104,16 @@ class FeatureCache:
     """Memoised architecture -> feature vector, block by block.
 
     `row_features` maps a `LayerProfile` to a tuple of `size` numbers to be summed over the network (default:
-    `layer_features`; the lookup table passes its per-layer latency).
+    `layer_features` at channel tile `tile`; the lookup table passes its per-layer latency).
 
     A block's layers depend only on the scaled block, its input size and the channels that actually arrive, so
     one synthetic single-block profile per distinct (block, size, channels) is enough; the search revisits the
     same blocks constantly. The memo is bounded: it is cleared when it passes `max_entries`.
     """
 
-    def __init__(self, row_features=None, size: int = N_FEATURES, max_entries: int = 200_000):
-        self.row_features = row_features or layer_features
+    def __init__(self, row_features=None, size: int = N_FEATURES, max_entries: int = 200_000, tile: int = 1):
+        self.row_features = row_features or (layer_features if tile == 1 else
+                                             lambda row: layer_features(row, tile))
         self.size = size
         self.max_entries = max_entries
         self._blocks: dict[tuple, tuple] = {}
@@ -158,20 +172,31 @@ class FeatureCache:
         return entry
 
 
-_DEFAULT = FeatureCache()
+TILES = (1, 4, 8, 16, 32)       # channel tiles calibration chooses among
+_CACHES: dict[int, FeatureCache] = {}
 
 
-def arch_features(arch: Architecture, resolution: int | None = None, num_classes: int = 1000) -> np.ndarray:
+def _cache(tile: int) -> FeatureCache:
+    if not isinstance(tile, int) or isinstance(tile, bool) or tile < 1:
+        raise ValueError(f"channel tile must be a positive integer, got {tile!r}")
+    if tile not in _CACHES:
+        _CACHES[tile] = FeatureCache(tile=tile)
+    return _CACHES[tile]
+
+
+def arch_features(arch: Architecture, resolution: int | None = None, num_classes: int = 1000,
+                  tile: int = 1) -> np.ndarray:
     """The feature vector of one architecture (a fresh array)."""
-    return np.array(_DEFAULT.features(arch, resolution, num_classes))
+    return np.array(_cache(tile).features(arch, resolution, num_classes))
 
 
-def feature_matrix(archs: Sequence[Architecture], resolution: int | None = None,
-                   num_classes: int = 1000) -> np.ndarray:
-    """Features of many architectures, using the shared block memo."""
-    return _DEFAULT.matrix(archs, resolution, num_classes)
+def feature_matrix(archs: Sequence[Architecture], resolution: int | None = None, num_classes: int = 1000,
+                   tile: int = 1) -> np.ndarray:
+    """Features of many architectures, using the shared block memo of that channel tile."""
+    return _cache(tile).matrix(archs, resolution, num_classes)
 
 
-def reference_features(arch: Architecture, resolution: int | None = None, num_classes: int = 1000) -> np.ndarray:
+def reference_features(arch: Architecture, resolution: int | None = None, num_classes: int = 1000,
+                       tile: int = 1) -> np.ndarray:
     """Features summed straight from the full profile, without the memo (tests compare the two)."""
-    return np.array(_sum(layer_features(r) for r in profile(arch, num_classes, resolution=resolution)))
+    return np.array(_sum(layer_features(r, tile) for r in profile(arch, num_classes, resolution=resolution)))

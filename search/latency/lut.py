@@ -2,13 +2,20 @@
 
 Every distinct layer configuration (op, input size, input/expanded/output filters, kernel, stride, SE width,
 the shortcut actually built) is built alone as a one-layer model, converted to TFLite and timed once on a
-backend (this host, or a phone over adb). A network's latency is then the sum of its layers plus a fixed cost
-(interpreter overhead, the input copy), fitted as the median gap between whole-network measurements and
-their sums. Build once, ship the JSON file, predict for free.
+backend (this host, or a phone over adb). A network's latency is then
 
-File format (JSON): {"format": "mnas-latency-lut/1", "name": ..., "backend": {...settings},
-"fixed_ms": float, "layers": {"<layer key>": ms, ...}, "meta": {...}}. Layer keys read like
-`mbconv6_hw56_i24_m144_o40_k5_s2_se6_none`.
+    fixed_ms + scale * (sum of its layers' entries) + weights_ms * (millions of weights)
+
+calibrated on a few whole-network measurements. A layer timed alone runs with its weights and its input hot in
+the cache, so the plain sum (ProxylessNAS's and FBNet's model: scale 1, no weights term) misses what a network
+pays for streaming every layer's weights from memory and for the cache the other layers evict; on this host
+networks took 5% longer than their sums on average, and anywhere from 0.9x to 1.3x of them (BENCHMARKS.md).
+With fewer than `FULL_CALIBRATION` networks only the fixed cost is fitted (the median gap). Build once, ship the
+JSON file, predict for free.
+
+File format (JSON): {"format": "mnas-latency-lut/1", "name": ..., "backend": {...settings}, "fixed_ms": float,
+"scale": float, "weights_ms": float, "layers": {"<layer key>": ms, ...}, "meta": {...}} (scale 1 and weights_ms
+0 when absent). Layer keys read like `mbconv6_hw56_i24_m144_o40_k5_s2_se6_none`.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from search.latency.predictor import read_json, write_json_atomic
 from search.space import CONV_REGULAR, SKIP_IDENTITY, SKIP_NONE, SKIP_POOL, Architecture, Block
 
 FORMAT = "mnas-latency-lut/1"
+FULL_CALIBRATION = 5   # whole networks needed to fit the scale and the weights term beside the fixed cost
 
 
 class LayerKey(NamedTuple):
@@ -101,20 +109,22 @@ def layer_model(key: LayerKey):
 
 
 class LookupTable(LatencyModel):
-    """Latency = fixed cost + the sum of the table's entries for the network's layers."""
+    """Latency = fixed cost + scale x (the sum of the table's entries for the network's layers) + a weights term."""
 
     def __init__(self, layers: dict, fixed_ms: float = 0.0, name: str = "lut", backend: dict | None = None,
-                 meta: dict | None = None, source: str = "<table>", num_classes: int = 1000):
+                 meta: dict | None = None, source: str = "<table>", num_classes: int = 1000, scale: float = 1.0,
+                 weights_ms: float = 0.0):
         self.layers = {k if isinstance(k, LayerKey) else LayerKey.parse(k): float(v) for k, v in layers.items()}
-        self.fixed_ms = float(fixed_ms)
+        self.fixed_ms, self.scale, self.weights_ms = float(fixed_ms), float(scale), float(weights_ms)
         self.name, self.backend, self.meta, self.source = name, dict(backend or {}), dict(meta or {}), source
         self.num_classes = num_classes
-        self._memo = FeatureCache(self._row, size=1)
+        self._memo = FeatureCache(self._row, size=2)
 
-    def _row(self, row: LayerProfile) -> tuple[float]:
+    def _row(self, row: LayerProfile) -> tuple[float, float]:
+        """(the layer's table entry in ms, its millions of weights)."""
         key = LayerKey.of(row)
         try:
-            return (self.layers[key],)
+            return (self.layers[key], row.params * 1e-6)
         except KeyError:
             raise ValueError(f"layer {key} is not in the lookup table {self.source} ({len(self.layers)} layers): "
                              "rebuild it with 'latency build-lut' over these architectures") from None
@@ -122,18 +132,45 @@ class LookupTable(LatencyModel):
     def layer_sum(self, arch: Architecture, resolution: int | None = None) -> float:
         return self._memo.features(arch, resolution, self.num_classes)[0]
 
+    def _millions_of_weights(self, arch: Architecture, resolution: int | None) -> float:
+        return self._memo.features(arch, resolution, self.num_classes)[1]
+
     def predict(self, archs: Sequence[Architecture], resolution: int | None = None) -> list[float]:
         check_resolution(resolution)
-        return [self.fixed_ms + self.layer_sum(a, resolution) for a in archs]
+        return [self.fixed_ms + self.scale * self.layer_sum(a, resolution)
+                + (self.weights_ms * self._millions_of_weights(a, resolution) if self.weights_ms else 0.0)
+                for a in archs]
+
+    def calibrate(self, archs: Sequence[Architecture], measured_ms: Sequence[float],
+                  resolution: int | None = None) -> None:
+        """Fits the table's fixed cost -- and, from `FULL_CALIBRATION` networks up, its scale and weights term --
+        to whole-network measurements of `archs` (least squares on relative error; records the gaps in meta)."""
+        import numpy as np
+
+        y = np.asarray(measured_ms, float)
+        if len(y) == 0 or len(y) != len(archs) or (y <= 0).any():
+            raise ValueError(f"need positive measurements, one per architecture (got {len(y)} for {len(archs)})")
+        sums = np.array([self.layer_sum(a, resolution) for a in archs])
+        if len(y) < FULL_CALIBRATION:
+            self.scale, self.weights_ms, self.fixed_ms = 1.0, 0.0, float(statistics.median(y - sums))
+        else:
+            weights = np.array([self._millions_of_weights(a, resolution) for a in archs])
+            design = np.c_[sums, weights, np.ones(len(y))] / y[:, None]
+            self.scale, self.weights_ms, self.fixed_ms = (float(v) for v in
+                                                          np.linalg.lstsq(design, np.ones(len(y)), rcond=None)[0])
+        self.meta["fixed_cost_gaps_ms"] = (y - sums).tolist()
+        self.meta["calibration"] = {"networks": len(y), "fit_mape_percent": float(np.mean(np.abs(
+            np.array(self.predict(archs, resolution)) / y - 1)) * 100)}
 
     def describe(self) -> dict:
         return {"source": self.name, "kind": "per-layer lookup table", "file": self.source,
-                "layers": len(self.layers), "fixed_ms": self.fixed_ms, "built_on": self.backend}
+                "layers": len(self.layers), "fixed_ms": self.fixed_ms, "scale": self.scale,
+                "weights_ms_per_million": self.weights_ms, "built_on": self.backend}
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "name": self.name, "backend": self.backend, "fixed_ms": self.fixed_ms,
-                "num_classes": self.num_classes, "layers": {str(k): v for k, v in self.layers.items()},
-                "meta": self.meta}
+                "scale": self.scale, "weights_ms": self.weights_ms, "num_classes": self.num_classes,
+                "layers": {str(k): v for k, v in self.layers.items()}, "meta": self.meta}
 
     def save(self, path: str) -> None:
         write_json_atomic(path, self.to_dict())
@@ -146,7 +183,8 @@ class LookupTable(LatencyModel):
         try:
             return cls(data["layers"], data.get("fixed_ms", 0.0), name=str(data.get("name", "lut")),
                        backend=data.get("backend"), meta=data.get("meta"), source=path,
-                       num_classes=int(data.get("num_classes", 1000)))
+                       num_classes=int(data.get("num_classes", 1000)), scale=data.get("scale", 1.0),
+                       weights_ms=data.get("weights_ms", 0.0))
         except (KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"{path}: malformed lookup table ({err})") from None
 
@@ -176,10 +214,11 @@ def build_lut(archs: Sequence[Architecture], measure_layer: Callable[[LayerKey],
               measure_arch: Callable[[Architecture], float] | None = None, resolution: int | None = None,
               fixed_cost_archs: int = 3, name: str = "lut", backend: dict | None = None,
               existing: LookupTable | None = None, progress: bool = False, num_classes: int = 1000) -> LookupTable:
-    """Measures every distinct layer of `archs` once (skipping those `existing` has) and fits the fixed cost.
+    """Measures every distinct layer of `archs` once (skipping those `existing` has) and calibrates the table.
 
-    The fixed cost is the median of (whole-network measurement - sum of its layers) over the first
-    `fixed_cost_archs` architectures; without `measure_arch` it stays at `existing`'s (or 0).
+    The first `fixed_cost_archs` architectures are measured whole (`measure_arch`) and `LookupTable.calibrate`
+    fits the table to them: the fixed cost alone below `FULL_CALIBRATION` networks, with the scale and the
+    weights term from there up. Without `measure_arch` the calibration stays `existing`'s (or none).
     """
     check_resolution(resolution)
     table = dict(existing.layers) if existing else {}
@@ -189,15 +228,16 @@ def build_lut(archs: Sequence[Architecture], measure_layer: Callable[[LayerKey],
         table[key] = float(measure_layer(key))
         steps.step(f"{key} {table[key]:.3f} ms")
     lut = LookupTable(table, existing.fixed_ms if existing else 0.0, name=name, backend=backend,
-                      meta=dict(existing.meta) if existing else {}, num_classes=num_classes)
+                      meta=dict(existing.meta) if existing else {}, num_classes=num_classes,
+                      scale=existing.scale if existing else 1.0, weights_ms=existing.weights_ms if existing else 0.0)
     if measure_arch is not None and fixed_cost_archs > 0:
-        gaps = []
-        steps = Progress(min(fixed_cost_archs, len(archs)), "measured network for the fixed cost", progress)
+        networks, measured = [], []
+        steps = Progress(min(fixed_cost_archs, len(archs)), "measured network to calibrate the table", progress)
         for arch in list(archs)[:fixed_cost_archs]:
             sized = arch.replace(resolution=resolution) if resolution else arch
-            gaps.append(float(measure_arch(sized)) - lut.layer_sum(sized))
-            steps.step(f"gap {gaps[-1]:.3f} ms")
-        lut.fixed_ms = statistics.median(gaps)
-        lut.meta["fixed_cost_gaps_ms"] = gaps
+            networks.append(sized)
+            measured.append(float(measure_arch(sized)))
+            steps.step(f"{measured[-1]:.3f} ms, layers sum to {lut.layer_sum(sized):.3f}")
+        lut.calibrate(networks, measured)
     lut.meta["layers_measured"] = len(table)
     return lut

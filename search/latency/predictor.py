@@ -22,7 +22,7 @@ import numpy as np
 
 from search import fileio
 from search.latency.base import LatencyModel, check_resolution
-from search.latency.features import FEATURES, feature_matrix
+from search.latency.features import FEATURES, TILES, feature_matrix
 from search.space import Architecture
 
 FORMAT = "mnas-latency-predictor/1"
@@ -87,6 +87,22 @@ def fit_linear(x: np.ndarray, y: np.ndarray, relative: bool = True) -> tuple[np.
     return coef, float(solution[-1])
 
 
+def choose_tile(archs: Sequence[Architecture], y: Sequence[float], resolutions=None,
+                tiles: Sequence[int] = TILES) -> tuple[int, dict[int, float]]:
+    """The channel tile whose features predict the measurements best under leave-one-out (relative error).
+
+    Returns (tile, {tile: leave-one-out MAPE in percent}). A tile is a property of the device's kernels, not
+    of the networks, so it is chosen like a hyperparameter: by held-out error, ties going to the smaller tile.
+    """
+    y = np.asarray(y, float)
+    errors = {}
+    for tile in tiles:
+        x = features_of(archs, resolutions, tile)
+        errors[tile] = float(np.mean(np.abs(leave_one_out(x, y) / y - 1)) * 100)
+    best = min(errors.values())
+    return min(t for t, e in errors.items() if e <= best * 1.005), errors
+
+
 def leave_one_out(x: np.ndarray, y: np.ndarray, relative: bool = True) -> np.ndarray:
     """Prediction of each row by a model fitted on all the other rows."""
     out = np.empty(len(y))
@@ -101,7 +117,8 @@ class CalibratedPredictor(LatencyModel):
     """LatencyModel from fitted coefficients; `pixel1` is one of these, loaded from package data."""
 
     def __init__(self, coef: Sequence[float], intercept: float = 0.0, name: str = "calibrated-predicted",
-                 features: Sequence[str] = FEATURES, meta: dict | None = None, num_classes: int = 1000):
+                 features: Sequence[str] = FEATURES, meta: dict | None = None, num_classes: int = 1000,
+                 tile: int = 1):
         if tuple(features) != FEATURES:
             raise ValueError(f"predictor features {list(features)} do not match this version's {list(FEATURES)}")
         self.coef = np.asarray(coef, dtype=float)
@@ -111,29 +128,41 @@ class CalibratedPredictor(LatencyModel):
         self.name = name
         self.meta = dict(meta or {})
         self.num_classes = num_classes
+        if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
+            raise ValueError(f"predictor channel tile must be a positive integer, got {tile!r}")
+        self.tile = tile
 
     @classmethod
     def fit(cls, archs: Sequence[Architecture], latencies_ms: Sequence[float], name: str,
-            resolutions: Sequence[int | None] | None = None, meta: dict | None = None) -> "CalibratedPredictor":
-        """Fits a predictor to measured latencies of `archs` (each at its own resolution unless given)."""
-        x = features_of(archs, resolutions)
-        coef, intercept = fit_linear(x, np.asarray(latencies_ms, float))
-        return cls(coef, intercept, name=name, meta=meta)
+            resolutions: Sequence[int | None] | None = None, meta: dict | None = None,
+            tile: int | None = 1) -> "CalibratedPredictor":
+        """Fits a predictor to measured latencies of `archs` (each at its own resolution unless given).
+
+        `tile`: the device's channel tile (`search.latency.features`); None chooses it by leave-one-out
+        (`choose_tile`), which needs a few measurements (8 or more; fewer keep tile 1)."""
+        y = np.asarray(latencies_ms, float)
+        if tile is None:
+            tile = choose_tile(archs, y, resolutions)[0] if len(y) >= 8 else 1
+        coef, intercept = fit_linear(features_of(archs, resolutions, tile), y)
+        return cls(coef, intercept, name=name, meta=meta, tile=tile)
 
     def predict(self, archs: Sequence[Architecture], resolution: int | None = None) -> list[float]:
         check_resolution(resolution)
         if not archs:
             return []
-        return (feature_matrix(archs, resolution, self.num_classes) @ self.coef + self.intercept).tolist()
+        return (feature_matrix(archs, resolution, self.num_classes, self.tile) @ self.coef
+                + self.intercept).tolist()
 
     def describe(self) -> dict:
         return {"source": self.name, "kind": "calibrated predictor",
-                "coefficients": dict(zip(FEATURES, self.coef.tolist())), "intercept_ms": self.intercept}
+                "coefficients": dict(zip(FEATURES, self.coef.tolist())), "intercept_ms": self.intercept,
+                "channel_tile": self.tile}
 
     # -- files
     def to_dict(self) -> dict:
         return {"format": FORMAT, "name": self.name, "features": list(FEATURES), "coef": self.coef.tolist(),
-                "intercept": self.intercept, "num_classes": self.num_classes, "meta": self.meta}
+                "intercept": self.intercept, "num_classes": self.num_classes, "channel_tile": self.tile,
+                "meta": self.meta}
 
     def save(self, path: str) -> None:
         write_json_atomic(path, self.to_dict())
@@ -145,8 +174,8 @@ class CalibratedPredictor(LatencyModel):
         try:
             return cls(data["coef"], data.get("intercept", 0.0), name=str(data["name"]),
                        features=data.get("features", FEATURES), meta=data.get("meta"),
-                       num_classes=int(data.get("num_classes", 1000)))
-        except (KeyError, TypeError) as err:
+                       num_classes=int(data.get("num_classes", 1000)), tile=data.get("channel_tile", 1))
+        except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{source}: malformed latency predictor file ({err})") from None
 
     @classmethod
@@ -154,10 +183,11 @@ class CalibratedPredictor(LatencyModel):
         return cls.from_dict(read_json(path), source=path)
 
 
-def features_of(archs: Sequence[Architecture], resolutions: Sequence[int | None] | None = None) -> np.ndarray:
+def features_of(archs: Sequence[Architecture], resolutions: Sequence[int | None] | None = None,
+                tile: int = 1) -> np.ndarray:
     if resolutions is None:
-        return feature_matrix(archs)
-    return np.vstack([feature_matrix([a], r) for a, r in zip(archs, resolutions)])
+        return feature_matrix(archs, tile=tile)
+    return np.vstack([feature_matrix([a], r, tile=tile) for a, r in zip(archs, resolutions)])
 
 
 def read_json(path: str):
