@@ -12,9 +12,9 @@ thread pools are set once a process):
 * `model.fit` of the same Keras model, optimizer, loss, batches and schedule, timed by a callback over the same
   steps.
 
-Also: each whole run, tracing included (what a child pays once); both ways at 2 threads, and two 1-thread children at once (what a search with 2 workers runs), which is
-what decides the default of one thread a child. Expected duration: ~6 minutes on 2 cores; nothing else should
-run meanwhile.
+Also: each whole run, tracing included (what a child pays once); both ways at 2 threads, and two 1-thread
+children at once (what a search with 2 workers runs), which is what decides the default of one thread a child.
+Expected duration: ~6 minutes on 2 cores; nothing else should run meanwhile.
 """
 
 from __future__ import annotations

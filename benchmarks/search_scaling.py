@@ -76,7 +76,9 @@ def run_search(config: dict, out: str, address: str | None = None) -> dict:
     driver = store.get_meta("driver_seconds", [])[-1]
     busy = float((children["train_seconds"].fillna(0) + children["eval_seconds"].fillna(0)).sum())
     return {"wall": wall, "children": len(children), "ok": int((children["status"] == "ok").sum()),
-            "busy": busy, "trials": float(children["total_seconds"].fillna(0).sum()), "workers": config["workers"], "driver": driver, "updates": len(store.controller_stats()),
+            "busy": busy, "trials": float(children["total_seconds"].fillna(0).sum()), "workers": config["workers"],
+            "driver": driver, "updates": len(store.controller_stats()),
+            "cpu": float(sum((extra or {}).get("cpu_seconds") or 0.0 for extra in children["extra"])),
             "best_reward": float(children["reward"].max()), "run_dir": os.path.join(out, "run"),
             "archs": sorted(children["arch"].tolist())}
 
@@ -97,20 +99,21 @@ def plain_loop(run_dir: str) -> dict:
     children = store.children(status="all").sort_values("sample")
     archs = [space.decode(indices).replace(resolution=resolution) for indices in children["indices"]]
     accuracies = []
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for arch in archs:
         latency.latency_ms(arch, resolution)
         accuracies.append(train_child(arch, proxy).accuracy)
     loop = time.perf_counter() - started
-    return {"loop": loop, "children": len(archs), "accuracies": accuracies,
+    return {"loop": loop, "cpu": time.process_time() - cpu, "children": len(archs), "accuracies": accuracies,
             "search_accuracies": children["accuracy"].tolist()}
 
 
 def run_plain_loop(run_dir: str) -> dict:
-    """`plain_loop` in a fresh process (a worker's situation: its own TensorFlow, nothing else loaded)."""
+    """`plain_loop` in a fresh process, in a worker's situation: its own TensorFlow, nothing else loaded, and the
+    environment Ray gives a one-CPU worker (OMP_NUM_THREADS=1), so that neither side gets more of the machine."""
     started = time.perf_counter()
     done = subprocess.run([sys.executable, os.path.abspath(__file__), "--plain-loop", run_dir], cwd=ROOT,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     if done.returncode != 0:
         raise SystemExit(f"plain loop failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -146,8 +149,8 @@ def report(args, runs: dict, loop: dict | None) -> str:
              "| run | wall s | children | children / hour | busy fraction | controller s (share of wall) | "
              "best reward |", "|---|---|---|---|---|---|---|"]
     if loop:
-        lines.append(f"| plain loop of run 1's children (no Ray, no store, no controller) | {loop['loop']:.0f} "
-                     f"(process {loop['process_wall']:.0f}) | {loop['children']} | "
+        lines.append(f"| plain loop of run 1's children (no Ray, no store, no strategy) | {loop['loop']:.0f} "
+                     f"(process {loop['process_wall']:.0f}; CPU {loop['cpu']:.0f}) | {loop['children']} | "
                      f"{3600 * loop['children'] / loop['loop']:.0f} | - | - | - |")
     for name, r in runs.items():
         controller = r["driver"]["propose"] + r["driver"]["observe"]
@@ -170,6 +173,9 @@ def report(args, runs: dict, loop: dict | None) -> str:
                      f"store {one['driver']['store']:.2f} s of it); {inside:.0f} s inside the trials beyond the "
                      f"loop's time ({inside / loop['children']:.2f} s a child, the worker's first TensorFlow graph "
                      f"among them). The first two are paid once a search, so more or longer children dilute them.")
+        lines.append(f"  In CPU seconds the trials' children took {one['cpu']:.0f} s against the loop's "
+                     f"{loop['cpu']:.0f} s: the rest of the time inside the trials was spent waiting, not working "
+                     "(a child whose wall time exceeds its CPU time was descheduled or blocked).")
         same = sum(abs(a - b) < 1e-9 for a, b in zip(loop["accuracies"], loop["search_accuracies"]))
         lines.append(f"  The loop reproduced {same} of {loop['children']} children's proxy accuracies exactly "
                      "(same seeds, same thread count).")
@@ -178,11 +184,13 @@ def report(args, runs: dict, loop: dict | None) -> str:
                 and runs[name]["archs"] == one["archs"]]
         lines.append(f"* The scaling runs trained the same children as run 1: {', '.join(same) or 'none'}.")
         two = runs["2 workers"]
-        lines.append(f"* **Scaling**: 2 workers give {one['wall'] / two['wall'] * two['children'] / one['children']:.2f}x "
+        gain = one["wall"] / two["wall"] * two["children"] / one["children"]
+        lines.append(f"* **Scaling**: 2 workers give {gain:.2f}x "
                      f"the children/hour of 1 on this 2-core machine")
         if "2 workers, 3-node cluster" in runs:
             cl = runs["2 workers, 3-node cluster"]
-            lines[-1] += (f"; on the local three-node cluster {one['wall'] / cl['wall'] * cl['children'] / one['children']:.2f}x.")
+            gain = one["wall"] / cl["wall"] * cl["children"] / one["children"]
+            lines[-1] += f"; on the local three-node cluster {gain:.2f}x."
         else:
             lines[-1] += "."
     for name, r in reversed(list(runs.items())):
@@ -190,7 +198,8 @@ def report(args, runs: dict, loop: dict | None) -> str:
             per_sample = r["driver"]["propose"] / max(1, r["children"]) * 1e3
             per_update = r["driver"]["observe"] / r["updates"] * 1e3
             lines.append(f"* **Controller** ({name}): {per_sample:.1f} ms a sample, {per_update:.0f} ms a PPO update "
-                         f"({r['updates']} updates), {(r['driver']['propose'] + r['driver']['observe']) / r['wall']:.2%} "
+                         f"({r['updates']} updates), "
+                         f"{(r['driver']['propose'] + r['driver']['observe']) / r['wall']:.2%} "
                          "of the search's wall time (goal: under 1%).")
             break
     return "\n".join(lines) + "\n"

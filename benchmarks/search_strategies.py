@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Real small searches on the proxy task: the strategies at the same budget, and early stopping (ASHA) on/off.
 
-    python benchmarks/search_strategies.py strategies [--seeds 3] [--samples 16] [--write]
+    python benchmarks/search_strategies.py strategies [--seeds 3] [--samples 24] [--write]
     python benchmarks/search_strategies.py asha [--seeds 3] [--samples 16] [--write]
-    python benchmarks/search_strategies.py strategies --quick     # 1 seed, 4 tiny children: ~5 minutes
+    python benchmarks/search_strategies.py strategies --quick     # 1 seed, 6 tiny children: ~5 minutes
 
 Every search is `configs/default.yaml` (Pixel 1 predicted latency, soft reward at 75 ms, 2 workers, one CPU thread
 a child) with a smaller proxy task (--train-subset, --heldout) so that a search takes minutes; each seed seeds the
@@ -11,7 +11,9 @@ strategy (the proxy's own training seed stays fixed, so two strategies that samp
 alike).
 
 * `strategies`: mnas (LSTM + PPO, the default config's settings), regularized evolution and random search, the
-  same budget each. Reported per strategy over seeds: the best reward, the mean of the top 3, the mean reward of
+  same budget each. Evolution's first `--population` children are random (with the same seed, exactly random
+  search's), so the budget must be a few populations for it to act: the defaults are 24 children and a population
+  of 8 (tournaments of 3). Reported per strategy over seeds: the best reward, the mean of the top 3, the mean reward of
   the second half of the search against the first (a strategy that learns improves), and the wall time.
 * `asha`: the mnas strategy without and with `scheduler: {name: asha}` (4 rungs, reduction factor 2): children per
   hour, children stopped early, and the best reward among fully trained children -- whether stopping weak
@@ -20,7 +22,7 @@ alike).
 With a budget this small (the paper's search sampled 8,000 children) differences between strategies are within
 the proxy's noise unless they are large; the tables give per-seed values so the reader can judge.
 
-Expected duration with the defaults: strategies ~30 minutes, asha ~20 minutes on 2 cores.
+Expected duration with the defaults: strategies ~35 minutes, asha ~15 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ def config_for(args, seed: int, strategy: str = "mnas", scheduler: str = "none")
 
     config = SearchConfig.load(os.path.join(ROOT, "configs", "default.yaml")).to_dict()
     config.update(name=f"bench-{strategy}-{scheduler}-{seed}", samples=args.samples, seed=seed, strategy=strategy,
-                  scheduler={"name": scheduler})
+                  scheduler={"name": scheduler},
+                  evolution={"population": args.population, "sample_size": args.tournament})
     config["proxy"] = {**config["proxy"], "train_subset": args.train_subset, "heldout": args.heldout}
     return config
 
@@ -62,7 +65,8 @@ def figures(run: dict) -> dict:
     return {"best": float(ok["reward"].max()) if len(ok) else float("nan"), "top3": float(top.mean()),
             "first_half": float(first.loc[first["status"] == "ok", "reward"].mean()),
             "second_half": float(second.loc[second["status"] == "ok", "reward"].mean()),
-            "pruned": int((children["status"] == "pruned").sum()), "failed": int((children["status"] == "failed").sum()),
+            "pruned": int((children["status"] == "pruned").sum()),
+            "failed": int((children["status"] == "failed").sum()),
             "children": len(children), "wall": run["wall"],
             "best_latency": float(ok.loc[ok["reward"].idxmax(), "latency_ms"]) if len(ok) else float("nan"),
             "best_accuracy": float(ok.loc[ok["reward"].idxmax(), "accuracy"]) if len(ok) else float("nan")}
@@ -131,6 +135,8 @@ def compare_asha(args, out: str) -> str:
 def header(args, what: str) -> str:
     command = f"python benchmarks/search_strategies.py {what} --seeds {args.seeds} --samples {args.samples} " \
               f"--train-subset {args.train_subset} --heldout {args.heldout}"
+    if what == "strategies":
+        command += f" --population {args.population} --tournament {args.tournament}"
     return (f"`{command}` -- {machine()}; {today()}. Each search: {args.samples} children of `configs/default.yaml` "
             f"(Pixel 1 predicted latency, soft reward at 75 ms, 2 workers) with a proxy of {args.train_subset:,} "
             f"training and {args.heldout:,} held-out images; seeds 0-{args.seeds - 1} seed the strategy.")
@@ -140,15 +146,20 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("compare", choices=("strategies", "asha"))
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--samples", type=int, default=16, help="children a search (default 16)")
+    parser.add_argument("--samples", type=int, default=None,
+                        help="children a search (default 24 for strategies, 16 for asha)")
+    parser.add_argument("--population", type=int, default=8, help="evolution's population (default 8)")
+    parser.add_argument("--tournament", type=int, default=3, help="evolution's tournament size (default 3)")
     parser.add_argument("--train-subset", type=int, default=5000, help="proxy training images (default 5,000)")
     parser.add_argument("--heldout", type=int, default=2000, help="proxy held-out images (default 2,000)")
     parser.add_argument("--out", default=None, help="keep the runs here (default: a temporary folder)")
-    parser.add_argument("--quick", action="store_true", help="1 seed, 4 children of 640 images")
+    parser.add_argument("--quick", action="store_true", help="1 seed, 6 children of 640 images")
     parser.add_argument("--write", action="store_true", help="put the section into BENCHMARKS.md")
     args = parser.parse_args(argv)
+    if args.samples is None:
+        args.samples = 24 if args.compare == "strategies" else 16
     if args.quick:
-        args.seeds, args.samples, args.train_subset, args.heldout = 1, 4, 640, 500
+        args.seeds, args.samples, args.train_subset, args.heldout, args.population = 1, 6, 640, 500, 3
     if args.seeds < 1 or args.samples < 2:
         parser.error("need --seeds >= 1 and --samples >= 2")
     out = args.out or tempfile.mkdtemp(prefix=f"mnas-bench-{args.compare}-")

@@ -13,8 +13,9 @@ DESCRIPTION = """List the evaluated children of a search run from its results st
 Safe while the search is still running: the store is read as one consistent snapshot, and nothing is written to
 it. Rows are ranked by --sort (reward and accuracy highest first, latency lowest first; children without the value
 last); by reward or accuracy, fully trained children come first, then those an early-stopping scheduler stopped
-(scored part-way through training), then failures. --pareto keeps the 'ok' children on the accuracy-latency frontier, ranked by latency unless --sort says
-otherwise. --export writes the rows shown (after --status, --pareto, --top) to .parquet or .csv, atomically.
+(scored part-way through training), then failures. --pareto keeps the 'ok' children on the accuracy-latency
+frontier, ranked by latency unless --sort says otherwise. --export writes the rows shown (after --status,
+--pareto, --top) to .parquet or .csv, atomically.
 
 The last line counts the whole run's children by status, and the failures by reason."""
 

@@ -224,7 +224,8 @@ class SearchRun:
         elapsed = time.time() - self.started
         failed = self.store.count(status="failed")
         pruned = self.store.count(status="pruned")
-        return {"done": done, "samples": self.samples, "failed": failed, "pruned": pruned, "best_reward": self.best_reward,
+        return {"done": done, "samples": self.samples, "failed": failed, "pruned": pruned,
+                "best_reward": self.best_reward,
                 "entropy": self.last_stats.get("entropy"), "step": self.strategy.step, "elapsed": elapsed,
                 "in_flight": len(self.in_flight), "timings": dict(self.timings)}
 

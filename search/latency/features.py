@@ -8,11 +8,12 @@ motivate measuring real latency). The features below count each of these separat
 per-layer profile of `search.counts`, so that a small linear model with non-negative coefficients
 (`search.latency.predictor`) can be calibrated from a handful of measurements.
 
-Kernels compute in tiles. XNNPACK's convolution kernels produce output channels a SIMD tile at a time (16 floats
-on this project's AVX-512 host; 4-8 on a phone's NEON), so a 1x1 convolution to 24 channels costs what one to
-32 does: measured here, 12.8 ps per multiply-add at 24 output channels against 7.1 at 32 and 64. The `tile`
-of a device (1: no tiling) rounds every convolution's output channels up to a multiple of it before its
-multiply-adds are counted; calibration picks it from the measurements (`search.latency.predictor`).
+Kernels compute in tiles. XNNPACK's convolution kernels produce output channels a SIMD tile at a time, so a
+convolution to 24 channels can cost what one to 32 does: timed alone on this project's AVX-512 host, regular
+convolutions took 12.8 ps per multiply-add at 24 output channels against 7.1 at 32 and 64. The `tile` of a
+device (1: no tiling) rounds every convolution's output channels up to a multiple of it before its multiply-adds
+are counted; calibration picks it by leave-one-out error (`search.latency.predictor.choose_tile`): 16 for this
+host, and 16 for the Pixel 1 rows too, by a small margin.
 
 Features are additive over layers, so they are memoised per block (a block's features depend only on the scaled
 block, the input size and the channels that arrive) and an architecture costs seven dictionary look-ups once

@@ -60,7 +60,8 @@ class HostTFLite(LatencyModel):
                 versions[package] = None
         return {"backend": "host", "machine": platform.machine(), "processor": platform.processor(),
                 "threads": self.num_threads, "quantize": self.quantize, "warmup": self.warmup, "runs": self.runs,
-                "min_seconds": self.min_seconds, "rounds": self.rounds, "classes": self.num_classes, "versions": versions}
+                "min_seconds": self.min_seconds, "rounds": self.rounds, "classes": self.num_classes,
+                "versions": versions}
 
     def measure(self, arch: Architecture, resolution: int | None = None) -> Measurement:
         """The full measurement of one architecture (from the cache when it has been measured before)."""

@@ -9,7 +9,7 @@ backend (this host, or a phone over adb). A network's latency is then
 calibrated on a few whole-network measurements. A layer timed alone runs with its weights and its input hot in
 the cache, so the plain sum (ProxylessNAS's and FBNet's model: scale 1, no weights term) misses what a network
 pays for streaming every layer's weights from memory and for the cache the other layers evict; on this host
-networks took 5% longer than their sums on average, and anywhere from 0.9x to 1.3x of them (BENCHMARKS.md).
+networks took 7% longer than their sums on average, and from 0.99x to 1.31x of them (BENCHMARKS.md).
 With fewer than `FULL_CALIBRATION` networks only the fixed cost is fitted (the median gap). Build once, ship the
 JSON file, predict for free.
 
