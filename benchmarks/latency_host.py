@@ -155,7 +155,7 @@ def analyse(args, data: dict, space, calib, test) -> tuple[dict, str]:
     text = f"""### Measured on this host; lookup table and predictor against it
 
 `python benchmarks/latency_host.py --test {len(test)} --calib {len(calib)} --write` -- {machine(shared=False)};
-{today()}; nothing else running while it measured. Ground truth: MnasNet-space networks at {args.resolution}x{args.resolution},
+{today()}. Ground truth: MnasNet-space networks at {args.resolution}x{args.resolution},
 float32, LiteRT on one thread, the fastest of agreeing rounds of 30 timed runs. {len(test)} random test networks;
 the models are calibrated on {len(calib)} other random networks; the table holds every distinct layer of all
 {len(test) + len(calib)} ({len(table.layers)} layers), each timed alone.

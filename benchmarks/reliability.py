@@ -309,7 +309,7 @@ def report(outcomes: dict[str, dict], lines: list[dict], seconds: float, quick: 
                       + f" | {_seconds(sum(o['seconds'] for o in tests.values()))} | {', '.join(files) or '-'} |")
     lost = ("nothing" if totals["lost"] == 0 else f"**{totals['lost']} items** (children, epochs, rows or files)")
     out = [HEADING, "",
-           f"`{command}` -- {machine(shared=False)}; {today()}; {seconds / 60:.1f} min in all. The "
+           f"`{command}` -- {machine()}; {today()}; {seconds / 60:.1f} min in all. The "
            f"reliability tests{' without the slow ones' if quick else ', slow ones included'}, each recording what "
            "it exercised (tests/conftest.py `record_reliability`); whether a scenario survived is pytest's verdict.",
            "", "| scenario | what was tried | survived | lost |", "|---|---|---|---|", *rows, "",

@@ -11,19 +11,21 @@ predicted latency, one CPU thread a child, the default proxy task unless --train
      the same children;
   2. a plain loop: a fresh Python process trains run 1's children one after another with `workers.proxy.
      train_child` and predicts their latency: no Ray, no Tune, no store, no strategy, no state file;
+     runs 1 and 2 alternate `--pairs` times (default 2), because this machine's speed drifts by 5-10% between
+     runs a few minutes apart, as much as the overhead being measured;
   3. `launch.py search`, 2 workers, local Ray (`ray.init()`), the same children;
   4. `launch.py search`, 2 workers, on a three-node Ray cluster started here (`ray.cluster_utils.Cluster`: a head
      with no CPUs and two worker nodes of one CPU each), joined with `--address`, the same children;
   5. `launch.py search`, 2 workers, strategy `mnas` (the LSTM controller): what the controller costs.
 
-Figures: overhead = wall(run 1) / loop time(run 2) - 1, with the loop timed from its first child to its last
+Figures: overhead = sum of run 1's walls / sum of run 2's loop times - 1, with the loop timed from its first child to its last
 (imports excluded: the strictest reference), and where the difference goes; children per hour of runs 1, 3, 4;
 the controller's cost per sample, per PPO update and as a share of run 5's wall time (the driver times its
 strategy's propose and observe calls: `driver_seconds` in the run's store). A search's wall is its `launch.py`
 process's, start to exit: Python, TensorFlow and Ray start-up included. The busy fraction is the children's own
 train + evaluate seconds over workers x wall.
 
-Expected duration with the defaults: ~30 minutes on 2 cores (8 children of about a minute, five times).
+Expected duration with the defaults: ~20 minutes on 2 cores (8 children of about 20 s, seven times).
 """
 
 from __future__ import annotations
@@ -139,58 +141,88 @@ def run_on_cluster(config: dict, out: str) -> dict:
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-def report(args, runs: dict, loop: dict | None) -> str:
-    one = runs.get("1 worker")
+def _walls(values) -> str:
+    return ", ".join(f"{v:.0f}" for v in values) + (f" (mean {sum(values) / len(values):.0f})" if len(values) > 1
+                                                     else "")
+
+
+def _mean(runs: list[dict], *keys) -> float:
+    def get(run):
+        for key in keys:
+            run = run[key]
+        return run
+    return sum(get(run) for run in runs) / len(runs)
+
+
+def report(args, runs: dict, ones: list[dict], loops: list[dict]) -> str:
+    """The section: a table of the runs, then overhead, scaling and controller figures. `ones` and `loops` are the
+    1-worker searches and the plain loops, run alternately (pair i = ones[i], loops[i])."""
     lines = [f"`python benchmarks/search_scaling.py {' '.join(args.argv)}`".replace(" `", "`"), "",
              f"{machine()}; {today()}. Each run: {args.samples} children of `configs/default.yaml` (Pixel 1 "
              f"predicted latency, soft reward at 75 ms, one CPU thread a child) with a proxy of "
-             f"{args.train_subset:,} training and {args.heldout:,} held-out images; the first four runs train the "
-             "same children (strategy random, one seed).", "",
+             f"{args.train_subset:,} training and {args.heldout:,} held-out images; the random-strategy runs train "
+             "the same children (one seed)"
+             + (f"; the 1-worker search and the plain loop ran alternately, {len(loops)} times each" if len(loops) > 1
+                else "") + ".", "",
              "| run | wall s | children | children / hour | busy fraction | controller s (share of wall) | "
              "best reward |", "|---|---|---|---|---|---|---|"]
-    if loop:
-        lines.append(f"| plain loop of run 1's children (no Ray, no store, no strategy) | {loop['loop']:.0f} "
-                     f"(process {loop['process_wall']:.0f}; CPU {loop['cpu']:.0f}) | {loop['children']} | "
-                     f"{3600 * loop['children'] / loop['loop']:.0f} | - | - | - |")
+    if loops:
+        lines.append(f"| plain loop of run 1's children (no Ray, no store, no strategy) | "
+                     f"{_walls([loop['loop'] for loop in loops])} (CPU {_mean(loops, 'cpu'):.0f}) | "
+                     f"{loops[0]['children']} | {3600 * loops[0]['children'] / _mean(loops, 'loop'):.0f} | - | - | - |")
     for name, r in runs.items():
+        group = ones if name == "1 worker" else [r]
         controller = r["driver"]["propose"] + r["driver"]["observe"]
-        lines.append(f"| search, {name} | {r['wall']:.0f} | {r['children']} ({r['ok']} ok) | "
-                     f"{3600 * r['children'] / r['wall']:.0f} | {r['busy'] / (r['workers'] * r['wall']):.2f} | "
+        wall = _mean(group, "wall")
+        lines.append(f"| search, {name} | {_walls([g['wall'] for g in group])} | {r['children']} ({r['ok']} ok) | "
+                     f"{3600 * r['children'] / wall:.0f} | {_mean(group, 'busy') / (r['workers'] * wall):.2f} | "
                      f"{controller:.2f} ({controller / r['wall']:.2%}) | {r['best_reward']:.4f} |")
     lines.append("")
-    if one and loop:
-        overhead = one["wall"] / loop["loop"] - 1
+    if ones and loops:
+        pairs = list(zip(ones, loops))
+        each = [one["wall"] / loop["loop"] - 1 for one, loop in pairs]
+        overhead = sum(one["wall"] for one, _ in pairs) / sum(loop["loop"] for _, loop in pairs) - 1
         verdict = "meets" if overhead <= 0.10 else "misses"
-        start = one["wall"] - one["driver"]["wall"]
-        between = one["driver"]["wall"] - one["trials"]
-        inside = one["trials"] - loop["loop"]
-        per_child = loop["loop"] / loop["children"]
-        lines.append(f"* **Overhead** (run 1 against the plain loop of the same {loop['children']} children, "
-                     f"{per_child:.0f} s a child): {overhead:+.1%}, which {verdict} the 10% goal. Where the "
-                     f"{one['wall'] - loop['loop']:.0f} s go: {start:.0f} s before the search's clock starts "
-                     f"(Python, TensorFlow and Ray imports); {between:.0f} s between and around trials (starting "
-                     f"Ray and the worker, Tune's bookkeeping; the state file {one['driver']['state']:.1f} s and the "
-                     f"store {one['driver']['store']:.2f} s of it); {inside:.0f} s inside the trials beyond the "
-                     f"loop's time ({inside / loop['children']:.2f} s a child, the worker's first TensorFlow graph "
-                     f"among them). The first two are paid once a search, so more or longer children dilute them.")
-        lines.append(f"  In CPU seconds the trials' children took {one['cpu']:.0f} s against the loop's "
-                     f"{loop['cpu']:.0f} s: the rest of the time inside the trials was spent waiting, not working "
-                     "(a child whose wall time exceeds its CPU time was descheduled or blocked).")
-        same = sum(abs(a - b) < 1e-9 for a, b in zip(loop["accuracies"], loop["search_accuracies"]))
-        lines.append(f"  The loop reproduced {same} of {loop['children']} children's proxy accuracies exactly "
+        wall, loop_s = _mean(ones, "wall"), _mean(loops, "loop")
+        start = wall - _mean(ones, "driver", "wall")
+        between = _mean(ones, "driver", "wall") - _mean(ones, "trials")
+        inside = _mean(ones, "trials") - loop_s
+        children = loops[0]["children"]
+        lines.append(f"* **Overhead** (the 1-worker search against the plain loop of the same {children} children, "
+                     f"{loop_s / children:.0f} s a child): {overhead:+.1%}"
+                     + (f" over {len(pairs)} alternating pairs ({', '.join(f'{e:+.1%}' for e in each)})"
+                        if len(pairs) > 1 else "")
+                     + f", which {verdict} the 10% goal. Where the {wall - loop_s:.0f} s go (means): {start:.0f} s "
+                     f"before the search's clock starts (Python, TensorFlow and Ray imports); {between:.0f} s between "
+                     f"and around trials (starting Ray and the worker, Tune's bookkeeping; the state file "
+                     f"{_mean(ones, 'driver', 'state'):.1f} s and the store {_mean(ones, 'driver', 'store'):.2f} s "
+                     "of it); "
+                     + (f"{inside:.0f} s inside the trials beyond the loop's time ({inside / children:.2f} s a child, "
+                        "the worker's first TensorFlow graph among them)" if inside >= 0.5 else
+                        f"and nothing inside the trials: they took {-inside:.0f} s less than the loop's children")
+                     + ". The first two are paid once a search, so more or longer children dilute them.")
+        waited = _mean(ones, "trials") - _mean(ones, "cpu")
+        lines.append(f"  In CPU seconds the trials' children took {_mean(ones, 'cpu'):.0f} s against the loop's "
+                     f"{_mean(loops, 'cpu'):.0f} s; the trials' wall time exceeded their CPU time by {waited:.0f} s "
+                     f"({waited / max(_mean(ones, 'trials'), 1e-9):.0%}), time a child spent descheduled or blocked.")
+        if len(loops) > 1:
+            spread = max(loop["loop"] for loop in loops) / min(loop["loop"] for loop in loops) - 1
+            lines.append(f"  The same plain loop took {spread:.0%} longer in its slowest run than in its fastest: "
+                         "the machine's own speed drifts by that much between runs minutes apart.")
+        same = sum(abs(a - b) < 1e-9 for a, b in zip(loops[0]["accuracies"], loops[0]["search_accuracies"]))
+        lines.append(f"  The loop reproduced {same} of {children} children's proxy accuracies exactly "
                      "(same seeds, same thread count).")
-    if one and "2 workers" in runs:
+    if ones and "2 workers" in runs:
         same = [name for name in ("2 workers", "2 workers, 3-node cluster") if name in runs
-                and runs[name]["archs"] == one["archs"]]
+                and runs[name]["archs"] == ones[0]["archs"]]
         lines.append(f"* The scaling runs trained the same children as run 1: {', '.join(same) or 'none'}.")
+        one_rate = ones[0]["children"] / _mean(ones, "wall")
         two = runs["2 workers"]
-        gain = one["wall"] / two["wall"] * two["children"] / one["children"]
-        lines.append(f"* **Scaling**: 2 workers give {gain:.2f}x "
+        lines.append(f"* **Scaling**: 2 workers give {two['children'] / two['wall'] / one_rate:.2f}x "
                      f"the children/hour of 1 on this 2-core machine")
         if "2 workers, 3-node cluster" in runs:
             cl = runs["2 workers, 3-node cluster"]
-            gain = one["wall"] / cl["wall"] * cl["children"] / one["children"]
-            lines[-1] += f"; on the local three-node cluster {gain:.2f}x."
+            lines[-1] += f"; on the local three-node cluster {cl['children'] / cl['wall'] / one_rate:.2f}x."
         else:
             lines[-1] += "."
     for name, r in reversed(list(runs.items())):
@@ -198,7 +230,7 @@ def report(args, runs: dict, loop: dict | None) -> str:
             per_sample = r["driver"]["propose"] / max(1, r["children"]) * 1e3
             per_update = r["driver"]["observe"] / r["updates"] * 1e3
             lines.append(f"* **Controller** ({name}): {per_sample:.1f} ms a sample, {per_update:.0f} ms a PPO update "
-                         f"({r['updates']} updates), "
+                         f"({r['updates']} update{'s' if r['updates'] != 1 else ''}), "
                          f"{(r['driver']['propose'] + r['driver']['observe']) / r['wall']:.2%} "
                          "of the search's wall time (goal: under 1%).")
             break
@@ -214,6 +246,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", default="1,loop,2,cluster,mnas",
                         help="which runs, comma-separated among 1, loop, 2, cluster, mnas (loop needs 1)")
+    parser.add_argument("--pairs", type=int, default=2,
+                        help="times the 1-worker search and the plain loop run, alternately (default 2): this "
+                             "machine's speed drifts by several percent between runs minutes apart")
     parser.add_argument("--out", default=None, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--quick", action="store_true", help="4 children of 640 images a run: ~4 minutes")
     parser.add_argument("--write", action="store_true", help="put the section into BENCHMARKS.md")
@@ -224,31 +259,39 @@ def main(argv=None) -> int:
         print(json.dumps(plain_loop(args.plain_loop)))
         return 0
     if args.quick:
-        args.samples, args.train_subset, args.heldout = 4, 640, 500
+        args.samples, args.train_subset, args.heldout, args.pairs = 4, 640, 500, 1
     wanted = [r.strip() for r in args.runs.split(",") if r.strip()]
     unknown = sorted(set(wanted) - {"1", "loop", "2", "cluster", "mnas"})
+    if args.pairs < 1:
+        parser.error("--pairs must be at least 1")
     if unknown or ("loop" in wanted and "1" not in wanted):
         parser.error(f"--runs: unknown {', '.join(unknown)}" if unknown else "--runs: loop needs run 1")
     out = args.out or tempfile.mkdtemp(prefix="mnas-bench-scaling-")
-    runs, loop = {}, None
-    steps = {"1": ("1 worker", lambda: run_search(bench_config(args, 1), os.path.join(out, "w1"))),
-             "2": ("2 workers", lambda: run_search(bench_config(args, 2), os.path.join(out, "w2"))),
+    runs = {}
+    steps = {"2": ("2 workers", lambda: run_search(bench_config(args, 2), os.path.join(out, "w2"))),
              "cluster": ("2 workers, 3-node cluster",
                          lambda: run_on_cluster(bench_config(args, 2), os.path.join(out, "cluster"))),
              "mnas": ("2 workers, mnas controller",
                       lambda: run_search(bench_config(args, 2, "mnas"), os.path.join(out, "mnas")))}
-    for key in ("1", "loop", "2", "cluster", "mnas"):
+    ones, loops = [], []
+    for i in range(args.pairs if "1" in wanted else 0):        # the pair the overhead compares, alternately
+        print(f"[{time.strftime('%H:%M:%S')}] 1 worker ({i + 1}/{args.pairs}) ...", file=sys.stderr, flush=True)
+        ones.append(run_search(bench_config(args, 1), os.path.join(out, f"w1-{i}")))
+        print(f"  1 worker: {ones[-1]['wall']:.0f} s", file=sys.stderr, flush=True)
+        if "loop" in wanted:
+            print(f"[{time.strftime('%H:%M:%S')}] loop ({i + 1}/{args.pairs}) ...", file=sys.stderr, flush=True)
+            loops.append(run_plain_loop(ones[0]["run_dir"]))
+            print(f"  loop {loops[-1]['loop']:.0f} s", file=sys.stderr, flush=True)
+    if ones:
+        runs["1 worker"] = ones[0]
+    for key in ("2", "cluster", "mnas"):
         if key not in wanted:
             continue
         print(f"[{time.strftime('%H:%M:%S')}] {key} ...", file=sys.stderr, flush=True)
-        if key == "loop":
-            loop = run_plain_loop(runs["1 worker"]["run_dir"])
-            print(f"  loop {loop['loop']:.0f} s", file=sys.stderr, flush=True)
-        else:
-            name, step = steps[key]
-            runs[name] = step()
-            print(f"  {name}: {runs[name]['wall']:.0f} s", file=sys.stderr, flush=True)
-    text = report(args, runs, loop)
+        name, step = steps[key]
+        runs[name] = step()
+        print(f"  {name}: {runs[name]['wall']:.0f} s", file=sys.stderr, flush=True)
+    text = report(args, runs, ones, loops)
     print(text)
     if args.write:
         update_block("search:scaling", "### Overhead, scaling and controller cost\n\n" + text)
