@@ -127,6 +127,19 @@ def test_pipeline_normalises_resizes_and_shuffles_by_seed():
     assert len({tuple(order(s)) for s in range(6)}) > 1
 
 
+def test_pipeline_runs_without_autotuning():
+    # With autotuning on, deleting a child's unfinished iterator waited up to 15 s for tf.data's model thread in
+    # Tune's trial processes (BENCHMARKS.md, search overhead); every setting of the pipeline is fixed anyway.
+    images, labels = np.zeros((8, 28, 28, 1), np.uint8), np.arange(8)
+    for kwargs in ({}, {"shuffle": True, "drop_remainder": True}, {"image_size": 32, "fit": "pad"}):
+        pipe = data.make_pipeline(images, labels, 4, **kwargs)
+        assert pipe.options().autotune.enabled is False
+        assert pipe.repeat().take(5).options().autotune.enabled is False   # as the proxy extends it
+        iterator = iter(pipe.repeat())
+        next(iterator)
+        del iterator                                  # an unfinished iterator, as an early-stopped child leaves
+
+
 @pytest.mark.skipif(not os.path.isdir(data.FASHION_MNIST_DIR),
                     reason=f"{data.FASHION_MNIST_DIR} absent: sudo apt-get install dataset-fashion-mnist")
 def test_real_fashion_mnist():

@@ -347,5 +347,9 @@ def make_pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int, image
     if shuffle:
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    dataset = dataset.map(prepare, num_parallel_calls=1, deterministic=True)
-    return dataset.prefetch(2)
+    dataset = dataset.map(prepare, num_parallel_calls=1, deterministic=True).prefetch(2)
+    # Every parallelism and buffer size here is fixed, so autotuning has nothing to tune; its model thread only
+    # costs time when an unfinished iterator is deleted (a proxy child's), which waits for that thread.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
