@@ -95,14 +95,14 @@ def calibrate(archs: Sequence[Architecture], latencies_ms: Sequence[float], name
     """Fits a predictor and records how well it does under leave-one-out (the honest few-shot figure).
 
     `tile`: the device's channel tile (`search.latency.features`); None chooses it among `TILES` by
-    leave-one-out error when there are 8 measurements or more (1 below that). The chosen tile's leave-one-out
+    leave-one-out error from `MIN_TILE_CHOICE` measurements up (1 below that). The chosen tile's leave-one-out
     error is the one recorded, so with a chosen tile it is slightly optimistic (one choice among five)."""
     if len(archs) < 2:
         raise ValueError(f"need at least 2 measurements to calibrate, got {len(archs)}")
     y = np.asarray(latencies_ms, float)
-    tile_errors = None
+    tile_errors = {}
     if tile is None:
-        tile, tile_errors = choose_tile(archs, y) if len(y) >= 8 else (1, None)
+        tile, tile_errors = choose_tile(archs, y)
     x = features_of(archs, tile=tile)
     coef, intercept = fit_linear(x, y)
     loo = leave_one_out(x, y)

@@ -177,9 +177,15 @@ TILES = (1, 4, 8, 16, 32)       # channel tiles calibration chooses among
 _CACHES: dict[int, FeatureCache] = {}
 
 
-def _cache(tile: int) -> FeatureCache:
+def check_tile(tile) -> int:
+    """`tile` if it is a valid channel tile (a positive integer); ValueError naming it otherwise."""
     if not isinstance(tile, int) or isinstance(tile, bool) or tile < 1:
         raise ValueError(f"channel tile must be a positive integer, got {tile!r}")
+    return tile
+
+
+def _cache(tile: int) -> FeatureCache:
+    check_tile(tile)
     if tile not in _CACHES:
         _CACHES[tile] = FeatureCache(tile=tile)
     return _CACHES[tile]

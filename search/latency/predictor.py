@@ -22,7 +22,7 @@ import numpy as np
 
 from search import fileio
 from search.latency.base import LatencyModel, check_resolution
-from search.latency.features import FEATURES, TILES, feature_matrix
+from search.latency.features import FEATURES, TILES, check_tile, feature_matrix
 from search.space import Architecture
 
 FORMAT = "mnas-latency-predictor/1"
@@ -87,14 +87,20 @@ def fit_linear(x: np.ndarray, y: np.ndarray, relative: bool = True) -> tuple[np.
     return coef, float(solution[-1])
 
 
+MIN_TILE_CHOICE = 8   # measurements below which no tile is chosen (tile 1): too few to tell tiles apart
+
+
 def choose_tile(archs: Sequence[Architecture], y: Sequence[float], resolutions=None,
                 tiles: Sequence[int] = TILES) -> tuple[int, dict[int, float]]:
     """The channel tile whose features predict the measurements best under leave-one-out (relative error).
 
-    Returns (tile, {tile: leave-one-out MAPE in percent}). A tile is a property of the device's kernels, not
-    of the networks, so it is chosen like a hyperparameter: by held-out error, ties going to the smaller tile.
+    Returns (tile, {tile: leave-one-out MAPE in percent}); (1, {}) with fewer than `MIN_TILE_CHOICE`
+    measurements. A tile is a property of the device's kernels, not of the networks, so it is chosen like a
+    hyperparameter: by held-out error, ties going to the smaller tile.
     """
     y = np.asarray(y, float)
+    if len(y) < MIN_TILE_CHOICE:
+        return 1, {}
     errors = {}
     for tile in tiles:
         x = features_of(archs, resolutions, tile)
@@ -128,9 +134,7 @@ class CalibratedPredictor(LatencyModel):
         self.name = name
         self.meta = dict(meta or {})
         self.num_classes = num_classes
-        if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
-            raise ValueError(f"predictor channel tile must be a positive integer, got {tile!r}")
-        self.tile = tile
+        self.tile = check_tile(tile)
 
     @classmethod
     def fit(cls, archs: Sequence[Architecture], latencies_ms: Sequence[float], name: str,
@@ -139,10 +143,10 @@ class CalibratedPredictor(LatencyModel):
         """Fits a predictor to measured latencies of `archs` (each at its own resolution unless given).
 
         `tile`: the device's channel tile (`search.latency.features`); None chooses it by leave-one-out
-        (`choose_tile`), which needs a few measurements (8 or more; fewer keep tile 1)."""
+        (`choose_tile`), which needs a few measurements (`MIN_TILE_CHOICE`; fewer keep tile 1)."""
         y = np.asarray(latencies_ms, float)
         if tile is None:
-            tile = choose_tile(archs, y, resolutions)[0] if len(y) >= 8 else 1
+            tile = choose_tile(archs, y, resolutions)[0]
         coef, intercept = fit_linear(features_of(archs, resolutions, tile), y)
         return cls(coef, intercept, name=name, meta=meta, tile=tile)
 
