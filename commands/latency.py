@@ -18,8 +18,10 @@ DESCRIPTION = """Latency in milliseconds, batch 1, from one of the backends of s
         adb[:SERIAL]     measured on a phone with the TFLite benchmark_model tool over adb
   latency build-lut --output FILE [--space NAME --samples N | --arch ARCH ...] [--backend host|adb[:SERIAL]]
       measure every distinct layer of those architectures once and calibrate on a few whole networks
-  latency calibrate CSV --output FILE [--arch ARCH] [--name NAME] [--channel-tile auto|N]
-      fit a predictor for a new device from measured (arch, resolution, depth_multiplier, ms) rows
+  latency calibrate CSV --output FILE [--arch ARCH] [--name NAME] [--channel-tile auto|N] [--prior P ...]
+      fit a predictor for a new device from measured (arch, resolution, depth_multiplier, ms) rows; with
+      --prior (pixel1 or a predictor file, repeatable), as a mix of devices already known (best from a
+      handful of measurements)
 
 ARCH is a registry name (mnasnet-a1, mobilenetv2, ...), a block-string file, or block strings in quotes.
 Run 'latency build-lut --help' or 'latency calibrate --help' for their options. Long work reports progress on
@@ -102,6 +104,11 @@ def add_arguments(parser):
                            help="output channels the device's convolution kernels compute at once (16 on an "
                                 "AVX-512 host); auto (default) picks it by leave-one-out error from 8 "
                                 "measurements up")
+    calibrate.add_argument("--prior", action="append", default=[], metavar="PREDICTOR",
+                           help="a known device's predictor: pixel1 or a file from 'latency calibrate' "
+                                "(repeatable). The new device is then fitted as a non-negative mix of them, "
+                                "latency = b + sum w_d x LAT_d, which needs far fewer measurements than "
+                                "fitting the features afresh")
 
 
 def _backend_options(args, backend: str) -> dict:
@@ -187,11 +194,28 @@ def _calibrate(args) -> int:
     archs, values = read_measurements(args.csv, arch=args.arch)
     name = args.name or os.path.splitext(os.path.basename(args.csv))[0] + "-predicted"
     tile = None if args.channel_tile == "auto" else int(args.channel_tile)
-    predictor = calibrate(archs, values, name, source=args.csv, tile=tile)
+    priors = [_prior(spec) for spec in args.prior]
+    predictor = calibrate(archs, values, name, source=args.csv, tile=tile, priors=priors)
     predictor.save(args.output)
-    print(f"{args.output}: {name} from {len(values)} measurements, channel tile {predictor.tile}, leave-one-out "
-          f"MAPE {predictor.meta['loo_mape_percent']:.2f}% (fit {predictor.meta['fit_mape_percent']:.2f}%)")
+    meta = predictor.meta
+    if priors:
+        weights = ", ".join(f"{s.name} x{w:.3f}" for s, w in zip(predictor.sources, predictor.weights))
+        print(f"{args.output}: {name} from {len(values)} measurements as {predictor.intercept:.3f} ms + {weights}; "
+              f"leave-one-out MAPE {meta['loo_mape_percent']:.2f}% (fit {meta['fit_mape_percent']:.2f}%; the "
+              f"features fitted afresh: {meta['features_loo_mape_percent']:.2f}%)")
+    else:
+        print(f"{args.output}: {name} from {len(values)} measurements, channel tile {predictor.tile}, leave-one-out "
+              f"MAPE {meta['loo_mape_percent']:.2f}% (fit {meta['fit_mape_percent']:.2f}%)")
     return 0
+
+
+def _prior(spec: str):
+    """--prior: 'pixel1', 'calibrated:FILE' or FILE."""
+    from search.latency import get_latency_model, load_predictor
+
+    if spec == "pixel1" or spec.startswith("calibrated:"):
+        return get_latency_model(spec)
+    return load_predictor(spec)
 
 
 def run(args) -> int:

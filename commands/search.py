@@ -25,7 +25,7 @@ def add_arguments(parser):
     parser.add_argument("--workers", type=int, help="children trained at once")
     parser.add_argument("--target-ms", type=float, help="latency target T in milliseconds")
     parser.add_argument("--reward", choices=["soft", "hard"], help="reward preset: soft (a=b=-0.07) or hard (a=0, b=-1)")
-    parser.add_argument("--latency", metavar="BACKEND", help="latency backend for the reward: pixel1, host, lut:FILE, adb[:SERIAL]")
+    parser.add_argument("--latency", metavar="BACKEND", help="latency backend for the reward: pixel1, host, lut:FILE, calibrated:FILE, adb[:SERIAL]")
     parser.add_argument("--strategy", choices=["mnas", "random", "evolution"],
                         help="mnas (LSTM + PPO controller), random search, or regularized evolution")
     parser.add_argument("--seed", type=int, help="seed of the strategy and the proxy training")

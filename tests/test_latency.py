@@ -308,3 +308,61 @@ def test_calibration_recovers_a_devices_channel_tile(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match=r"device\.json.*channel tile"):
         CalibratedPredictor.load(str(path))
+
+
+def test_transfer_calibration_from_a_few_measurements(tmp_path, capsys):
+    # a new phone that is "a Pixel 1, 1.4x slower, plus 2 ms", plus a second known device it is not like
+    from search.latency import TransferPredictor
+
+    pixel1 = get_latency_model("pixel1")
+    other = CalibratedPredictor([0.0, 0.0, 0.9, 0.0, 3.0, 0.0], 1.0, name="other-phone")
+    other_file = tmp_path / "other.json"
+    other.save(str(other_file))
+    space = load_space("mnasnet")
+    archs = [space.sample(300 + i) for i in range(6)]
+    truth = lambda a: 2.0 + 1.4 * pixel1.latency_ms(a)  # noqa: E731
+    _write_csv(tmp_path / "new.csv", [(f'"{" ".join(a.block_strings)}"', a.resolution, 1.0, truth(a)) for a in archs])
+    out = tmp_path / "new.json"
+    assert launch.main(["latency", "calibrate", str(tmp_path / "new.csv"), "-o", str(out), "--prior", "pixel1",
+                        "--prior", str(other_file), "--name", "newphone"]) == 0
+    printed = capsys.readouterr().out
+    assert "pixel1-predicted x1.400" in printed and "other-phone x0.000" in printed, printed
+    model = get_latency_model(f"calibrated:{out}")
+    assert isinstance(model, TransferPredictor) and model.name == "newphone"
+    assert model.weights == pytest.approx([1.4, 0.0], abs=1e-6) and model.intercept == pytest.approx(2.0, abs=1e-4)
+    assert model.meta["loo_mape_percent"] < 1e-3 < model.meta["features_loo_mape_percent"]
+    probes = [space.sample(900 + i) for i in range(5)] + [A1.replace(resolution=160)]
+    assert model.predict(probes) == pytest.approx([truth(a) for a in probes], rel=1e-5)
+    assert model.predict(probes[:2], resolution=192) == pytest.approx(
+        [truth(a.replace(resolution=192)) for a in probes[:2]], rel=1e-5)
+    # sources travel inside the file; a transfer predictor can itself be a prior
+    again = TransferPredictor.fit([model], archs, [2 * truth(a) for a in archs], name="twice")
+    assert again.latency_ms(A1) == pytest.approx(2 * truth(A1), rel=1e-4)
+    assert launch.main(["latency", "mnasnet-a1", "--backend", f"calibrated:{out}", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["model"]["kind"] == "transfer predictor" and data["latency_ms"] == pytest.approx(truth(A1), rel=1e-5)
+
+
+def test_transfer_rejects_bad_priors_and_files(tmp_path):
+    from search.latency import TransferPredictor, load_predictor
+    from search.latency.predictor import fit_linear
+
+    with pytest.raises(ValueError, match="one weight per source"):
+        TransferPredictor([get_latency_model("pixel1")], [1.0, 2.0])
+    with pytest.raises(ValueError, match="calibrated predictors"):
+        TransferPredictor([LookupTable({}, name="t")], [1.0])
+    with pytest.raises(ValueError, match="tied features need the 6 columns"):
+        fit_linear(np.ones((3, 2)), np.ones(3))
+    path = tmp_path / "t.json"
+    TransferPredictor([get_latency_model("pixel1")], [1.0], 0.5, name="t").save(str(path))
+    data = json.loads(path.read_text())
+    data["sources"][0]["coef"] = [1.0]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"t\.json, source 1: malformed latency predictor"):
+        load_predictor(str(path))
+    _write_csv(tmp_path / "m.csv", [("mnasnet-a1", 224, 1.0, 80.0), ("mnasnet-a1", 192, 1.0, 60.0)])
+    done = subprocess.run([sys.executable, "launch.py", "latency", "calibrate", str(tmp_path / "m.csv"), "-o",
+                           str(tmp_path / "o.json"), "--prior", str(tmp_path / "none.json")],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "none.json" in done.stderr and not (tmp_path / "o.json").exists()

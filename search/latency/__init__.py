@@ -8,7 +8,7 @@
 
 Backends (`BACKENDS`):
     pixel1          Pixel 1 predictor calibrated on the seed's 25 MnasNet-A1 measurements (pure numpy)
-    calibrated:FILE a predictor fitted with `latency calibrate` (pure numpy)
+    calibrated:FILE a predictor fitted with `latency calibrate` (pure numpy; with --prior, a transfer predictor)
     lut:FILE        a per-layer lookup table built with `latency build-lut` (pure Python)
     host            measured on this host: Keras -> TFLite -> LiteRT, one thread, cached on disk
     adb[:SERIAL]    measured on a phone with the TFLite benchmark tool over adb, cached on disk
@@ -23,7 +23,7 @@ from typing import Callable
 from search.latency.base import LatencyModel, Measurement
 from search.latency.calibrate import pixel1_preset
 from search.latency.lut import LookupTable
-from search.latency.predictor import CalibratedPredictor
+from search.latency.predictor import CalibratedPredictor, TransferPredictor, load_predictor
 
 
 def _pixel1(arg: str | None, **options) -> LatencyModel:
@@ -62,7 +62,7 @@ BACKENDS: dict[str, Callable[..., LatencyModel]] = {
     "pixel1": _pixel1,
     "host": _host,
     "lut": _needs_file("lut", LookupTable.load),
-    "calibrated": _needs_file("calibrated", CalibratedPredictor.load),
+    "calibrated": _needs_file("calibrated", load_predictor),
     "adb": _adb,
 }
 SPEC_FORMS = ("pixel1", "host", "lut:FILE", "calibrated:FILE", "adb", "adb:SERIAL")
@@ -83,4 +83,5 @@ def get_latency_model(spec: str, **options) -> LatencyModel:
     return factory(arg or None, **options)
 
 
-__all__ = ["BACKENDS", "CalibratedPredictor", "LatencyModel", "LookupTable", "Measurement", "get_latency_model"]
+__all__ = ["BACKENDS", "CalibratedPredictor", "LatencyModel", "LookupTable", "Measurement", "TransferPredictor",
+           "get_latency_model", "load_predictor"]

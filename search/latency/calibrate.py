@@ -24,7 +24,9 @@ from typing import Sequence
 
 import numpy as np
 
-from search.latency.predictor import CalibratedPredictor, choose_tile, features_of, fit_linear, leave_one_out
+from search.latency.base import LatencyModel
+from search.latency.predictor import (CalibratedPredictor, TransferPredictor, choose_tile, features_of, fit_linear,
+                                      leave_one_out)
 from search.space import Architecture
 
 PIXEL1_PRESET = "pixel1.json"
@@ -91,15 +93,23 @@ def read_measurements(path: str, arch: str | None = None) -> tuple[list[Architec
 
 
 def calibrate(archs: Sequence[Architecture], latencies_ms: Sequence[float], name: str,
-              source: str = "", tile: int | None = None) -> CalibratedPredictor:
+              source: str = "", tile: int | None = None,
+              priors: Sequence[LatencyModel] = ()) -> CalibratedPredictor | TransferPredictor:
     """Fits a predictor and records how well it does under leave-one-out (the honest few-shot figure).
 
     `tile`: the device's channel tile (`search.latency.features`); None chooses it among `TILES` by
     leave-one-out error from `MIN_TILE_CHOICE` measurements up (1 below that). The chosen tile's leave-one-out
-    error is the one recorded, so with a chosen tile it is slightly optimistic (one choice among five)."""
+    error is the one recorded, so with a chosen tile it is slightly optimistic (one choice among five).
+
+    `priors`: predictors of devices already known. Given, the result is a `TransferPredictor` (the new
+    device as a non-negative mix of them), and the features' own fit is only reported beside it
+    (`features_loo_mape_percent`): with a few measurements the mix is the better model, and choosing between
+    the two by leave-one-out error does worse than always mixing (BENCHMARKS.md, Latency)."""
     if len(archs) < 2:
         raise ValueError(f"need at least 2 measurements to calibrate, got {len(archs)}")
     y = np.asarray(latencies_ms, float)
+    if priors:
+        return _calibrate_transfer(archs, y, name, source, list(priors), tile)
     tile_errors = {}
     if tile is None:
         tile, tile_errors = choose_tile(archs, y)
@@ -111,14 +121,35 @@ def calibrate(archs: Sequence[Architecture], latencies_ms: Sequence[float], name
         "tile_loo_mape_percent": ({str(t): e for t, e in tile_errors.items()} if tile_errors else None),
         "loo_mape_percent": float(np.mean(np.abs(loo / y - 1)) * 100),
         "fit_mape_percent": float(np.mean(np.abs((x @ coef + intercept) / y - 1)) * 100),
-        "training": [{"blocks": list(a.block_strings), "stem": a.stem_filters, "head": a.head_filters,
-                      "resolution": a.resolution, "depth_multiplier": a.depth_multiplier, "ms": float(v)}
-                     for a, v in zip(archs, y)],
+        "training": _training_rows(archs, y),
     }
     return CalibratedPredictor(coef, intercept, name=name, meta=meta, tile=tile)
 
 
-def training_data(predictor: CalibratedPredictor) -> tuple[list[Architecture], list[float]]:
+def _calibrate_transfer(archs, y, name, source, priors, tile) -> TransferPredictor:
+    p = TransferPredictor.source_matrix(priors, archs)
+    loo = leave_one_out(p, y, tie=False)
+    if tile is None:
+        tile = choose_tile(archs, y)[0]
+    own = leave_one_out(features_of(archs, tile=tile), y)
+    predictor = TransferPredictor.fit(priors, archs, y, name)
+    predictor.meta = {
+        "measurements": len(y), "source": source, "priors": [s.name for s in priors],
+        "loo_mape_percent": float(np.mean(np.abs(loo / y - 1)) * 100),
+        "fit_mape_percent": float(np.mean(np.abs(np.asarray(predictor.predict(archs)) / y - 1)) * 100),
+        "features_loo_mape_percent": float(np.mean(np.abs(own / y - 1)) * 100), "features_channel_tile": tile,
+        "training": _training_rows(archs, y),
+    }
+    return predictor
+
+
+def _training_rows(archs, y) -> list[dict]:
+    return [{"blocks": list(a.block_strings), "stem": a.stem_filters, "head": a.head_filters,
+             "resolution": a.resolution, "depth_multiplier": a.depth_multiplier, "ms": float(v)}
+            for a, v in zip(archs, y)]
+
+
+def training_data(predictor: CalibratedPredictor | TransferPredictor) -> tuple[list[Architecture], list[float]]:
     """The measurements a predictor file says it was fitted on (tests refit the preset from them)."""
     archs, values = [], []
     for row in predictor.meta.get("training", []):

@@ -64,14 +64,19 @@ def nnls(a: np.ndarray, b: np.ndarray, max_iter: int | None = None, tol: float =
 TIED: dict[str, str] = {"dense_madds": "pointwise_madds"}
 
 
-def fit_linear(x: np.ndarray, y: np.ndarray, relative: bool = True) -> tuple[np.ndarray, float]:
-    """(coefficients, intercept), all non-negative, fitted to features `x` (n, k) and latencies `y` (n,)."""
+def fit_linear(x: np.ndarray, y: np.ndarray, relative: bool = True, tie: bool = True) -> tuple[np.ndarray, float]:
+    """(coefficients, intercept), all non-negative, fitted to features `x` (n, k) and latencies `y` (n,).
+
+    `tie`: `x` holds `FEATURES` in order, and the `TIED` ones share a coefficient; False for any other columns
+    (the source predictions of `TransferPredictor`)."""
     x, y = np.asarray(x, float).copy(), np.asarray(y, float)
     if x.ndim != 2 or len(x) != len(y) or len(y) == 0:
         raise ValueError(f"need a feature matrix (n, k) and n latencies, got {x.shape} and {y.shape}")
     if (y <= 0).any():
         raise ValueError("measured latencies must be positive")
-    tied = [(FEATURES.index(a), FEATURES.index(b)) for a, b in TIED.items()] if x.shape[1] == len(FEATURES) else []
+    if tie and x.shape[1] != len(FEATURES):
+        raise ValueError(f"tied features need the {len(FEATURES)} columns of FEATURES, got {x.shape[1]}")
+    tied = [(FEATURES.index(a), FEATURES.index(b)) for a, b in TIED.items()] if tie else []
     for source, target in tied:
         x[:, target] += x[:, source]
         x[:, source] = 0.0
@@ -109,12 +114,12 @@ def choose_tile(archs: Sequence[Architecture], y: Sequence[float], resolutions=N
     return min(t for t, e in errors.items() if e <= best * 1.005), errors
 
 
-def leave_one_out(x: np.ndarray, y: np.ndarray, relative: bool = True) -> np.ndarray:
-    """Prediction of each row by a model fitted on all the other rows."""
+def leave_one_out(x: np.ndarray, y: np.ndarray, relative: bool = True, tie: bool = True) -> np.ndarray:
+    """Prediction of each row by a model fitted (`fit_linear`) on all the other rows."""
     out = np.empty(len(y))
     for i in range(len(y)):
         keep = np.arange(len(y)) != i
-        coef, intercept = fit_linear(x[keep], y[keep], relative)
+        coef, intercept = fit_linear(x[keep], y[keep], relative, tie)
         out[i] = x[i] @ coef + intercept
     return out
 
@@ -185,6 +190,102 @@ class CalibratedPredictor(LatencyModel):
     @classmethod
     def load(cls, path: str) -> "CalibratedPredictor":
         return cls.from_dict(read_json(path), source=path)
+
+
+TRANSFER_FORMAT = "mnas-latency-transfer/1"
+
+
+class TransferPredictor(LatencyModel):
+    """A new device as a non-negative mix of predictors of devices already known: the few-shot transfer.
+
+        latency = intercept + sum_d weight_d * LAT_d(m)
+
+    With a dozen measurements, the six coefficients of a `CalibratedPredictor` are noisy, but one or two
+    weights on known devices' predictors are not: a new phone is mostly "like that phone, a bit slower". On
+    the FBNet-space phones this beats fitting the features afresh at 10 and 20 measurements (BENCHMARKS.md,
+    Latency). The sources are stored inside the file, so it can be shipped on its own.
+    """
+
+    def __init__(self, sources: Sequence[LatencyModel], weights: Sequence[float], intercept: float = 0.0,
+                 name: str = "transfer-predicted", meta: dict | None = None):
+        self.sources = list(sources)
+        self.weights = np.asarray(weights, dtype=float)
+        if not self.sources or self.weights.shape != (len(self.sources),):
+            raise ValueError(f"need one weight per source predictor, got {self.weights.shape} for "
+                             f"{len(self.sources)} sources")
+        if not all(isinstance(s, (CalibratedPredictor, TransferPredictor)) for s in self.sources):
+            raise ValueError("transfer sources must be calibrated predictors (a preset or a 'latency calibrate' file)")
+        if (self.weights < 0).any() or intercept < 0:
+            raise ValueError("transfer weights and intercept must be non-negative")
+        self.intercept = float(intercept)
+        self.name = name
+        self.meta = dict(meta or {})
+
+    @staticmethod
+    def source_matrix(sources: Sequence[LatencyModel], archs: Sequence[Architecture],
+                      resolutions: Sequence[int | None] | None = None) -> np.ndarray:
+        """(n, k): each source's latency of each architecture (at its resolution, when given)."""
+        if resolutions is None:
+            return np.column_stack([s.predict(archs) for s in sources])
+        return np.array([[s.latency_ms(a, r) for s in sources] for a, r in zip(archs, resolutions)])
+
+    @classmethod
+    def fit(cls, sources: Sequence[LatencyModel], archs: Sequence[Architecture], latencies_ms: Sequence[float],
+            name: str, resolutions: Sequence[int | None] | None = None,
+            meta: dict | None = None) -> "TransferPredictor":
+        """Weights and intercept fitted like `fit_linear` (non-negative, relative error) to measured `archs`."""
+        weights, intercept = fit_linear(cls.source_matrix(sources, archs, resolutions), latencies_ms, tie=False)
+        return cls(sources, weights, intercept, name=name, meta=meta)
+
+    def predict(self, archs: Sequence[Architecture], resolution: int | None = None) -> list[float]:
+        check_resolution(resolution)
+        if not archs:
+            return []
+        used = [(s, w) for s, w in zip(self.sources, self.weights) if w > 0]
+        total = np.full(len(archs), self.intercept)
+        for source, weight in used:
+            total += weight * np.asarray(source.predict(archs, resolution))
+        return total.tolist()
+
+    def describe(self) -> dict:
+        return {"source": self.name, "kind": "transfer predictor", "intercept_ms": self.intercept,
+                "weights": {s.name: float(w) for s, w in zip(self.sources, self.weights)}}
+
+    def to_dict(self) -> dict:
+        return {"format": TRANSFER_FORMAT, "name": self.name, "weights": self.weights.tolist(),
+                "intercept": self.intercept, "sources": [s.to_dict() for s in self.sources], "meta": self.meta}
+
+    def save(self, path: str) -> None:
+        write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "<dict>") -> "TransferPredictor":
+        if not isinstance(data, dict) or data.get("format") != TRANSFER_FORMAT:
+            raise ValueError(f"{source}: not a transfer predictor file (expected format {TRANSFER_FORMAT!r})")
+        try:
+            sources = [predictor_from_dict(d, f"{source}, source {i + 1}") for i, d in enumerate(data["sources"])]
+            return cls(sources, data["weights"], data.get("intercept", 0.0), name=str(data["name"]),
+                       meta=data.get("meta"))
+        except (KeyError, TypeError, ValueError) as err:
+            if str(err).startswith(source):
+                raise
+            raise ValueError(f"{source}: malformed transfer predictor file ({err})") from None
+
+
+def predictor_from_dict(data: dict, source: str = "<dict>") -> LatencyModel:
+    """A calibrated or transfer predictor, whichever the data's `format` says."""
+    kind = data.get("format") if isinstance(data, dict) else None
+    if kind == TRANSFER_FORMAT:
+        return TransferPredictor.from_dict(data, source)
+    if kind == FORMAT:
+        return CalibratedPredictor.from_dict(data, source)
+    raise ValueError(f"{source}: not a latency predictor file (expected format {FORMAT!r} or "
+                     f"{TRANSFER_FORMAT!r})")
+
+
+def load_predictor(path: str) -> LatencyModel:
+    """A predictor file written by `latency calibrate` (with or without --prior)."""
+    return predictor_from_dict(read_json(path), source=path)
 
 
 def features_of(archs: Sequence[Architecture], resolutions: Sequence[int | None] | None = None,
