@@ -27,6 +27,8 @@ $(STAMP): setup.cfg pyproject.toml | $(BIN)/python
 bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/latency_pixel1.py
 	$(BIN)/python benchmarks/latency_fbnet.py --seeds 5
+	$(BIN)/python benchmarks/latency_host.py --from-results
+	$(BIN)/python benchmarks/latency_drift.py
 	$(BIN)/python benchmarks/sample_efficiency.py --seeds 1 --cap 1000
 	$(BIN)/python benchmarks/reward_shape.py --quick
 	$(BIN)/python benchmarks/search_scaling.py --quick --runs 1,loop,2

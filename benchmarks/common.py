@@ -19,13 +19,15 @@ BENCHMARKS_MD = os.path.join(ROOT, "BENCHMARKS.md")
 
 
 def machine(shared: bool = True) -> str:
-    """'2 cores (x86_64), 24 GiB, no GPU' plus the core pinning, if any, and how busy the machine was.
+    """'2 cores (x86_64, AMD EPYC), 24 GiB, no GPU' plus the core pinning, if any, and how busy the machine was.
 
     `shared=True` reports the 1-minute load average at the time of the call (a benchmark calls it when it reports,
     after its own work: a load near the benchmark's own worker count means nothing else ran); `shared=False` says
     that nothing else was running, for benchmarks whose author made sure of it."""
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    line = f"{os.cpu_count()} cores ({platform.machine()}), {memory:.0f} GiB, no GPU"
+    from search.latency.host import cpu_model   # no TensorFlow: host.py imports it only to measure
+
+    line = f"{os.cpu_count()} cores ({platform.machine()}, {cpu_model()}), {memory:.0f} GiB, no GPU"
     pinned = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if pinned < (os.cpu_count() or pinned):
         line += f", run pinned to {pinned} core{'s' if pinned > 1 else ''}"

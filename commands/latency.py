@@ -17,7 +17,9 @@ DESCRIPTION = """Latency in milliseconds, batch 1, from one of the backends of s
         calibrated:FILE  a predictor from 'latency calibrate'
         adb[:SERIAL]     measured on a phone with the TFLite benchmark_model tool over adb
   latency build-lut --output FILE [--space NAME --samples N | --arch ARCH ...] [--backend host|adb[:SERIAL]]
-      measure every distinct layer of those architectures once and calibrate on a few whole networks
+                    [--layer-model [all|missing]]
+      measure every distinct layer of those architectures once and calibrate on a few whole networks; with
+      --layer-model, also learn a per-layer model so that the table predicts layers it never measured
   latency calibrate CSV --output FILE [--arch ARCH] [--name NAME] [--channel-tile auto|N] [--prior P ...]
       fit a predictor for a new device from measured (arch, resolution, depth_multiplier, ms) rows; with
       --prior (pixel1 or a predictor file, repeatable), as a mix of devices already known (best from a
@@ -89,6 +91,13 @@ def add_arguments(parser):
                        help="whole networks measured to calibrate the table (default 10; 1-4 fit the fixed cost "
                             "only; 0 skips)")
     build.add_argument("--name", default=None, help="source name recorded with results (default lut-BACKEND)")
+    build.add_argument("--layer-model", nargs="?", const="all", choices=("all", "missing"), default=None,
+                       help="also learn a per-layer model from the table's layers (boosted trees over analytic "
+                            "features), so the table predicts any architecture: 'all' (the default when the flag "
+                            "is given) takes every layer from the model, 'missing' only those the table lacks. "
+                            "Needs 30+ layers; the layers of about 100 networks predict new ones within ~4%% on "
+                            "this host. To add a model to an existing table, run again over a few networks: "
+                            "their layers are not measured twice")
     _measure_options(build)
 
     calibrate = sub.add_parser("calibrate", help="fit a device predictor from a CSV of measurements",
@@ -158,6 +167,9 @@ def _build_lut(args) -> int:
     if args.space:
         space = load_space(args.space)
         archs += [space.sample(args.seed + i) for i in range(args.samples)]
+    import os
+
+    existing = LookupTable.load(args.output) if os.path.exists(args.output) else None
     if not archs:
         raise ValueError("nothing to measure: give --arch ARCH (repeatable) or --space NAME --samples N")
     kind = args.backend.split(":", 1)[0]
@@ -174,15 +186,15 @@ def _build_lut(args) -> int:
         measure_layer = adb_layer_measurer(model.device, args.quantize)
     else:
         raise ValueError(f"build-lut measures on host or adb[:SERIAL], not {args.backend!r}")
-    import os
-
-    existing = LookupTable.load(args.output) if os.path.exists(args.output) else None
     settings = model.settings() if hasattr(model, "settings") else model.device.settings()
     lut = build_lut(archs, measure_layer, lambda a: model.measure(a).ms, args.resolution, args.fixed_cost_archs,
-                    name=args.name or f"lut-{model.name}", backend=settings, existing=existing, progress=True)
+                    name=args.name or f"lut-{model.name}", backend=settings, existing=existing, progress=True,
+                    layer_model=args.layer_model)
     lut.save(args.output)
-    print(f"{args.output}: {len(lut.layers)} layers; latency = {lut.fixed_ms:.3f} ms + {lut.scale:.3f} x layers + "
-          f"{lut.weights_ms:.3f} ms per million weights [{lut.name}]")
+    learned = (f"; a layer model for {lut.model_for} layers (fit {lut.model.meta['fit_mape_percent']:.1f}% per "
+               "layer)" if lut.model else "")
+    print(f"{args.output}: {len(lut.layers)} layers{learned}; latency = {lut.fixed_ms:.3f} ms + {lut.scale:.3f} x "
+          f"layers + {lut.weights_ms:.3f} ms per million weights [{lut.name}]")
     return 0
 
 

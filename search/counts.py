@@ -79,9 +79,7 @@ def profile(arch: Architecture, num_classes: int = 1000, input_channels: int = 3
     rows: list[LayerProfile] = []
     stem = arch.scaled_stem()
     out_hw = _out(hw, arch.stem_stride)
-    rows.append(LayerProfile("stem", "stem", hw, out_hw, input_channels, stem, 3, arch.stem_stride, input_channels,
-                             0, SKIP_NONE, 9 * input_channels * stem + _bn(stem),
-                             out_hw * out_hw * 9 * input_channels * stem, stem))
+    rows.append(stem_profile(hw, input_channels, stem, arch.stem_stride))
     hw, channels = out_hw, stem
     for b, block in enumerate(arch.scaled_blocks(), 1):
         for r in range(block.repeats):
@@ -92,11 +90,28 @@ def profile(arch: Architecture, num_classes: int = 1000, input_channels: int = 3
             rows.append(row)
             hw, channels = row.out_hw, row.out_filters
     head = arch.head_filters
-    rows.append(LayerProfile("head", "head", hw, hw, channels, head, 1, 1, channels, 0, SKIP_NONE,
-                             channels * head + _bn(head), hw * hw * channels * head, head))
-    rows.append(LayerProfile("classifier", "fc", 1, 1, head, num_classes, 1, 1, head, 0, SKIP_NONE,
-                             head * num_classes + num_classes, head * num_classes, 0))
+    rows.append(head_profile(hw, channels, head))
+    rows.append(classifier_profile(head, num_classes))
     return rows
+
+
+def stem_profile(hw: int, cin: int, cout: int, stride: int) -> LayerProfile:
+    """The 3x3 stem convolution (+ BN, ReLU) on an `hw` x `hw` x `cin` image."""
+    out_hw = _out(hw, stride)
+    return LayerProfile("stem", "stem", hw, out_hw, cin, cout, 3, stride, cin, 0, SKIP_NONE, 9 * cin * cout + _bn(cout),
+                        out_hw * out_hw * 9 * cin * cout, cout)
+
+
+def head_profile(hw: int, cin: int, cout: int) -> LayerProfile:
+    """The 1x1 head convolution (+ BN, ReLU) before the global pooling."""
+    return LayerProfile("head", "head", hw, hw, cin, cout, 1, 1, cin, 0, SKIP_NONE, cin * cout + _bn(cout),
+                        hw * hw * cin * cout, cout)
+
+
+def classifier_profile(cin: int, classes: int) -> LayerProfile:
+    """The fully connected classifier."""
+    return LayerProfile("classifier", "fc", 1, 1, cin, classes, 1, 1, cin, 0, SKIP_NONE, cin * classes + classes,
+                        cin * classes, 0)
 
 
 def layer_profile(name: str, block, hw: int, cin: int, declared: int, stride: int) -> LayerProfile:

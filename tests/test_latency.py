@@ -366,3 +366,20 @@ def test_transfer_rejects_bad_priors_and_files(tmp_path):
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "none.json" in done.stderr and not (tmp_path / "o.json").exists()
+
+
+def test_a_table_is_never_extended_with_another_devices_layers(tmp_path):
+    from search.latency.host import HostTFLite, cpu_model
+    from search.latency.lut import same_device
+
+    here = HostTFLite(cache_dir=None).settings()
+    assert here["cpu"] == cpu_model() and here["cpu"]
+    archs = [load_space("mnasnet").sample(i) for i in range(2)]
+    cost = lambda key: 0.01 * key.kernel  # noqa: E731
+    table = build_lut(archs[:1], cost, backend=here)
+    more = build_lut(archs, cost, backend=here | {"runs": 99, "versions": {"tensorflow": "9"}}, existing=table)
+    assert len(more.layers) > len(table.layers)           # the timing protocol may differ; the device may not
+    elsewhere = here | {"cpu": "Some Other CPU"}
+    assert not same_device(here, elsewhere) and same_device(here, None)
+    with pytest.raises(ValueError, match="Some Other CPU.*another --output"):
+        build_lut(archs, cost, backend=here, existing=LookupTable(table.layers, backend=elsewhere))

@@ -12,8 +12,8 @@ Kernels compute in tiles. XNNPACK's convolution kernels produce output channels 
 convolution to 24 channels can cost what one to 32 does: timed alone on this project's AVX-512 host, regular
 convolutions took 12.8 ps per multiply-add at 24 output channels against 7.1 at 32 and 64. The `tile` of a
 device (1: no tiling) rounds every convolution's output channels up to a multiple of it before its multiply-adds
-are counted; calibration picks it by leave-one-out error (`search.latency.predictor.choose_tile`): 16 for this
-host, and 16 for the Pixel 1 rows too, by a small margin.
+are counted; calibration picks it by leave-one-out error (`search.latency.predictor.choose_tile`): 16 for the
+Pixel 1 rows, by a small margin, and 16 or 1 for this host depending on the session's network timings.
 
 Features are additive over layers, so they are memoised per block (a block's features depend only on the scaled
 block, the input size and the channels that arrive) and an architecture costs seven dictionary look-ups once

@@ -19,6 +19,19 @@ from search.space import Architecture
 _UNSET = object()
 
 
+def cpu_model() -> str:
+    """The CPU's model name ('AMD EPYC ...', 'Intel(R) Xeon(R) ...'): timings from different CPUs are different
+    measurements (`platform.processor()` is empty on most Linux systems)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 class HostTFLite(LatencyModel):
     """Measures each architecture once (conversion + timed runs) and caches the result on disk.
 
@@ -58,7 +71,7 @@ class HostTFLite(LatencyModel):
                 versions[package] = md.version(package)
             except md.PackageNotFoundError:
                 versions[package] = None
-        return {"backend": "host", "machine": platform.machine(), "processor": platform.processor(),
+        return {"backend": "host", "machine": platform.machine(), "processor": platform.processor(), "cpu": cpu_model(),
                 "threads": self.num_threads, "quantize": self.quantize, "warmup": self.warmup, "runs": self.runs,
                 "min_seconds": self.min_seconds, "rounds": self.rounds, "classes": self.num_classes,
                 "versions": versions}

@@ -23,14 +23,16 @@ from __future__ import annotations
 import statistics
 from typing import Callable, Iterable, NamedTuple, Sequence
 
-from search.counts import LayerProfile, profile
+from search.counts import LayerProfile, classifier_profile, head_profile, layer_profile, profile, stem_profile
 from search.latency.base import LatencyModel, Progress, check_resolution
 from search.latency.features import FeatureCache
+from search.latency.layer_model import LayerModel
 from search.latency.predictor import read_json, write_json_atomic
 from search.space import CONV_REGULAR, SKIP_IDENTITY, SKIP_NONE, SKIP_POOL, Architecture, Block
 
 FORMAT = "mnas-latency-lut/1"
 FULL_CALIBRATION = 5   # whole networks needed to fit the scale and the weights term beside the fixed cost
+MODEL_USES = ("missing", "all")   # the layers a table's LayerModel predicts
 
 
 class LayerKey(NamedTuple):
@@ -78,7 +80,31 @@ def layer_keys(archs: Iterable[Architecture], resolution: int | None = None,
     return list(seen)
 
 
-def layer_model(key: LayerKey):
+def block_of(key: LayerKey) -> tuple[Block, int]:
+    """(a one-repeat block, its declared input filters) that builds exactly the layer `key` describes."""
+    conv, expand = (CONV_REGULAR, 1) if key.op == "conv" else ("mbconv", int(key.op[6:] or 1))
+    if key.op == "dsconv":
+        expand = 1
+    declared = key.expand_filters // expand if expand > 1 else (
+        key.out_filters if key.skip == SKIP_IDENTITY else key.in_filters)
+    se_ratio = min(1.0, (key.se_filters + 0.5) / declared) if key.se_filters else 0.0
+    skip = {"identity": SKIP_IDENTITY, "pool": SKIP_POOL}.get(key.skip, SKIP_NONE)
+    return Block(1, key.kernel, (key.stride, key.stride), expand, declared, key.out_filters, se_ratio, skip, conv), declared
+
+
+def row_of(key: LayerKey) -> LayerProfile:
+    """The `search.counts` profile row of the layer `key` describes (what the layer model's features need)."""
+    if key.op == "stem":
+        return stem_profile(key.in_hw, key.in_filters, key.out_filters, key.stride)
+    if key.op == "head":
+        return head_profile(key.in_hw, key.in_filters, key.out_filters)
+    if key.op == "fc":
+        return classifier_profile(key.in_filters, key.out_filters)
+    block, declared = block_of(key)
+    return layer_profile("", block, key.in_hw, key.in_filters, declared, key.stride)
+
+
+def keras_layer(key: LayerKey):
     """A one-layer Keras model computing exactly what that layer computes inside `trainer.builder`'s network."""
     import keras
     from keras import layers
@@ -96,50 +122,94 @@ def layer_model(key: LayerKey):
         inputs = keras.Input(shape=(key.in_filters,), name="features")
         x = layers.Dense(key.out_filters)(inputs)
     else:
-        conv, expand = (CONV_REGULAR, 1) if key.op == "conv" else ("mbconv", int(key.op[6:] or 1))
-        if key.op == "dsconv":
-            expand = 1
-        declared = key.expand_filters // expand if expand > 1 else (
-            key.out_filters if key.skip == SKIP_IDENTITY else key.in_filters)
-        se_ratio = min(1.0, (key.se_filters + 0.5) / declared) if key.se_filters else 0.0
-        skip = {"identity": SKIP_IDENTITY, "pool": SKIP_POOL}.get(key.skip, SKIP_NONE)
-        block = Block(1, key.kernel, (key.stride, key.stride), expand, declared, key.out_filters, se_ratio, skip, conv)
+        block, declared = block_of(key)
         x = builder.build_layer(inputs, block, declared, key.stride, "l_")
     return keras.Model(inputs, x)
 
 
+class _Unpredicted(Exception):
+    """A layer the table lacks and its model has not predicted yet (`LookupTable._sums` batches them)."""
+
+
+def _check_use(model_for: str) -> str:
+    if model_for not in MODEL_USES:
+        raise ValueError(f"a layer model is used for {' or '.join(MODEL_USES)} layers, not {model_for!r}")
+    return model_for
+
+
 class LookupTable(LatencyModel):
-    """Latency = fixed cost + scale x (the sum of the table's entries for the network's layers) + a weights term."""
+    """Latency = fixed cost + scale x (the sum of the table's entries for the network's layers) + a weights term.
+
+    With a `model` (`fit_model`, `latency build-lut --layer-model`), a `LayerModel` learned from the table's
+    layers predicts the ones it lacks (`model_for="missing"`), so the table serves every architecture, or every
+    layer (`model_for="all"`: the measured layers only train the model, and the calibration networks and the
+    predicted ones go through the same numbers, which on this host is the more accurate of the two for networks
+    the table has not seen; BENCHMARKS.md). Without a model, a missing layer is an error that says how to add it."""
 
     def __init__(self, layers: dict, fixed_ms: float = 0.0, name: str = "lut", backend: dict | None = None,
                  meta: dict | None = None, source: str = "<table>", num_classes: int = 1000, scale: float = 1.0,
-                 weights_ms: float = 0.0):
+                 weights_ms: float = 0.0, model: LayerModel | None = None, model_for: str = "missing"):
         self.layers = {k if isinstance(k, LayerKey) else LayerKey.parse(k): float(v) for k, v in layers.items()}
         self.fixed_ms, self.scale, self.weights_ms = float(fixed_ms), float(scale), float(weights_ms)
         self.name, self.backend, self.meta, self.source = name, dict(backend or {}), dict(meta or {}), source
         self.num_classes = num_classes
+        self.model, self.model_for = model, _check_use(model_for)
+        self._predicted: dict[LayerKey, float] = {}
         self._memo = FeatureCache(self._row, size=2)
+
+    def fit_model(self, model_for: str | None = None, **options) -> LayerModel:
+        """Learns a `LayerModel` from the table's layers (options go to `LayerModel.fit`) and uses it for the
+        layers the table lacks, or for all (`model_for`; default: as before)."""
+        if model_for is not None:
+            self.model_for = _check_use(model_for)
+        keys = list(self.layers)
+        self.model = LayerModel.fit([row_of(k) for k in keys], [self.layers[k] for k in keys], **options)
+        self._predicted.clear()
+        self._memo = FeatureCache(self._row, size=2)
+        return self.model
 
     def _row(self, row: LayerProfile) -> tuple[float, float]:
         """(the layer's table entry in ms, its millions of weights)."""
         key = LayerKey.of(row)
+        ms = self.layers.get(key) if self.model_for == "missing" or self.model is None else None
+        if ms is None:
+            ms = self._predicted.get(key)
+        if ms is None:
+            if self.model is None:
+                raise ValueError(f"layer {key} is not in the lookup table {self.source} ({len(self.layers)} layers): "
+                                 "rebuild it with 'latency build-lut' over these architectures, or give it a "
+                                 "layer model (--layer-model)")
+            raise _Unpredicted(key)
+        return (ms, row.params * 1e-6)
+
+    def _predict_missing(self, archs: Sequence[Architecture], resolution: int | None) -> None:
+        """Runs the layer model once over every layer of `archs` that neither the table nor earlier calls have."""
+        missing: dict[LayerKey, LayerProfile] = {}
+        for arch in archs:
+            for row in profile(arch, self.num_classes, resolution=resolution):
+                key = LayerKey.of(row)
+                if key not in self._predicted and (self.model_for == "all" or key not in self.layers):
+                    missing.setdefault(key, row)
+        if missing:
+            self._predicted.update(zip(missing, self.model.predict_rows(list(missing.values())).tolist()))
+
+    def _sums(self, archs: Sequence[Architecture], resolution: int | None) -> list[tuple[float, float]]:
+        """(layer sum in ms, millions of weights) of each architecture. The memo answers networks whose blocks
+        it has seen; the first one with a layer the model has not predicted yet sends the whole batch through
+        the model once (the trees are fast over many layers at a time, slow one at a time)."""
         try:
-            return (self.layers[key], row.params * 1e-6)
-        except KeyError:
-            raise ValueError(f"layer {key} is not in the lookup table {self.source} ({len(self.layers)} layers): "
-                             "rebuild it with 'latency build-lut' over these architectures") from None
+            return [self._memo.features(a, resolution, self.num_classes) for a in archs]
+        except _Unpredicted:
+            self._predict_missing(archs, resolution)
+            return [self._memo.features(a, resolution, self.num_classes) for a in archs]
 
     def layer_sum(self, arch: Architecture, resolution: int | None = None) -> float:
-        return self._memo.features(arch, resolution, self.num_classes)[0]
-
-    def _millions_of_weights(self, arch: Architecture, resolution: int | None) -> float:
-        return self._memo.features(arch, resolution, self.num_classes)[1]
+        return self._sums([arch], resolution)[0][0]
 
     def predict(self, archs: Sequence[Architecture], resolution: int | None = None) -> list[float]:
         check_resolution(resolution)
-        return [self.fixed_ms + self.scale * self.layer_sum(a, resolution)
-                + (self.weights_ms * self._millions_of_weights(a, resolution) if self.weights_ms else 0.0)
-                for a in archs]
+        return [self.fixed_ms + self.scale * ms + self.weights_ms * weights
+                for ms, weights in self._sums(archs, resolution)]
 
     def calibrate(self, archs: Sequence[Architecture], measured_ms: Sequence[float],
                   resolution: int | None = None) -> None:
@@ -150,11 +220,10 @@ class LookupTable(LatencyModel):
         y = np.asarray(measured_ms, float)
         if len(y) == 0 or len(y) != len(archs) or (y <= 0).any():
             raise ValueError(f"need positive measurements, one per architecture (got {len(y)} for {len(archs)})")
-        sums = np.array([self.layer_sum(a, resolution) for a in archs])
+        sums, weights = np.array(self._sums(archs, resolution)).reshape(len(archs), 2).T
         if len(y) < FULL_CALIBRATION:
             self.scale, self.weights_ms, self.fixed_ms = 1.0, 0.0, float(statistics.median(y - sums))
         else:
-            weights = np.array([self._millions_of_weights(a, resolution) for a in archs])
             design = np.c_[sums, weights, np.ones(len(y))] / y[:, None]
             self.scale, self.weights_ms, self.fixed_ms = (float(v) for v in
                                                           np.linalg.lstsq(design, np.ones(len(y)), rcond=None)[0])
@@ -163,14 +232,20 @@ class LookupTable(LatencyModel):
             np.array(self.predict(archs, resolution)) / y - 1)) * 100)}
 
     def describe(self) -> dict:
-        return {"source": self.name, "kind": "per-layer lookup table", "file": self.source,
-                "layers": len(self.layers), "fixed_ms": self.fixed_ms, "scale": self.scale,
-                "weights_ms_per_million": self.weights_ms, "built_on": self.backend}
+        out = {"source": self.name, "kind": "per-layer lookup table", "file": self.source,
+               "layers": len(self.layers), "fixed_ms": self.fixed_ms, "scale": self.scale,
+               "weights_ms_per_million": self.weights_ms, "built_on": self.backend}
+        if self.model is not None:
+            out["layer_model"] = {k: self.model.meta.get(k) for k in ("layers", "channel_tile", "fit_mape_percent")}
+            out["layer_model"]["used_for"] = self.model_for
+        return out
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "name": self.name, "backend": self.backend, "fixed_ms": self.fixed_ms,
                 "scale": self.scale, "weights_ms": self.weights_ms, "num_classes": self.num_classes,
-                "layers": {str(k): v for k, v in self.layers.items()}, "meta": self.meta}
+                "layers": {str(k): v for k, v in self.layers.items()}, "meta": self.meta,
+                **({"layer_model": self.model.to_dict(), "layer_model_for": self.model_for}
+                   if self.model is not None else {})}
 
     def save(self, path: str) -> None:
         write_json_atomic(path, self.to_dict())
@@ -184,8 +259,10 @@ class LookupTable(LatencyModel):
             return cls(data["layers"], data.get("fixed_ms", 0.0), name=str(data.get("name", "lut")),
                        backend=data.get("backend"), meta=data.get("meta"), source=path,
                        num_classes=int(data.get("num_classes", 1000)), scale=data.get("scale", 1.0),
-                       weights_ms=data.get("weights_ms", 0.0))
-        except (KeyError, TypeError, AttributeError) as err:
+                       weights_ms=data.get("weights_ms", 0.0),
+                       model=LayerModel.from_dict(data["layer_model"]) if "layer_model" in data else None,
+                       model_for=data.get("layer_model_for", "missing"))
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
             raise ValueError(f"{path}: malformed lookup table ({err})") from None
 
 
@@ -195,7 +272,7 @@ def host_layer_measurer(num_threads: int = 1, quantize: str = "float32", warmup:
     from search.latency.tflite import keras_to_tflite, time_tflite
 
     def measure(key: LayerKey) -> float:
-        return time_tflite(keras_to_tflite(layer_model(key), quantize), num_threads, warmup, runs).ms
+        return time_tflite(keras_to_tflite(keras_layer(key), quantize), num_threads, warmup, runs).ms
 
     return measure
 
@@ -205,22 +282,45 @@ def adb_layer_measurer(device, quantize: str = "float32") -> Callable[[LayerKey]
     from search.latency.tflite import keras_to_tflite
 
     def measure(key: LayerKey) -> float:
-        return device.time_tflite(keras_to_tflite(layer_model(key), quantize), "layer").ms
+        return device.time_tflite(keras_to_tflite(keras_layer(key), quantize), "layer").ms
 
     return measure
+
+
+# Settings that describe how long a timing ran, not what it ran on: a table may be extended across them.
+_PROTOCOL_SETTINGS = ("versions", "warmup", "runs", "rounds", "min_seconds")
+
+
+def _device(settings: dict | None) -> dict:
+    return {k: v for k, v in (settings or {}).items() if k not in _PROTOCOL_SETTINGS}
+
+
+def same_device(a: dict | None, b: dict | None) -> bool:
+    """Whether two backends' settings describe the same device (a table without settings matches any)."""
+    if not a or not b:
+        return True
+    shared = set(_device(a)) & set(_device(b))
+    return all(a[k] == b[k] for k in shared)
 
 
 def build_lut(archs: Sequence[Architecture], measure_layer: Callable[[LayerKey], float],
               measure_arch: Callable[[Architecture], float] | None = None, resolution: int | None = None,
               fixed_cost_archs: int = 3, name: str = "lut", backend: dict | None = None,
-              existing: LookupTable | None = None, progress: bool = False, num_classes: int = 1000) -> LookupTable:
+              existing: LookupTable | None = None, progress: bool = False, num_classes: int = 1000,
+              layer_model: str | None = None) -> LookupTable:
     """Measures every distinct layer of `archs` once (skipping those `existing` has) and calibrates the table.
 
     The first `fixed_cost_archs` architectures are measured whole (`measure_arch`) and `LookupTable.calibrate`
     fits the table to them: the fixed cost alone below `FULL_CALIBRATION` networks, with the scale and the
     weights term from there up. Without `measure_arch` the calibration stays `existing`'s (or none).
+    `layer_model` ('missing' or 'all', `LookupTable.model_for`; or an `existing` table that has a model) fits
+    the table's `LayerModel` on all its layers before the calibration.
     """
     check_resolution(resolution)
+    if existing is not None and existing.layers and not same_device(existing.backend, backend):
+        raise ValueError(f"{existing.source} was measured on {_device(existing.backend)}, not on this backend "
+                         f"({_device(backend)}): its layers would be mixed with another device's; write to another "
+                         "--output")
     table = dict(existing.layers) if existing else {}
     todo = [k for k in layer_keys(archs, resolution, num_classes) if k not in table]
     steps = Progress(len(todo), "measured layer", progress)
@@ -230,6 +330,8 @@ def build_lut(archs: Sequence[Architecture], measure_layer: Callable[[LayerKey],
     lut = LookupTable(table, existing.fixed_ms if existing else 0.0, name=name, backend=backend,
                       meta=dict(existing.meta) if existing else {}, num_classes=num_classes,
                       scale=existing.scale if existing else 1.0, weights_ms=existing.weights_ms if existing else 0.0)
+    if layer_model or (existing is not None and existing.model is not None):
+        lut.fit_model(layer_model or existing.model_for)
     if measure_arch is not None and fixed_cost_archs > 0:
         networks, measured = [], []
         steps = Progress(min(fixed_cost_archs, len(archs)), "measured network to calibrate the table", progress)

@@ -124,7 +124,19 @@ def leave_one_out(x: np.ndarray, y: np.ndarray, relative: bool = True, tie: bool
     return out
 
 
-class CalibratedPredictor(LatencyModel):
+def _expect_format(data, expected: str, source: str, what: str) -> None:
+    if not isinstance(data, dict) or data.get("format") != expected:
+        raise ValueError(f"{source}: not a {what} file (expected format {expected!r})")
+
+
+class _JsonFile:
+    """`save(path)` of a model that has `to_dict()`: atomically, as JSON."""
+
+    def save(self, path: str) -> None:
+        write_json_atomic(path, self.to_dict())
+
+
+class CalibratedPredictor(_JsonFile, LatencyModel):
     """LatencyModel from fitted coefficients; `pixel1` is one of these, loaded from package data."""
 
     def __init__(self, coef: Sequence[float], intercept: float = 0.0, name: str = "calibrated-predicted",
@@ -173,13 +185,9 @@ class CalibratedPredictor(LatencyModel):
                 "intercept": self.intercept, "num_classes": self.num_classes, "channel_tile": self.tile,
                 "meta": self.meta}
 
-    def save(self, path: str) -> None:
-        write_json_atomic(path, self.to_dict())
-
     @classmethod
     def from_dict(cls, data: dict, source: str = "<dict>") -> "CalibratedPredictor":
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"{source}: not a latency predictor file (expected format {FORMAT!r})")
+        _expect_format(data, FORMAT, source, "latency predictor")
         try:
             return cls(data["coef"], data.get("intercept", 0.0), name=str(data["name"]),
                        features=data.get("features", FEATURES), meta=data.get("meta"),
@@ -195,7 +203,7 @@ class CalibratedPredictor(LatencyModel):
 TRANSFER_FORMAT = "mnas-latency-transfer/1"
 
 
-class TransferPredictor(LatencyModel):
+class TransferPredictor(_JsonFile, LatencyModel):
     """A new device as a non-negative mix of predictors of devices already known: the few-shot transfer.
 
         latency = intercept + sum_d weight_d * LAT_d(m)
@@ -255,13 +263,9 @@ class TransferPredictor(LatencyModel):
         return {"format": TRANSFER_FORMAT, "name": self.name, "weights": self.weights.tolist(),
                 "intercept": self.intercept, "sources": [s.to_dict() for s in self.sources], "meta": self.meta}
 
-    def save(self, path: str) -> None:
-        write_json_atomic(path, self.to_dict())
-
     @classmethod
     def from_dict(cls, data: dict, source: str = "<dict>") -> "TransferPredictor":
-        if not isinstance(data, dict) or data.get("format") != TRANSFER_FORMAT:
-            raise ValueError(f"{source}: not a transfer predictor file (expected format {TRANSFER_FORMAT!r})")
+        _expect_format(data, TRANSFER_FORMAT, source, "transfer predictor")
         try:
             sources = [predictor_from_dict(d, f"{source}, source {i + 1}") for i, d in enumerate(data["sources"])]
             return cls(sources, data["weights"], data.get("intercept", 0.0), name=str(data["name"]),
