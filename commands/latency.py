@@ -95,7 +95,7 @@ def add_arguments(parser):
                        help="also learn a per-layer model from the table's layers (boosted trees over analytic "
                             "features), so the table predicts any architecture: 'all' (the default when the flag "
                             "is given) takes every layer from the model, 'missing' only those the table lacks. "
-                            "Needs 30+ layers; the layers of about 100 networks predict new ones within ~4%% on "
+                            "Needs 30+ layers; learned from the layers of about 100 networks, it predicts new ones within ~3%% on "
                             "this host. To add a model to an existing table, run again over a few networks: "
                             "their layers are not measured twice")
     _measure_options(build)

@@ -142,9 +142,9 @@ class LookupTable(LatencyModel):
 
     With a `model` (`fit_model`, `latency build-lut --layer-model`), a `LayerModel` learned from the table's
     layers predicts the ones it lacks (`model_for="missing"`), so the table serves every architecture, or every
-    layer (`model_for="all"`: the measured layers only train the model, and the calibration networks and the
-    predicted ones go through the same numbers, which on this host is the more accurate of the two for networks
-    the table has not seen; BENCHMARKS.md). Without a model, a missing layer is an error that says how to add it."""
+    layer (`model_for="all"`: the measured layers only train the model, so the calibration networks and the
+    predicted ones go through the same kind of numbers; on this host the two uses came within a few points of
+    each other, BENCHMARKS.md). Without a model, a missing layer is an error that says how to add it."""
 
     def __init__(self, layers: dict, fixed_ms: float = 0.0, name: str = "lut", backend: dict | None = None,
                  meta: dict | None = None, source: str = "<table>", num_classes: int = 1000, scale: float = 1.0,
