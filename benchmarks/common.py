@@ -40,6 +40,13 @@ def today() -> str:
     return dt.date.today().isoformat()
 
 
+def report(text: str, tag: str, write: bool) -> None:
+    """Prints a benchmark's section and, with `write` (its --write), puts it between its markers in BENCHMARKS.md."""
+    print(text)
+    if write:
+        update_block(tag, text)
+
+
 def update_block(tag: str, text: str, path: str = BENCHMARKS_MD) -> None:
     """Replaces the block between `<!-- tag -->` and `<!-- /tag -->` in `path` (appends it when missing)."""
     begin, end = f"<!-- {tag} -->", f"<!-- /{tag} -->"

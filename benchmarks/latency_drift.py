@@ -24,7 +24,7 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import machine, today, update_block  # noqa: E402
+from benchmarks.common import machine, report, today  # noqa: E402
 from search.latency.lut import LookupTable  # noqa: E402
 
 RESULTS = "benchmarks/results/latency_host.json"
@@ -90,9 +90,7 @@ session each time, put {table_then:.0%} of the test networks within 10% in the e
 (the section above, where the layer model does {layer_now:.0%}): on this machine the +-10% figure on whole networks is
 a property of the session as much as of the model.
 """
-    print(text)
-    if args.write:
-        update_block("latency:drift", text)
+    report(text, "latency:drift", args.write)
     return 0
 
 

@@ -45,7 +45,8 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
-from benchmarks.latency_report import machine, spearman, today, update_section  # noqa: E402
+from benchmarks.common import report  # noqa: E402
+from benchmarks.latency_report import machine, spearman, today  # noqa: E402
 from search.counts import count  # noqa: E402
 from search.latency.host import HostTFLite  # noqa: E402
 from search.latency.lut import (LookupTable, build_lut, host_layer_measurer, layer_keys, row_of,  # noqa: E402
@@ -296,9 +297,7 @@ def main(argv=None) -> int:
     with open(RESULTS + ".tmp", "w", encoding="utf-8") as handle:
         json.dump({**data, "analysis": summary}, handle, indent=1)
     os.replace(RESULTS + ".tmp", RESULTS)
-    print(text)
-    if args.write:
-        update_section("host", text)
+    report(text, "latency:host", args.write)
     return 0
 
 

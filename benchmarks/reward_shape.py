@@ -53,7 +53,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.common import machine, update_block  # noqa: E402
+from benchmarks.common import machine, report  # noqa: E402
 from search.config import SearchConfig  # noqa: E402
 from search.counts import count  # noqa: E402
 from search.latency import get_latency_model  # noqa: E402
@@ -336,9 +336,7 @@ def main() -> int:
                   f"  * soft spreads around T: {'yes' if spreads else 'NO'} -- {why_spread}; holds in "
                   f"{sum(v[1] for v in by_seed)} of {args.seeds} seeds alone."]
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.write:
-        update_block("strategies:reward-shape", text)
+    report(text, "strategies:reward-shape", args.write)
     return 0
 
 
