@@ -154,8 +154,7 @@ class LookupTable(LatencyModel):
         self.name, self.backend, self.meta, self.source = name, dict(backend or {}), dict(meta or {}), source
         self.num_classes = num_classes
         self.model, self.model_for = model, _check_use(model_for)
-        self._predicted: dict[LayerKey, float] = {}
-        self._memo = FeatureCache(self._row, size=2)
+        self._forget()
 
     def fit_model(self, model_for: str | None = None, **options) -> LayerModel:
         """Learns a `LayerModel` from the table's layers (options go to `LayerModel.fit`) and uses it for the
@@ -164,9 +163,13 @@ class LookupTable(LatencyModel):
             self.model_for = _check_use(model_for)
         keys = list(self.layers)
         self.model = LayerModel.fit([row_of(k) for k in keys], [self.layers[k] for k in keys], **options)
-        self._predicted.clear()
-        self._memo = FeatureCache(self._row, size=2)
+        self._forget()
         return self.model
+
+    def _forget(self) -> None:
+        """Drops the layer model's predictions and the per-block memo (both depend on the model)."""
+        self._predicted: dict[LayerKey, float] = {}
+        self._memo = FeatureCache(self._row, size=2)
 
     def _row(self, row: LayerProfile) -> tuple[float, float]:
         """(the layer's table entry in ms, its millions of weights)."""

@@ -230,29 +230,25 @@ class TransferPredictor(_JsonFile, LatencyModel):
         self.meta = dict(meta or {})
 
     @staticmethod
-    def source_matrix(sources: Sequence[LatencyModel], archs: Sequence[Architecture],
-                      resolutions: Sequence[int | None] | None = None) -> np.ndarray:
-        """(n, k): each source's latency of each architecture (at its resolution, when given)."""
-        if resolutions is None:
-            return np.column_stack([s.predict(archs) for s in sources])
-        return np.array([[s.latency_ms(a, r) for s in sources] for a, r in zip(archs, resolutions)])
+    def source_matrix(sources: Sequence[LatencyModel], archs: Sequence[Architecture]) -> np.ndarray:
+        """(n, k): each source's latency of each architecture (at the architecture's own resolution)."""
+        return np.column_stack([s.predict(archs) for s in sources])
 
     @classmethod
     def fit(cls, sources: Sequence[LatencyModel], archs: Sequence[Architecture], latencies_ms: Sequence[float],
-            name: str, resolutions: Sequence[int | None] | None = None,
-            meta: dict | None = None) -> "TransferPredictor":
+            name: str) -> "TransferPredictor":
         """Weights and intercept fitted like `fit_linear` (non-negative, relative error) to measured `archs`."""
-        weights, intercept = fit_linear(cls.source_matrix(sources, archs, resolutions), latencies_ms, tie=False)
-        return cls(sources, weights, intercept, name=name, meta=meta)
+        weights, intercept = fit_linear(cls.source_matrix(sources, archs), latencies_ms, tie=False)
+        return cls(sources, weights, intercept, name=name)
 
     def predict(self, archs: Sequence[Architecture], resolution: int | None = None) -> list[float]:
         check_resolution(resolution)
         if not archs:
             return []
-        used = [(s, w) for s, w in zip(self.sources, self.weights) if w > 0]
         total = np.full(len(archs), self.intercept)
-        for source, weight in used:
-            total += weight * np.asarray(source.predict(archs, resolution))
+        for source, weight in zip(self.sources, self.weights):
+            if weight > 0:
+                total += weight * np.asarray(source.predict(archs, resolution))
         return total.tolist()
 
     def describe(self) -> dict:
