@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """How far this host's measurements move between two runs of benchmarks/latency_host.py.
 
-    python benchmarks/latency_drift.py [--old-commit beb78ea] [--write]
+    python benchmarks/latency_drift.py [--old-commit beb78ea --old-commit 8ad907b] [--write]
 
 Compares the shipped measurements (benchmarks/results/latency_host.json and lut_host_224.json) with the same
-files as an earlier commit holds them: the same networks (the same seeds) and the same layers, measured in two
-sessions on machines of this kind. A whole network and a layer timed alone should move together if the machine
+files as earlier commits hold them: the same networks (the same seeds) and the same layers, measured in
+different sessions on machines of this kind. A whole network and a layer timed alone should move together if the machine
 were only faster or slower; when networks move much more than their layers, no per-layer model, measured or
 learned, can follow them, and a +-10% goal on whole networks measures the machine's weather. Pure Python, a few
 seconds; needs git (the earlier files come from `git show`).
@@ -43,52 +43,68 @@ def percentiles(values) -> str:
     return " / ".join(f"{v:.2f}" for v in p)
 
 
+def ratios(old: dict, old_table: LookupTable, new: dict, new_table: LookupTable, archs) -> dict:
+    """new / old for the layers both tables hold, each network's summed layers, each network timed whole, and
+    each network against what its layers did."""
+    networks = np.concatenate([np.array(new["measured_ms"][w]) / np.array(old["measured_ms"][w])
+                               for w in ("calib", "test")])
+    common = [k for k in old_table.layers if k in new_table.layers]
+    sums = np.array([new_table.layer_sum(a) / old_table.layer_sum(a) for a in archs])
+    return {"layers": np.array([new_table.layers[k] / old_table.layers[k] for k in common]), "sums": sums,
+            "networks": networks, "unexplained": networks / sums}
+
+
+def protocol(data: dict) -> str:
+    passes = data.get("passes", 1)
+    return f"{passes} passes" if passes > 1 else "1 pass"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--old-commit", default="beb78ea", help="the commit holding the earlier run (default beb78ea)")
+    parser.add_argument("--old-commit", action="append", default=None,
+                        help="a commit holding an earlier run (repeatable; default beb78ea and 8ad907b)")
     parser.add_argument("--write", action="store_true", help="put the section into BENCHMARKS.md")
     args = parser.parse_args(argv)
-    old, new = at_commit(args.old_commit, RESULTS), json.load(open(os.path.join(ROOT, RESULTS), encoding="utf-8"))
-    nets = {what: np.array(new["measured_ms"][what]) / np.array(old["measured_ms"][what]) for what in ("calib", "test")}
-    networks = np.r_[nets["calib"], nets["test"]]
-    old_table = LookupTable(at_commit(args.old_commit, TABLE)["layers"])
+    commits = args.old_commit or ["beb78ea", "8ad907b"]
+    new = json.load(open(os.path.join(ROOT, RESULTS), encoding="utf-8"))
     new_table = LookupTable.load(os.path.join(ROOT, TABLE))
-    common = [k for k in old_table.layers if k in new_table.layers]
-    layers = np.array([new_table.layers[k] / old_table.layers[k] for k in common])
-    # each network's own layers, summed, in both tables: what a perfect per-layer model would predict moving
     from search.registry import load_space
 
     space = load_space(new.get("space", "mnasnet"))
     size = new.get("resolution", 224)
-    archs = ([space.sample(10_000 + i).replace(resolution=size) for i in range(len(nets["calib"]))]
-             + [space.sample(20_000 + i).replace(resolution=size) for i in range(len(nets["test"]))])
-    sums = np.array([new_table.layer_sum(a) / old_table.layer_sum(a) for a in archs])
-    unexplained = networks / sums
+    archs = ([space.sample(10_000 + i).replace(resolution=size) for i in range(len(new["measured_ms"]["calib"]))]
+             + [space.sample(20_000 + i).replace(resolution=size) for i in range(len(new["measured_ms"]["test"]))])
     key = "lookup table, calibrated (20 networks)"
-    table_then = old["analysis"]["results"][key]["within10"]
-    table_now = new["analysis"]["results"][key]["within10"]
-    layer_now = next(v["within10"] for k, v in new["analysis"]["results"].items() if k.startswith("layer model, every"))
+    runs = {}
+    for commit in commits:
+        old = at_commit(commit, RESULTS)
+        runs[commit] = (old, ratios(old, LookupTable(at_commit(commit, TABLE)["layers"]), new, new_table, archs))
+    names = {"layers": "a layer timed alone", "sums": "a network's layers, summed",
+             "networks": "the network timed whole", "unexplained": "the network against its summed layers"}
+    header = " | ".join(f"new / {c} ({protocol(old)})" for c, (old, _) in runs.items())
+    rows = [f"| {label} | " + " | ".join(percentiles(r[what]) for _, r in runs.values()) + " |"
+            for what, label in names.items()]
+    beyond = ", ".join(f"{np.mean(np.abs(r['unexplained'] - 1) > 0.10):.0%} against {c}" for c, (_, r) in runs.items())
+    then = ", ".join(f"{old['analysis']['results'][key]['within10']:.0%} at {c}" for c, (old, _) in runs.items())
+    spread = np.array(new.get("pass_spread", [0.0]))
     text = f"""### How far this host's measurements move between sessions
 
-`python benchmarks/latency_drift.py --old-commit {args.old_commit} --write` -- {machine(shared=False)}; {today()}.
-The same {len(networks)} networks and {len(common)} layers of benchmarks/latency_host.py, measured in an earlier
-session (commit {args.old_commit}) and in this one, both times with nothing of ours running beside them. Ratio
-new / old, min / 10th / median / 90th percentile / max:
+`python benchmarks/latency_drift.py {' '.join(f'--old-commit {c}' for c in commits)} --write` -- {machine(shared=False)}; {today()}.
+The same {len(archs)} networks and their layers of benchmarks/latency_host.py, measured in earlier sessions
+(the commits named) and in this one ({protocol(new)}), each time with nothing of ours running beside them.
+Ratio new / old, min / 10th / median / 90th percentile / max:
 
-| what | new / old |
-|---|---|
-| a layer timed alone | {percentiles(layers)} |
-| a network's layers, summed | {percentiles(sums)} |
-| the network timed whole | {percentiles(networks)} |
-| the network against its summed layers | {percentiles(unexplained)} |
+| what | {header} |
+|---|{'---|' * len(runs)}
+{chr(10).join(rows)}
 
-Layers moved together, by a few percent. Whole networks moved by up to {100 * (networks.max() - 1):.0f}%, each by its own
-amount, and {np.mean(np.abs(unexplained - 1) > 0.10):.0%} of them by more than 10% beyond what their layers did. A machine of this kind is
-shared with other tenants; a network, unlike a layer timed alone, runs out of the caches and the memory bandwidth
-they likely share, so its timing depends on the session. The calibrated table, built and judged within one
-session each time, put {table_then:.0%} of the test networks within 10% in the earlier session and {table_now:.0%} in this one
-(the section above, where the layer model does {layer_now:.0%}): on this machine the +-10% figure on whole networks is
-a property of the session as much as of the model.
+A machine of this kind is shared with other tenants, whose load comes and goes over seconds: in this session a
+network's {new.get('passes', 1)} passes, spread over minutes, differed by {100 * np.median(spread):.0f}% at the median (90th percentile
+{100 * np.percentile(spread, 90):.0f}%). Layers timed alone, which run from the core's own cache, moved less between sessions than
+networks, which stream their weights through the caches and the memory the tenants share. Timed in one pass, as
+in the earlier sessions, a network kept whatever moment it fell in; against what its layers did, networks moved
+by more than 10% ({beyond}). The calibrated table, built and judged within one session each time, put {then}
+and {new['analysis']['results'][key]['within10']:.0%} now of the test networks within 10%.
 """
     report(text, "latency:drift", args.write)
     return 0

@@ -3,10 +3,12 @@
 
     python benchmarks/latency_host.py [--test 100] [--calib 20] [--train 100] [--resolution 224] [--write]
 
-Ground truth: Keras -> TFLite float32 -> LiteRT, one thread, the fastest of agreeing rounds of 30 timed runs
-(`search.latency.host`). Architectures: `--test` random ones of the `mnasnet` space (seeds 20000...) to judge on,
-`--calib` others (seeds 10000...) to calibrate on -- the few-shot case of a user with one device and an hour --
-and `--train` more (seeds 30000...) whose layers, and only their layers, train the layer model. Every test and
+Ground truth: Keras -> TFLite float32 -> LiteRT, one thread, each network the fastest of --passes passes of 30
+timed runs interleaved over all the networks, each layer the same over a chunk of networks' layers
+(`search.latency.host`, `search.latency.lut.host_layer_measurer`). Architectures: `--test` random ones of the
+`mnasnet` space (seeds 20000...) to judge on, `--calib` others (seeds 10000...) to calibrate on -- the few-shot
+case of a user with one device and an hour -- and `--train` more (seeds 30000...) whose layers, and only their
+layers, train the layer model. Every test and
 calibration network, and every distinct layer of all three sets, is measured in this run, one after another
 (start it with nothing else running: the other core's load shifts this one's timings by a few percent).
 
@@ -25,8 +27,8 @@ model for the layers it lacks): `--backend lut:FILE` predicts this host at 224x2
 space, and `latency build-lut -o FILE --arch ...` extends it (measuring only the layers it lacks). Also: what a
 new measurement costs (conversion, timing) and its spread, from `--repeat` networks measured three times each
 from scratch; and the prediction speed of each model. Measurements are cached in --cache (default
-/tmp/mnas-bench-latency), so an interrupted run resumes where it stopped; `--from-results` measures nothing and
-analyses the shipped measurements. Writes benchmarks/results/latency_host.json. Expected duration: ~35 minutes
+/tmp/mnas-bench-latency), so an interrupted run resumes where it stopped (the networks as one batch, the layers
+a chunk at a time); `--from-results` measures nothing and analyses the shipped measurements. Writes benchmarks/results/latency_host.json. Expected duration: ~35 minutes
 on one idle core of this machine (about 2 minutes with --from-results).
 """
 
@@ -75,7 +77,7 @@ def speed(model, archs) -> float:
 def measure(args, space, calib, test, train) -> dict:
     """Every measurement of the benchmark (cached): cost and spread, the networks, the table's layers."""
     out = {"resolution": args.resolution, "space": args.space}
-    fresh = HostTFLite(cache_dir=None)
+    fresh = HostTFLite(cache_dir=None, passes=args.passes)
     out["cost"] = []
     for arch in test[:args.repeat]:
         repeats = [fresh.measure(arch) for _ in range(3)]
@@ -84,31 +86,31 @@ def measure(args, space, calib, test, train) -> dict:
                             "rounds": [r.rounds for r in repeats]})
         print(f"cost: convert {statistics.median(out['cost'][-1]['convert_s']):.1f} s, ms "
               f"{', '.join(f'{m:.2f}' for m in out['cost'][-1]['ms'])}", file=sys.stderr, flush=True)
-    host = HostTFLite(cache_dir=os.path.join(args.cache, "host"))
-    measured = {}
-    for what, archs in (("calib", calib), ("test", test)):
-        measured[what] = []
-        for i, arch in enumerate(archs, 1):
-            started = time.perf_counter()
-            measured[what].append(host.measure(arch).ms)
-            print(f"{what} network {i}/{len(archs)}: {measured[what][-1]:.2f} ms "
-                  f"({time.perf_counter() - started:.1f} s)", file=sys.stderr, flush=True)
+    # The calibration and test networks in one batch: converted, then timed in passes over all of them.
+    host = HostTFLite(cache_dir=os.path.join(args.cache, "host"), passes=args.passes, progress=True)
+    networks = host.measure_many(calib + test)
+    measured = {"calib": [m.ms for m in networks[:len(calib)]], "test": [m.ms for m in networks[len(calib):]]}
+    out["passes"], out["layer_chunk"] = args.passes, args.layer_chunk
+    out["pass_spread"] = [m.pass_spread for m in networks]
     out["measured_ms"] = measured
-    # The table over every network of the benchmark, saved after each so that a rerun resumes.
+    # The table over every network of the benchmark, its layers timed in passes over a chunk of networks at a
+    # time, saved after each chunk so that a rerun resumes.
     lut_path = os.path.join(args.cache, f"lut_{args.resolution}.json")
     lut = LookupTable.load(lut_path) if os.path.exists(lut_path) else None
     if lut is not None and not same_device(lut.backend, host.settings()):
         print(f"{lut_path} was measured on another machine ({lut.backend.get('cpu', 'unrecorded CPU')}): measuring "
               "every layer again", file=sys.stderr, flush=True)
         lut = None
-    measure_layer = host_layer_measurer()
+    measure_layers = host_layer_measurer(passes=args.passes, progress=True)
     every = test + calib + train
     total = len(layer_keys(every))
-    for i, arch in enumerate(every, 1):
-        lut = build_lut([arch], measure_layer, existing=lut, fixed_cost_archs=0, name="lut-host-tflite",
-                        backend=host.settings())
+    for start in range(0, len(every), args.layer_chunk):
+        chunk = every[start:start + args.layer_chunk]
+        lut = build_lut(chunk, measure_layers, existing=lut, fixed_cost_archs=0, name="lut-host-tflite",
+                        backend=host.settings(), progress=True)
         lut.save(lut_path)
-        print(f"lut: network {i}/{len(every)}, {len(lut.layers)}/{total} layers", file=sys.stderr, flush=True)
+        print(f"lut: networks {start + len(chunk)}/{len(every)}, {len(lut.layers)}/{total} layers", file=sys.stderr,
+              flush=True)
     shutil.copyfile(lut_path, os.path.join(ROOT, TABLE))
     out["lut_file"] = TABLE
     out["train_networks"] = len(train)
@@ -189,6 +191,7 @@ def analyse(args, data: dict, space, calib, test, train) -> tuple[dict, str]:
     between = [statistics.pstdev(e["ms"]) / statistics.fmean(e["ms"]) for e in cost]
     within = [v for e in cost for v in e["cv_within"]]
     gaps = y_test / np.array([table.layer_sum(a) for a in test])
+    passes, pass_spread = data.get("passes", 1), np.array(data.get("pass_spread", [0.0]))
 
     rows = [f"| {name} | {r['within10']:.0%} | {r['mape']:.1f}% | {r['worst']:.0f}% | {r['spearman']:.3f} |"
             for name, r in results.items()]
@@ -212,11 +215,12 @@ def analyse(args, data: dict, space, calib, test, train) -> tuple[dict, str]:
 
 `python benchmarks/latency_host.py --test {len(test)} --calib {len(calib)} --train {len(train)} --write` --
 {machine(shared=False)}; {today()}. Ground truth: MnasNet-space networks at {args.resolution}x{args.resolution},
-float32, LiteRT on one thread, the fastest of agreeing rounds of 30 timed runs. {len(test)} random test networks;
-the models are calibrated on {len(calib)} other random networks. The table holds every distinct layer of the
-test and calibration networks, each timed alone; the layer model learns only from the layers of the
-calibration networks and of {len(train)} further random networks ({len(seen)} layers), whose whole latency is
-never used.
+float32, LiteRT on one thread, each the fastest of {passes} passes of 30 timed runs, the passes interleaved over all
+{len(calib) + len(test)} networks (`search.latency.host`). {len(test)} random test networks; the models are calibrated on
+{len(calib)} other random networks. The table holds every distinct layer of the test and calibration networks, each
+timed alone, the fastest of {passes} passes over the layers of {data.get('layer_chunk')} networks at a time; the layer model learns
+only from the layers of the calibration networks and of {len(train)} further random networks ({len(seen)} layers),
+whose whole latency is never used.
 
 | model, on {len(test)} test networks | within +-10% | MAPE | worst | Spearman |
 |---|---|---|---|---|
@@ -250,8 +254,13 @@ Goal (>= 95% within +-10%): {'met by ' + ' and '.join(met) if met else 'not met'
   it puts {results[layer_name]['within10']:.0%} of the test networks within 10%, beside {results[lut_name]['within10']:.0%} for the table that measured all
   their layers; used only for the layers a table lacks (`--layer-model missing`), {results[missing_name]['within10']:.0%}. The layer model
   is {'about as good as' if abs(results[layer_name]['within10'] - results[lut_name]['within10']) <= 0.05 else 'not as good as'} the table it learned from{"; what limits both is how far a network's latency is from its layers'" if results[lut_name]['within10'] < 0.95 else ''}.
+* **Passes**: this machine is shared with other tenants, whose load comes and goes over seconds and slows a
+  network by up to a quarter while it lasts. A network's {passes} passes, spread over minutes, differed by
+  {100 * np.median(pass_spread):.0f}% at the median (90th percentile {100 * np.percentile(pass_spread, 90):.0f}%); its rounds, taken back to back, agree with each
+  other and cannot see it. Timed in one pass, networks and layers, an earlier session left the same table at
+  78% within 10% (latency:drift, below).
 * **Cost of a measurement**: conversion {min(convert):.1f}-{max(convert):.1f} s a network (Keras -> TFLite),
-  timing {min(timing):.1f}-{max(timing):.1f} s; a table layer 0.5-0.7 s (mostly its conversion), so the layer model's
+  timing {min(timing):.1f}-{max(timing):.1f} s ({passes} passes); a table layer 0.5-0.7 s (mostly its conversion), so the layer model's
   {len(seen)} layers take {len(seen) * 0.5 / 60:.0f}-{len(seen) * 0.7 / 60:.0f} minutes. Spread: within one measurement the timed runs vary by
   {100 * min(within):.0f}-{100 * max(within):.0f}% (coefficient of variation); the same network converted and measured three
   times from scratch gives {', '.join(f'{100 * b:.1f}%' for b in between)} between runs. That run-to-run spread of a
@@ -276,6 +285,11 @@ def main(argv=None) -> int:
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--cache", default="/tmp/mnas-bench-latency")
     parser.add_argument("--repeat", type=int, default=3, help="networks re-measured from scratch for the spread")
+    parser.add_argument("--passes", type=int, default=5,
+                        help="timing passes over all the networks, and over each chunk's layers; each keeps its "
+                             "fastest (default 5, as search.latency.host)")
+    parser.add_argument("--layer-chunk", type=int, default=55,
+                        help="networks whose new layers are measured (and saved) together (default 55)")
     parser.add_argument("--draws", type=int, default=40, help="random calibration draws for the spread (default 40)")
     parser.add_argument("--from-results", action="store_true",
                         help=f"measure nothing: analyse the measurements in {os.path.relpath(RESULTS, ROOT)}")

@@ -12,7 +12,8 @@ DESCRIPTION = """Latency in milliseconds, batch 1, from one of the backends of s
   latency ARCH [--backend B] [--resolution R] [--depth-multiplier D] [--json]
       (the same as 'latency predict ARCH ...'). B is one of
         pixel1           Pixel 1 predictor calibrated on the seed's 25 MnasNet-A1 rows (default; instant)
-        host             measured here: Keras -> TFLite -> LiteRT, 1 thread (about 10 s a new network; cached)
+        host             measured here: Keras -> TFLite -> LiteRT, 1 thread, the fastest of 5 timing passes
+                         (about 10 s a new network; cached)
         lut:FILE         a lookup table from 'latency build-lut'
         calibrated:FILE  a predictor from 'latency calibrate'
         adb[:SERIAL]     measured on a phone with the TFLite benchmark_model tool over adb
@@ -52,6 +53,9 @@ def _measure_options(parser):
     group.add_argument("--quantize", choices=("float32", "int8"), default="float32", help="TFLite model type")
     group.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1, as the paper)")
     group.add_argument("--runs", type=int, default=None, help="timed runs (default: host 30, adb 50)")
+    group.add_argument("--passes", type=int, default=None,
+                       help="host: timings of each network (and layer), interleaved over those measured "
+                            "together; the fastest counts (default 5)")
     group.add_argument("--cache-dir", default=None, help="measurement cache (default $MNAS_LATENCY_CACHE or "
                                                          "~/.cache/mnas/latency)")
     group.add_argument("--no-cache", action="store_true", help="measure even when cached, store nothing")
@@ -129,7 +133,10 @@ def _backend_options(args, backend: str) -> dict:
     elif args.cache_dir:
         options["cache_dir"] = args.cache_dir
     if backend.startswith("host"):
-        options.update(num_threads=args.threads, **({"runs": args.runs} if args.runs else {}))
+        options.update(num_threads=args.threads, **({"runs": args.runs} if args.runs else {}),
+                       **({"passes": args.passes} if args.passes is not None else {}))
+    elif args.passes is not None:
+        raise ValueError("--passes is for the host backend (a phone's benchmark_model times its own runs)")
     else:
         options.update(adb=args.adb, benchmark_binary=args.benchmark_binary, taskset=args.taskset,
                        num_threads=args.threads, **({"num_runs": args.runs} if args.runs else {}))
@@ -178,16 +185,17 @@ def _build_lut(args) -> int:
         from search.latency.host import HostTFLite
 
         model = HostTFLite(**options)
-        measure_layer = host_layer_measurer(args.threads, args.quantize)
+        measure_layers = host_layer_measurer(args.threads, args.quantize, progress=True,
+                                             **({"passes": args.passes} if args.passes is not None else {}))
     elif kind == "adb":
         from search.latency.adb import AdbLatency
 
         model = AdbLatency(serial=args.backend.partition(":")[2] or None, **options)
-        measure_layer = adb_layer_measurer(model.device, args.quantize)
+        measure_layers = adb_layer_measurer(model.device, args.quantize, progress=True)
     else:
         raise ValueError(f"build-lut measures on host or adb[:SERIAL], not {args.backend!r}")
     settings = model.settings() if hasattr(model, "settings") else model.device.settings()
-    lut = build_lut(archs, measure_layer, lambda a: model.measure(a).ms, args.resolution, args.fixed_cost_archs,
+    lut = build_lut(archs, measure_layers, model.predict, args.resolution, args.fixed_cost_archs,
                     name=args.name or f"lut-{model.name}", backend=settings, existing=existing, progress=True,
                     layer_model=args.layer_model)
     lut.save(args.output)

@@ -171,13 +171,14 @@ def test_lut_build_with_a_fake_measurer_and_predict_the_sum(tmp_path):
     def cost(key: LayerKey) -> float:
         return 0.001 * key.in_hw * key.out_filters + (0.5 if key.se_filters else 0.0)
 
-    def fake_layer(key: LayerKey) -> float:
-        calls.append(key)
-        return cost(key)
+    def fake_layers(keys) -> list[float]:
+        calls.extend(keys)
+        return [cost(key) for key in keys]
 
     fixed = 1.25
     whole = lambda a: fixed + sum(cost(LayerKey.of(row)) for row in profile(a))  # noqa: E731
-    lut = build_lut(archs, fake_layer, measure_arch=whole, resolution=96, fixed_cost_archs=2, name="lut-fake")
+    lut = build_lut(archs, fake_layers, measure_networks=lambda nets: [whole(a) for a in nets], resolution=96,
+                    fixed_cost_archs=2, name="lut-fake")
     assert len(calls) == len(set(calls)) == len(layer_keys(archs, 96)) == len(lut.layers)
     assert lut.fixed_ms == pytest.approx(fixed)
     path = tmp_path / "t.json"
@@ -189,7 +190,7 @@ def test_lut_build_with_a_fake_measurer_and_predict_the_sum(tmp_path):
         assert model.latency_ms(arch, resolution=96) == pytest.approx(expected)
     # Extending an existing table measures only the new layers.
     calls.clear()
-    more = build_lut(archs + [space.sample(7)], fake_layer, existing=model, resolution=96)
+    more = build_lut(archs + [space.sample(7)], fake_layers, existing=model, resolution=96)
     assert set(calls) == set(layer_keys([space.sample(7)], 96)) - set(model.layers)
     assert more.fixed_ms == pytest.approx(fixed)
     with pytest.raises(ValueError, match="not in the lookup table"):
@@ -203,14 +204,15 @@ def test_lut_calibration_fits_scale_weights_and_fixed_cost_from_five_networks(tm
     space = load_space("mnasnet")
     archs = [space.sample(40 + i).replace(resolution=96) for i in range(8)]
 
-    def cost(key: LayerKey) -> float:
-        return 0.002 * key.in_hw * key.out_filters / 16 + 0.01 * key.kernel
+    def cost(keys) -> list[float]:
+        return [0.002 * key.in_hw * key.out_filters / 16 + 0.01 * key.kernel for key in keys]
 
     def whole(arch):
         rows = profile(arch)
-        return 1.1 * sum(cost(LayerKey.of(r)) for r in rows) + 0.2 * sum(r.params for r in rows) * 1e-6 + 0.5
+        return 1.1 * sum(cost([LayerKey.of(r) for r in rows])) + 0.2 * sum(r.params for r in rows) * 1e-6 + 0.5
 
-    lut = build_lut(archs, cost, measure_arch=whole, fixed_cost_archs=6, name="lut-fake")
+    lut = build_lut(archs, cost, measure_networks=lambda nets: [whole(a) for a in nets], fixed_cost_archs=6,
+                    name="lut-fake")
     assert (lut.scale, lut.weights_ms, lut.fixed_ms) == pytest.approx((1.1, 0.2, 0.5))
     assert lut.predict(archs[6:]) == pytest.approx([whole(a) for a in archs[6:]])     # networks it did not see
     assert lut.meta["calibration"]["networks"] == 6 and lut.meta["calibration"]["fit_mape_percent"] < 1e-6
@@ -219,7 +221,7 @@ def test_lut_calibration_fits_scale_weights_and_fixed_cost_from_five_networks(tm
     again = LookupTable.load(str(path))
     assert (again.scale, again.weights_ms, again.fixed_ms) == pytest.approx((1.1, 0.2, 0.5))
     # below five networks only the fixed cost moves (the median gap), as in ProxylessNAS' tables
-    few = build_lut(archs, cost, measure_arch=whole, fixed_cost_archs=3)
+    few = build_lut(archs, cost, measure_networks=lambda nets: [whole(a) for a in nets], fixed_cost_archs=3)
     assert (few.scale, few.weights_ms) == (1.0, 0.0)
     gaps = [whole(a) - few.layer_sum(a) for a in archs[:3]]
     assert few.fixed_ms == pytest.approx(sorted(gaps)[1])
@@ -375,7 +377,7 @@ def test_a_table_is_never_extended_with_another_devices_layers(tmp_path):
     here = HostTFLite(cache_dir=None).settings()
     assert here["cpu"] == cpu_model() and here["cpu"]
     archs = [load_space("mnasnet").sample(i) for i in range(2)]
-    cost = lambda key: 0.01 * key.kernel  # noqa: E731
+    cost = lambda keys: [0.01 * key.kernel for key in keys]  # noqa: E731
     table = build_lut(archs[:1], cost, backend=here)
     more = build_lut(archs, cost, backend=here | {"runs": 99, "versions": {"tensorflow": "9"}}, existing=table)
     assert len(more.layers) > len(table.layers)           # the timing protocol may differ; the device may not

@@ -31,6 +31,7 @@ def test_host_measures_once_then_serves_the_cache(isolated):
     assert model.name == "host-tflite"
     first = model.measure(TINY)
     assert first.ms > 0 and first.runs == 10 and first.convert_s > 0 and first.min_ms <= first.ms <= first.max_ms
+    assert first.passes == 5 and first.rounds == 5 and first.pass_spread >= 0
     assert model.measured == 1
     files = os.listdir(isolated / "cache")
     assert len(files) == 1 and files[0].endswith(".json")
@@ -113,10 +114,52 @@ def test_adb_wrong_serial_and_missing_adb(fake_adb, monkeypatch):
 
 def test_cli_host_json(isolated, capsys):
     assert launch.main(["latency", "r1_k3_s11_e1_i8_o8 r1_k3_s22_e3_i8_o16_se0.25", "--backend", "host",
-                        "--resolution", "32", "--runs", "5", "--json"]) == 0
+                        "--resolution", "32", "--runs", "5", "--passes", "2", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["source"] == "host-tflite" and data["latency_ms"] > 0 and data["resolution"] == 32
     assert data["measurement"]["runs"] == 5 and data["measurement"]["convert_s"] > 0
+    assert data["measurement"]["passes"] == 2 and data["model"]["passes"] == 2
+    assert launch.main(["latency", "mnasnet-a1", "--backend", "adb", "--passes", "2"]) == 2
+    assert "--passes is for the host backend" in capsys.readouterr().err
+
+
+def test_host_batch_is_timed_in_interleaved_passes_and_keeps_each_networks_fastest(isolated, monkeypatch):
+    """Three networks, two passes: every network is converted once, then timed A B C A B C (a burst of load
+    lasts seconds, so the passes meet different moments); each keeps its fastest pass, and the cache serves
+    the batch afterwards without converting or timing."""
+    import search.latency.host as host
+    import search.latency.tflite as tflite
+    from search.latency.base import Measurement
+
+    space = __import__("search.registry", fromlist=["x"]).load_space("mnasnet")
+    archs = [space.sample(i).replace(resolution=32) for i in range(3)]
+    names = {a.block_strings: name for a, name in zip(archs, "ABC")}
+    converted, timed = [], []
+    script = {"A": [5.0, 2.0], "B": [3.0, 3.3], "C": [4.0, 4.0]}     # A was disturbed in the first pass
+
+    def convert(arch, resolution, quantize, num_classes):
+        converted.append(names[arch.block_strings])
+        return converted[-1].encode()
+
+    def time_it(flatbuffer, *args, **kwargs):
+        name = flatbuffer.decode()
+        timed.append(name)
+        ms = script[name][sum(t == name for t in timed) - 1]
+        return Measurement(ms, ms, 0.0, ms, ms, 30, measure_s=1.0, rounds=3)
+
+    monkeypatch.setattr(host, "arch_to_tflite", convert)
+    monkeypatch.setattr(tflite, "time_tflite", time_it)
+    model = host.HostTFLite(passes=2, num_classes=10)
+    result = model.measure_many(archs + archs[:1])       # a repeated network is measured once
+    assert converted == ["A", "B", "C"] and timed == ["A", "B", "C", "A", "B", "C"]
+    assert [r.ms for r in result] == [2.0, 3.0, 4.0, 2.0]
+    assert result[0].passes == 2 and result[0].rounds == 6 and result[0].measure_s == 2.0
+    assert result[0].pass_spread == pytest.approx(1.5) and result[2].pass_spread == 0.0
+    assert model.measured == 3
+    again = host.HostTFLite(passes=2, num_classes=10)
+    assert again.predict(archs) == [2.0, 3.0, 4.0] and len(timed) == 6 and again.measured == 0
+    with pytest.raises(ValueError, match="passes"):
+        host.HostTFLite(passes=0)
 
 
 class ScriptedInterpreter:
@@ -167,3 +210,16 @@ def test_timing_takes_the_fastest_of_agreeing_rounds(monkeypatch):
     assert result.rounds == 3 and result.round_spread > 0.5    # gave up: the spread says how far to trust it
     with pytest.raises(ValueError):
         time_tflite(b"", rounds=4, max_rounds=3)
+
+
+def test_layers_for_a_table_are_converted_then_timed_in_passes(isolated):
+    """The host's layer measurer, for real on two tiny layers: each converted once and timed in two passes;
+    through `build_lut` it fills the table with both."""
+    from search.latency.lut import build_lut, host_layer_measurer, layer_keys
+
+    keys = layer_keys([TINY], num_classes=10)[:2]
+    measure = host_layer_measurer(runs=5, warmup=1, passes=2)
+    ms = measure(keys)
+    assert len(ms) == 2 and all(0 < m < 50 for m in ms)
+    table = build_lut([TINY], measure, num_classes=10)
+    assert set(table.layers) == set(layer_keys([TINY], num_classes=10)) and all(v > 0 for v in table.layers.values())

@@ -24,6 +24,11 @@ def quirky_device(key: LayerKey) -> float:
     return linear * (1.35 if row.expand_filters % 16 else 1.0) * (1.2 if row.in_hw >= 56 else 1.0)
 
 
+def quirky_layers(keys) -> list[float]:
+    """That device as `build_lut` measures: a batch of layers at a time."""
+    return [quirky_device(key) for key in keys]
+
+
 def test_boosted_trees_learn_a_nonlinear_function_and_round_trip():
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, (400, 3))
@@ -66,7 +71,7 @@ def test_layer_model_learns_a_quirk_the_linear_features_cannot():
 
 def test_a_table_with_a_layer_model_predicts_architectures_it_never_measured(tmp_path):
     built = [SPACE.sample(100 + i).replace(resolution=128) for i in range(50)]
-    table = build_lut(built, quirky_device, layer_model="missing", name="quirky")
+    table = build_lut(built, quirky_layers, layer_model="missing", name="quirky")
     assert table.model is not None and table.model_for == "missing"
     new = [SPACE.sample(7000 + i).replace(resolution=128) for i in range(20)]
     assert any(k not in table.layers for k in layer_keys(new))
@@ -98,7 +103,7 @@ def test_a_table_with_a_layer_model_predicts_architectures_it_never_measured(tmp
 
 
 def test_without_a_model_a_missing_layer_says_how_to_add_one():
-    table = build_lut([SPACE.sample(3)], quirky_device)
+    table = build_lut([SPACE.sample(3)], quirky_layers)
     with pytest.raises(ValueError, match="--layer-model"):
         table.latency_ms(SPACE.sample(3).replace(resolution=64))
     with pytest.raises(ValueError, match="missing or all"):
@@ -123,8 +128,11 @@ def test_cli_build_lut_with_a_layer_model(tmp_path, monkeypatch, capsys):
         def measure(self, arch):
             return type("M", (), {"ms": 0.3 + sum(quirky_device(LayerKey.of(r)) for r in profile(arch))})()
 
+        def predict(self, archs):
+            return [self.measure(a).ms for a in archs]
+
     monkeypatch.setattr(host, "HostTFLite", Device)
-    monkeypatch.setattr(lut, "host_layer_measurer", lambda *a, **k: quirky_device)
+    monkeypatch.setattr(lut, "host_layer_measurer", lambda *a, **k: quirky_layers)
     out = tmp_path / "quirky.json"
     assert launch.main(["latency", "build-lut", "-o", str(out), "--space", "mnasnet", "--samples", "40",
                         "--resolution", "128", "--fixed-cost-archs", "10", "--layer-model", "--no-cache"]) == 0
@@ -138,7 +146,7 @@ def test_cli_build_lut_with_a_layer_model(tmp_path, monkeypatch, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["model"]["layer_model"]["used_for"] == "all" and data["latency_ms"] > 0
     # a table without a model, extended with one: its layers are not measured twice
-    monkeypatch.setattr(lut, "host_layer_measurer", lambda *a, **k: lambda key: pytest.fail(f"measured {key}"))
+    monkeypatch.setattr(lut, "host_layer_measurer", lambda *a, **k: lambda keys: pytest.fail(f"measured {keys}"))
     assert launch.main(["latency", "build-lut", "-o", str(out), "--space", "mnasnet", "--samples", "5",
                         "--resolution", "128", "--fixed-cost-archs", "5", "--layer-model", "missing",
                         "--no-cache"]) == 0

@@ -2,14 +2,15 @@
 
 Every distinct layer configuration (op, input size, input/expanded/output filters, kernel, stride, SE width,
 the shortcut actually built) is built alone as a one-layer model, converted to TFLite and timed once on a
-backend (this host, or a phone over adb). A network's latency is then
+backend (this host, where a batch of layers is timed in interleaved passes and each keeps its fastest, or a
+phone over adb). A network's latency is then
 
     fixed_ms + scale * (sum of its layers' entries) + weights_ms * (millions of weights)
 
 calibrated on a few whole-network measurements. A layer timed alone runs with its weights and its input hot in
 the cache, so the plain sum (ProxylessNAS's and FBNet's model: scale 1, no weights term) misses what a network
 pays for streaming every layer's weights from memory and for the cache the other layers evict; on this host
-networks took 7% longer than their sums on average, and from 0.99x to 1.31x of them (BENCHMARKS.md).
+networks took 7% longer than their sums on average, and from 0.95x to 1.18x of them (BENCHMARKS.md).
 With fewer than `FULL_CALIBRATION` networks only the fixed cost is fitted (the median gap). Build once, ship the
 JSON file, predict for free.
 
@@ -21,6 +22,7 @@ File format (JSON): {"format": "mnas-latency-lut/1", "name": ..., "backend": {..
 from __future__ import annotations
 
 import statistics
+import sys
 from typing import Callable, Iterable, NamedTuple, Sequence
 
 from search.counts import LayerProfile, classifier_profile, head_profile, layer_profile, profile, stem_profile
@@ -269,29 +271,47 @@ class LookupTable(LatencyModel):
             raise ValueError(f"{path}: malformed lookup table ({err})") from None
 
 
-def host_layer_measurer(num_threads: int = 1, quantize: str = "float32", warmup: int = 3,
-                        runs: int = 20) -> Callable[[LayerKey], float]:
-    """Times one layer on this host (median ms), for `build_lut`."""
-    from search.latency.tflite import keras_to_tflite, time_tflite
+def host_layer_measurer(num_threads: int = 1, quantize: str = "float32", warmup: int = 3, runs: int = 20,
+                        passes: int = 5, progress: bool = False) -> Callable[[Sequence[LayerKey]], list[float]]:
+    """Times layers on this host, for `build_lut`: each converted into a scratch folder, then all timed in
+    `passes` passes, each keeping its fastest (median ms; `search.latency.tflite.time_in_passes`)."""
+    import os
+    import tempfile
 
-    def measure(key: LayerKey) -> float:
-        return time_tflite(keras_to_tflite(keras_layer(key), quantize), num_threads, warmup, runs).ms
+    from search.latency.tflite import keras_to_tflite, time_in_passes
+
+    def measure(keys: Sequence[LayerKey]) -> list[float]:
+        with tempfile.TemporaryDirectory(prefix="mnas-layers-") as scratch:
+            paths = {str(key): os.path.join(scratch, f"{i}.tflite") for i, key in enumerate(keys)}
+            converting = Progress(len(paths), "converted layer", progress)
+            for key, path in zip(keys, paths.values()):
+                with open(path, "wb") as handle:
+                    handle.write(keras_to_tflite(keras_layer(key), quantize))
+                converting.step(str(key))
+            timed = time_in_passes(paths, passes, Progress(len(paths) * passes, "timed layer", progress),
+                                   num_threads=num_threads, warmup=warmup, runs=runs, rounds=1)
+        return [timed[str(key)].ms for key in keys]
 
     return measure
 
 
-def adb_layer_measurer(device, quantize: str = "float32") -> Callable[[LayerKey], float]:
-    """Times one layer on a phone (`search.latency.adb.AdbDevice`), for `build_lut`."""
+def adb_layer_measurer(device, quantize: str = "float32",
+                       progress: bool = False) -> Callable[[Sequence[LayerKey]], list[float]]:
+    """Times layers on a phone (`search.latency.adb.AdbDevice`), one after another, for `build_lut`."""
     from search.latency.tflite import keras_to_tflite
 
-    def measure(key: LayerKey) -> float:
-        return device.time_tflite(keras_to_tflite(keras_layer(key), quantize), "layer").ms
+    def measure(keys: Sequence[LayerKey]) -> list[float]:
+        steps, out = Progress(len(keys), "measured layer", progress), []
+        for key in keys:
+            out.append(device.time_tflite(keras_to_tflite(keras_layer(key), quantize), "layer").ms)
+            steps.step(f"{key} {out[-1]:.3f} ms")
+        return out
 
     return measure
 
 
 # Settings that describe how long a timing ran, not what it ran on: a table may be extended across them.
-_PROTOCOL_SETTINGS = ("versions", "warmup", "runs", "rounds", "min_seconds")
+_PROTOCOL_SETTINGS = ("versions", "warmup", "runs", "rounds", "passes", "min_seconds")
 
 
 def _device(settings: dict | None) -> dict:
@@ -306,16 +326,19 @@ def same_device(a: dict | None, b: dict | None) -> bool:
     return all(a[k] == b[k] for k in shared)
 
 
-def build_lut(archs: Sequence[Architecture], measure_layer: Callable[[LayerKey], float],
-              measure_arch: Callable[[Architecture], float] | None = None, resolution: int | None = None,
+def build_lut(archs: Sequence[Architecture], measure_layers: Callable[[Sequence[LayerKey]], Sequence[float]],
+              measure_networks: Callable[[Sequence[Architecture]], Sequence[float]] | None = None,
+              resolution: int | None = None,
               fixed_cost_archs: int = 3, name: str = "lut", backend: dict | None = None,
               existing: LookupTable | None = None, progress: bool = False, num_classes: int = 1000,
               layer_model: str | None = None) -> LookupTable:
-    """Measures every distinct layer of `archs` once (skipping those `existing` has) and calibrates the table.
+    """Measures every distinct layer of `archs` once (skipping those `existing` has), in one batch
+    (`measure_layers`: `host_layer_measurer`, `adb_layer_measurer`), and calibrates the table.
 
-    The first `fixed_cost_archs` architectures are measured whole (`measure_arch`) and `LookupTable.calibrate`
+    The first `fixed_cost_archs` architectures are measured whole, in one batch (`measure_networks`, e.g. a
+    measured backend's `predict`, which interleaves its timings over the batch), and `LookupTable.calibrate`
     fits the table to them: the fixed cost alone below `FULL_CALIBRATION` networks, with the scale and the
-    weights term from there up. Without `measure_arch` the calibration stays `existing`'s (or none).
+    weights term from there up. Without `measure_networks` the calibration stays `existing`'s (or none).
     `layer_model` ('missing' or 'all', `LookupTable.model_for`; or an `existing` table that has a model) fits
     the table's `LayerModel` on all its layers before the calibration.
     """
@@ -326,23 +349,29 @@ def build_lut(archs: Sequence[Architecture], measure_layer: Callable[[LayerKey],
                          "--output")
     table = dict(existing.layers) if existing else {}
     todo = [k for k in layer_keys(archs, resolution, num_classes) if k not in table]
-    steps = Progress(len(todo), "measured layer", progress)
-    for key in todo:
-        table[key] = float(measure_layer(key))
-        steps.step(f"{key} {table[key]:.3f} ms")
+    if todo:
+        if progress:
+            print(f"measuring {len(todo)} layers ({len(table)} already in the table)", file=sys.stderr, flush=True)
+        measured = [float(ms) for ms in measure_layers(todo)]
+        if len(measured) != len(todo):
+            raise ValueError(f"measure_layers gave {len(measured)} latencies for {len(todo)} layers")
+        table.update(zip(todo, measured))
     lut = LookupTable(table, existing.fixed_ms if existing else 0.0, name=name, backend=backend,
                       meta=dict(existing.meta) if existing else {}, num_classes=num_classes,
                       scale=existing.scale if existing else 1.0, weights_ms=existing.weights_ms if existing else 0.0)
     if layer_model or (existing is not None and existing.model is not None):
         lut.fit_model(layer_model or existing.model_for)
-    if measure_arch is not None and fixed_cost_archs > 0:
-        networks, measured = [], []
-        steps = Progress(min(fixed_cost_archs, len(archs)), "measured network to calibrate the table", progress)
-        for arch in list(archs)[:fixed_cost_archs]:
-            sized = arch.replace(resolution=resolution) if resolution else arch
-            networks.append(sized)
-            measured.append(float(measure_arch(sized)))
-            steps.step(f"{measured[-1]:.3f} ms, layers sum to {lut.layer_sum(sized):.3f}")
+    if measure_networks is not None and fixed_cost_archs > 0:
+        networks = [arch.replace(resolution=resolution) if resolution else arch
+                    for arch in list(archs)[:fixed_cost_archs]]
+        if progress:
+            print(f"measuring {len(networks)} whole networks to calibrate the table", file=sys.stderr, flush=True)
+        measured = [float(ms) for ms in measure_networks(networks)]
+        if len(measured) != len(networks):
+            raise ValueError(f"measure_networks gave {len(measured)} latencies for {len(networks)} networks")
+        steps = Progress(len(networks), "calibration network", progress)
+        for arch, ms in zip(networks, measured):
+            steps.step(f"{ms:.3f} ms, layers sum to {lut.layer_sum(arch):.3f}")
         lut.calibrate(networks, measured)
     lut.meta["layers_measured"] = len(table)
     return lut

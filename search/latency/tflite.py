@@ -14,13 +14,16 @@ images as `representative` to the same converter.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import statistics
 import tempfile
 import time
 
-from search.latency.base import Measurement
+from typing import Mapping
+
+from search.latency.base import Measurement, Progress
 
 QUANTIZATIONS = ("float32", "int8")
 
@@ -151,3 +154,35 @@ def time_tflite(flatbuffer: bytes, num_threads: int = 1, warmup: int = 5, runs: 
                        min_ms=min(best), max_ms=max(best), runs=len(best), measure_s=time.perf_counter() - start,
                        rounds=len(readings),
                        round_spread=(medians[1] / medians[0] - 1) if len(medians) > 1 else 0.0)
+
+
+def fastest_pass(passes: list[Measurement]) -> Measurement:
+    """One measurement from separate timings of the same model: the fastest pass, with every pass's rounds, timing
+    and conversion time counted and `pass_spread` saying how far the slowest pass was from it."""
+    if not passes:
+        raise ValueError("no passes to combine")
+    best = min(passes, key=lambda m: m.ms)
+    return dataclasses.replace(best, passes=len(passes), rounds=sum(m.rounds for m in passes),
+                               measure_s=sum(m.measure_s for m in passes),
+                               convert_s=sum(m.convert_s for m in passes),
+                               pass_spread=max(m.ms for m in passes) / best.ms - 1)
+
+
+def time_in_passes(paths: Mapping[str, str], passes: int, progress: Progress | None = None,
+                   **timing) -> dict[str, Measurement]:
+    """Times TFLite files (name -> path) in `passes` passes over all of them; each keeps its fastest pass.
+
+    On a machine shared with other tenants, their load comes and goes over seconds, and a network slows by up
+    to a quarter while it lasts (BENCHMARKS.md): rounds taken back to back (`time_tflite`) all fall in the same
+    moment, passes over a batch fall in different ones, and the fastest is the least disturbed. `timing` goes to
+    `time_tflite`; `progress` steps once a timing."""
+    if passes < 1:
+        raise ValueError(f"passes must be >= 1, got {passes}")
+    readings: dict[str, list[Measurement]] = {name: [] for name in paths}
+    for number in range(1, passes + 1):
+        for name, path in paths.items():
+            with open(path, "rb") as handle:
+                readings[name].append(time_tflite(handle.read(), **timing))
+            if progress is not None:
+                progress.step(f"{readings[name][-1].ms:.3f} ms (pass {number} of {passes})")
+    return {name: fastest_pass(found) for name, found in readings.items()}
