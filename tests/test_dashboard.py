@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import random
 import signal
 import socket
@@ -360,8 +361,10 @@ def test_report_command_writes_one_self_contained_file(run_dir, tmp_path, capsys
 
 
 def test_dashboard_command_prints_its_url_and_stops_cleanly_on_ctrl_c(run_dir):
+    # PYTHONFAULTHANDLER: if it does not stop, SIGABRT makes it print every thread's stack before it dies
     proc = subprocess.Popen([sys.executable, str(REPO / "launch.py"), "dashboard", str(run_dir), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     try:
         line = proc.stdout.readline()
         assert " at http://127.0.0.1:" in line, line + proc.stderr.read()
@@ -369,7 +372,12 @@ def test_dashboard_command_prints_its_url_and_stops_cleanly_on_ctrl_c(run_dir):
         with urllib.request.urlopen(url + "api/runs", timeout=10) as response:
             assert json.load(response)[0]["counts"]["ok"] == 16
         proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=10)
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            proc.wait(timeout=10)
+            pytest.fail("the dashboard did not stop on SIGINT within 30 s; where it was:\n" + proc.stderr.read())
         assert code == 0 and "dashboard stopped" in proc.stderr.read()
     finally:
         if proc.poll() is None:

@@ -20,7 +20,6 @@ import os
 import statistics
 import tempfile
 import time
-
 from typing import Mapping
 
 from search.latency.base import Measurement, Progress
