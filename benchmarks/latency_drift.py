@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """How far this host's measurements move between two runs of benchmarks/latency_host.py.
 
-    python benchmarks/latency_drift.py [--old-commit beb78ea --old-commit 8ad907b] [--write]
+    python benchmarks/latency_drift.py [--old-commit beb78ea --old-commit 8ad907b --old-commit 0c3d938] [--write]
 
 Compares the shipped measurements (benchmarks/results/latency_host.json and lut_host_224.json) with the same
 files as earlier commits hold them: the same networks (the same seeds) and the same layers, measured in
@@ -62,10 +62,10 @@ def protocol(data: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--old-commit", action="append", default=None,
-                        help="a commit holding an earlier run (repeatable; default beb78ea and 8ad907b)")
+                        help="a commit holding an earlier run (repeatable; default beb78ea, 8ad907b, 0c3d938)")
     parser.add_argument("--write", action="store_true", help="put the section into BENCHMARKS.md")
     args = parser.parse_args(argv)
-    commits = args.old_commit or ["beb78ea", "8ad907b"]
+    commits = args.old_commit or ["beb78ea", "8ad907b", "0c3d938"]
     new = json.load(open(os.path.join(ROOT, RESULTS), encoding="utf-8"))
     new_table = LookupTable.load(os.path.join(ROOT, TABLE))
     from search.registry import load_space
@@ -98,13 +98,13 @@ Ratio new / old, min / 10th / median / 90th percentile / max:
 |---|{'---|' * len(runs)}
 {chr(10).join(rows)}
 
-A machine of this kind is shared with other tenants, whose load comes and goes over seconds: in this session a
-network's {new.get('passes', 1)} passes, spread over minutes, differed by {100 * np.median(spread):.0f}% at the median (90th percentile
-{100 * np.percentile(spread, 90):.0f}%). Layers timed alone, which run from the core's own cache, moved less between sessions than
-networks, which stream their weights through the caches and the memory the tenants share. Timed in one pass, as
-in the earlier sessions, a network kept whatever moment it fell in; against what its layers did, networks moved
-by more than 10% ({beyond}). The calibrated table, built and judged within one session each time, put {then}
-and {new['analysis']['results'][key]['within10']:.0%} now of the test networks within 10%.
+A machine of this kind is shared with other tenants, whose load comes and goes: in this session a network's
+{new.get('passes', 1)} passes, spread over minutes, differed by {100 * np.median(spread):.0f}% at the median (90th percentile {100 * np.percentile(spread, 90):.0f}%).
+Layers timed alone, which run from the core's own cache, move less between sessions than networks, which
+stream their weights through the caches and the memory the tenants share. Against what its layers did, a
+network moved by more than 10% in {beyond}. The calibrated table, built and judged within one session each
+time, put {then} and {new['analysis']['results'][key]['within10']:.0%} now of the test networks within 10%. Passes
+remove the load that comes and goes within minutes, not a load that lasts through all of them.
 """
     report(text, "latency:drift", args.write)
     return 0

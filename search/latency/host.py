@@ -42,7 +42,7 @@ class HostTFLite(LatencyModel):
     each network keeps its fastest pass (`search.latency.tflite.time_in_passes`). This machine is shared with
     other tenants whose load comes and goes over seconds; timed back to back, every round of a network falls in
     the same moment, while passes over a batch fall in different ones (BENCHMARKS.md: a network's passes
-    differed by a fifth at the median).
+    differed by 9-20% at the median in two runs).
 
     Args:
         num_threads: LiteRT threads (the paper: 1).
