@@ -7,16 +7,13 @@ and is the ground truth that the lookup table and the predictor are checked agai
 
 from __future__ import annotations
 
-import dataclasses
-import os
+import functools
 import platform
-import tempfile
-import time
 from typing import Sequence
 
-from search.latency.base import LatencyModel, Measurement, Progress, check_resolution
+from search.latency.base import LatencyModel, Measurement, check_resolution
 from search.latency.cache import MeasurementCache, arch_key, default_cache_dir
-from search.latency.tflite import QUANTIZATIONS, arch_to_tflite, time_in_passes
+from search.latency.tflite import QUANTIZATIONS, arch_to_tflite, measure_in_passes
 from search.space import Architecture
 
 _UNSET = object()
@@ -39,7 +36,7 @@ class HostTFLite(LatencyModel):
     """Measures each architecture once (conversion + timed passes) and caches the result on disk.
 
     A batch (`predict`, `measure_many`) is converted first, then timed in `passes` passes over all of it, and
-    each network keeps its fastest pass (`search.latency.tflite.time_in_passes`). This machine is shared with
+    each network keeps its fastest pass (`search.latency.tflite.measure_in_passes`). This machine is shared with
     other tenants whose load comes and goes over seconds; timed back to back, every round of a network falls in
     the same moment, while passes over a batch fall in different ones (BENCHMARKS.md: a network's passes
     differed by 9-20% at the median in two runs).
@@ -98,38 +95,21 @@ class HostTFLite(LatencyModel):
         check_resolution(resolution)
         settings = self.settings()
         keys = [arch_key(a, resolution or a.resolution, settings) for a in archs]
-        found = {MeasurementCache.digest(k): self.cache.get(k) for k in keys}
-        todo = {}
-        for key, arch in zip(keys, archs):
-            digest = MeasurementCache.digest(key)
-            if found[digest] is None and digest not in todo:
-                todo[digest] = (key, arch)
+        digests = [MeasurementCache.digest(k) for k in keys]
+        found = {d: self.cache.get(k) for d, k in zip(digests, keys)}
+        todo = {d: (k, a) for d, k, a in zip(digests, keys, archs) if found[d] is None}
         if todo:
-            found.update(self._measure_new(todo, resolution))
-        return [found[MeasurementCache.digest(k)] for k in keys]
-
-    def _measure_new(self, todo: dict, resolution: int | None) -> dict:
-        show = self.progress and (len(todo) > 1 or self.passes > 1)
-        converting = Progress(len(todo), "converted", show)
-        convert_s: dict[str, float] = {}
-        with tempfile.TemporaryDirectory(prefix="mnas-tflite-") as scratch:
-            paths = {digest: os.path.join(scratch, digest) for digest in todo}
-            for digest, (_, arch) in todo.items():
-                start = time.perf_counter()
-                flatbuffer = arch_to_tflite(arch, resolution or arch.resolution, self.quantize, self.num_classes)
-                with open(paths[digest], "wb") as handle:
-                    handle.write(flatbuffer)
-                convert_s[digest] = time.perf_counter() - start
-                converting.step(f"{convert_s[digest]:.1f} s")
-            timed = time_in_passes(paths, self.passes, Progress(len(todo) * self.passes, "timed", show),
-                                   num_threads=self.num_threads, warmup=self.warmup, runs=self.runs,
-                                   min_seconds=self.min_seconds, rounds=self.rounds, max_rounds=max(8, self.rounds))
-        out = {}
-        for digest, (key, _) in todo.items():
-            out[digest] = dataclasses.replace(timed[digest], convert_s=convert_s[digest])
-            self.measured += 1
-            self.cache.put(key, out[digest])
-        return out
+            timed = measure_in_passes(
+                {d: functools.partial(arch_to_tflite, a, resolution or a.resolution, self.quantize, self.num_classes)
+                 for d, (_, a) in todo.items()},
+                self.passes, "network", self.progress and (len(todo) > 1 or self.passes > 1),
+                num_threads=self.num_threads, warmup=self.warmup, runs=self.runs, min_seconds=self.min_seconds,
+                rounds=self.rounds, max_rounds=max(8, self.rounds))
+            for digest, (key, _) in todo.items():
+                found[digest] = timed[digest]
+                self.measured += 1
+                self.cache.put(key, timed[digest])
+        return [found[d] for d in digests]
 
     def predict(self, archs: Sequence[Architecture], resolution: int | None = None) -> list[float]:
         return [m.ms for m in self.measure_many(archs, resolution)]

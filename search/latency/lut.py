@@ -273,24 +273,15 @@ class LookupTable(LatencyModel):
 
 def host_layer_measurer(num_threads: int = 1, quantize: str = "float32", warmup: int = 3, runs: int = 20,
                         passes: int = 5, progress: bool = False) -> Callable[[Sequence[LayerKey]], list[float]]:
-    """Times layers on this host, for `build_lut`: each converted into a scratch folder, then all timed in
-    `passes` passes, each keeping its fastest (median ms; `search.latency.tflite.time_in_passes`)."""
-    import os
-    import tempfile
-
-    from search.latency.tflite import keras_to_tflite, time_in_passes
+    """Times layers on this host, for `build_lut`: each converted, then all timed in `passes` passes, each
+    keeping its fastest (median ms; `search.latency.tflite.measure_in_passes`)."""
+    from search.latency.tflite import keras_to_tflite, measure_in_passes
 
     def measure(keys: Sequence[LayerKey]) -> list[float]:
-        with tempfile.TemporaryDirectory(prefix="mnas-layers-") as scratch:
-            paths = {str(key): os.path.join(scratch, f"{i}.tflite") for i, key in enumerate(keys)}
-            converting = Progress(len(paths), "converted layer", progress)
-            for key, path in zip(keys, paths.values()):
-                with open(path, "wb") as handle:
-                    handle.write(keras_to_tflite(keras_layer(key), quantize))
-                converting.step(str(key))
-            timed = time_in_passes(paths, passes, Progress(len(paths) * passes, "timed layer", progress),
-                                   num_threads=num_threads, warmup=warmup, runs=runs, rounds=1)
-        return [timed[str(key)].ms for key in keys]
+        timed = measure_in_passes({str(k): lambda k=k: keras_to_tflite(keras_layer(k), quantize) for k in keys},
+                                  passes, "layer", progress, num_threads=num_threads, warmup=warmup, runs=runs,
+                                  rounds=1)
+        return [timed[str(k)].ms for k in keys]
 
     return measure
 

@@ -20,7 +20,7 @@ import os
 import statistics
 import tempfile
 import time
-from typing import Mapping
+from typing import Callable, Mapping
 
 from search.latency.base import Measurement, Progress
 
@@ -156,32 +156,44 @@ def time_tflite(flatbuffer: bytes, num_threads: int = 1, warmup: int = 5, runs: 
 
 
 def fastest_pass(passes: list[Measurement]) -> Measurement:
-    """One measurement from separate timings of the same model: the fastest pass, with every pass's rounds, timing
-    and conversion time counted and `pass_spread` saying how far the slowest pass was from it."""
+    """One measurement from separate timings of the same model: the fastest pass, with every pass's rounds and
+    timing counted and `pass_spread` saying how far the slowest pass was from it."""
     if not passes:
         raise ValueError("no passes to combine")
     best = min(passes, key=lambda m: m.ms)
     return dataclasses.replace(best, passes=len(passes), rounds=sum(m.rounds for m in passes),
                                measure_s=sum(m.measure_s for m in passes),
-                               convert_s=sum(m.convert_s for m in passes),
                                pass_spread=max(m.ms for m in passes) / best.ms - 1)
 
 
-def time_in_passes(paths: Mapping[str, str], passes: int, progress: Progress | None = None,
-                   **timing) -> dict[str, Measurement]:
-    """Times TFLite files (name -> path) in `passes` passes over all of them; each keeps its fastest pass.
+def measure_in_passes(models: Mapping[str, Callable[[], bytes]], passes: int, what: str = "model",
+                      progress: bool = False, **timing) -> dict[str, Measurement]:
+    """Converts each model (name -> a callable returning its flatbuffer) into a scratch folder, one after
+    another, then times them all in `passes` passes; each keeps its fastest pass, with its conversion time.
 
     On a machine shared with other tenants, their load comes and goes over seconds, and a network slows by up
     to a quarter while it lasts (BENCHMARKS.md): rounds taken back to back (`time_tflite`) all fall in the same
     moment, passes over a batch fall in different ones, and the fastest is the least disturbed. `timing` goes to
-    `time_tflite`; `progress` steps once a timing."""
+    `time_tflite`; `progress` prints a line a conversion and a timing, naming them `what`."""
     if passes < 1:
         raise ValueError(f"passes must be >= 1, got {passes}")
-    readings: dict[str, list[Measurement]] = {name: [] for name in paths}
-    for number in range(1, passes + 1):
-        for name, path in paths.items():
-            with open(path, "rb") as handle:
-                readings[name].append(time_tflite(handle.read(), **timing))
-            if progress is not None:
-                progress.step(f"{readings[name][-1].ms:.3f} ms (pass {number} of {passes})")
-    return {name: fastest_pass(found) for name, found in readings.items()}
+    converting = Progress(len(models), f"converted {what}", progress)
+    timing_steps = Progress(len(models) * passes, f"timed {what}", progress)
+    convert_s: dict[str, float] = {}
+    readings: dict[str, list[Measurement]] = {name: [] for name in models}
+    with tempfile.TemporaryDirectory(prefix="mnas-tflite-") as scratch:
+        paths = {name: os.path.join(scratch, f"{i}.tflite") for i, name in enumerate(models)}
+        for name, convert in models.items():
+            start = time.perf_counter()
+            flatbuffer = convert()
+            with open(paths[name], "wb") as handle:
+                handle.write(flatbuffer)
+            convert_s[name] = time.perf_counter() - start
+            converting.step(f"{name}, {convert_s[name]:.1f} s")
+        for number in range(1, passes + 1):
+            for name, path in paths.items():
+                with open(path, "rb") as handle:
+                    readings[name].append(time_tflite(handle.read(), **timing))
+                timing_steps.step(f"{readings[name][-1].ms:.3f} ms (pass {number} of {passes})")
+    return {name: dataclasses.replace(fastest_pass(found), convert_s=convert_s[name])
+            for name, found in readings.items()}
