@@ -4,8 +4,9 @@
     python benchmarks/latency_host.py [--test 100] [--calib 20] [--train 100] [--resolution 224] [--write]
 
 Ground truth: Keras -> TFLite float32 -> LiteRT, one thread, each network the fastest of --passes passes of 30
-timed runs interleaved over all the networks, each layer the same over a chunk of networks' layers
-(`search.latency.host`, `search.latency.lut.host_layer_measurer`). Architectures: `--test` random ones of the
+timed runs over all the networks, each layer the same over a chunk of networks' layers
+(`search.latency.host`, `search.latency.lut.host_layer_measurer`); the layer chunks are measured between the
+networks' passes, so that these span the whole run. Architectures: `--test` random ones of the
 `mnasnet` space (seeds 20000...) to judge on, `--calib` others (seeds 10000...) to calibrate on -- the few-shot
 case of a user with one device and an hour -- and `--train` more (seeds 30000...) whose layers, and only their
 layers, train the layer model. Every test and
@@ -86,17 +87,11 @@ def measure(args, space, calib, test, train) -> dict:
                             "rounds": [r.rounds for r in repeats]})
         print(f"cost: convert {statistics.median(out['cost'][-1]['convert_s']):.1f} s, ms "
               f"{', '.join(f'{m:.2f}' for m in out['cost'][-1]['ms'])}", file=sys.stderr, flush=True)
-    # The calibration and test networks in one batch: converted, then timed in passes over all of them.
-    host = HostTFLite(cache_dir=os.path.join(args.cache, "host"), passes=args.passes, progress=True)
-    networks = host.measure_many(calib + test)
-    measured = {"calib": [m.ms for m in networks[:len(calib)]], "test": [m.ms for m in networks[len(calib):]]}
-    out["passes"], out["layer_chunk"] = args.passes, args.layer_chunk
-    out["pass_spread"] = [m.pass_spread for m in networks]
-    out["measured_ms"] = measured
     # The table over every network of the benchmark, its layers timed in passes over a chunk of networks at a
     # time, saved after each chunk so that a rerun resumes.
     lut_path = os.path.join(args.cache, f"lut_{args.resolution}.json")
     lut = LookupTable.load(lut_path) if os.path.exists(lut_path) else None
+    host = HostTFLite(cache_dir=os.path.join(args.cache, "host"), passes=args.passes, progress=True)
     if lut is not None and not same_device(lut.backend, host.settings()):
         print(f"{lut_path} was measured on another machine ({lut.backend.get('cpu', 'unrecorded CPU')}): measuring "
               "every layer again", file=sys.stderr, flush=True)
@@ -104,13 +99,36 @@ def measure(args, space, calib, test, train) -> dict:
     measure_layers = host_layer_measurer(passes=args.passes, progress=True)
     every = test + calib + train
     total = len(layer_keys(every))
-    for start in range(0, len(every), args.layer_chunk):
-        chunk = every[start:start + args.layer_chunk]
-        lut = build_lut(chunk, measure_layers, existing=lut, fixed_cost_archs=0, name="lut-host-tflite",
-                        backend=host.settings(), progress=True)
-        lut.save(lut_path)
-        print(f"lut: networks {start + len(chunk)}/{len(every)}, {len(lut.layers)}/{total} layers", file=sys.stderr,
-              flush=True)
+    chunks = [every[start:start + args.layer_chunk] for start in range(0, len(every), args.layer_chunk)]
+    done = []
+
+    def layer_chunks(count: int) -> None:
+        nonlocal lut
+        for chunk in chunks[len(done):len(done) + count]:
+            lut = build_lut(chunk, measure_layers, existing=lut, fixed_cost_archs=0, name="lut-host-tflite",
+                            backend=host.settings(), progress=True)
+            lut.save(lut_path)
+            done.append(chunk)
+            print(f"lut: networks {sum(map(len, done))}/{len(every)}, {len(lut.layers)}/{total} layers",
+                  file=sys.stderr, flush=True)
+
+    # The calibration and test networks in one batch: converted, then timed in passes over all of them, with the
+    # layer chunks spread evenly between the passes, so that the passes span the whole run and a load that lasts
+    # minutes cannot cover all of a network's (what is left runs after: all of it if the networks were cached).
+    gaps, started, pass_ends = max(args.passes - 1, 1), time.perf_counter(), []
+
+    def between(passed: int) -> None:
+        pass_ends.append((time.perf_counter() - started) / 60)
+        layer_chunks(len(chunks) * passed // gaps - len(done))
+
+    networks = host.measure_many(calib + test, between=between)
+    if host.measured:       # timed now, not served from the cache: minutes from the conversion's start to each pass's end
+        out["pass_ends_min"] = pass_ends + [(time.perf_counter() - started) / 60]
+    layer_chunks(len(chunks) - len(done))
+    measured = {"calib": [m.ms for m in networks[:len(calib)]], "test": [m.ms for m in networks[len(calib):]]}
+    out["passes"], out["layer_chunk"] = args.passes, args.layer_chunk
+    out["pass_spread"] = [m.pass_spread for m in networks]
+    out["measured_ms"] = measured
     shutil.copyfile(lut_path, os.path.join(ROOT, TABLE))
     out["lut_file"] = TABLE
     out["train_networks"] = len(train)
@@ -211,12 +229,16 @@ def analyse(args, data: dict, space, calib, test, train) -> tuple[dict, str]:
         return (f"{np.mean(values):.0%} (10th-90th percentile {np.percentile(values, 10):.0%}-"
                 f"{np.percentile(values, 90):.0%})")
 
+    ends = data.get("pass_ends_min")
+    pass_text = (f", the table's layers measured between the passes, which ended {', '.join(f'{m:.0f}' for m in ends)} "
+                 "minutes after the networks' conversion began" if ends else "")
+
     text = f"""### Measured on this host; lookup table and predictors against it
 
 `python benchmarks/latency_host.py --test {len(test)} --calib {len(calib)} --train {len(train)} --write` --
 {machine(shared=False)}; {today()}. Ground truth: MnasNet-space networks at {args.resolution}x{args.resolution},
-float32, LiteRT on one thread, each the fastest of {passes} passes of 30 timed runs, the passes interleaved over all
-{len(calib) + len(test)} networks (`search.latency.host`). {len(test)} random test networks; the models are calibrated on
+float32, LiteRT on one thread, each the fastest of {passes} passes of 30 timed runs, each pass over all
+{len(calib) + len(test)} networks (`search.latency.host`){pass_text}. {len(test)} random test networks; the models are calibrated on
 {len(calib)} other random networks. The table holds every distinct layer of the test and calibration networks, each
 timed alone, the fastest of {passes} passes over the layers of {data.get('layer_chunk')} networks at a time; the layer model learns
 only from the layers of the calibration networks and of {len(train)} further random networks ({len(seen)} layers),
@@ -255,7 +277,7 @@ Goal (>= 95% within +-10%): {'met by ' + ' and '.join(met) if met else 'not met'
   their layers; used only for the layers a table lacks (`--layer-model missing`), {results[missing_name]['within10']:.0%}. The layer model
   is {'about as good as' if abs(results[layer_name]['within10'] - results[lut_name]['within10']) <= 0.05 else 'not as good as'} the table it learned from{"; what limits both is how far a network's latency is from its layers'" if results[lut_name]['within10'] < 0.95 else ''}.
 * **Passes**: this machine is shared with other tenants, whose load comes and goes over seconds and slows a
-  network by up to a quarter while it lasts. A network's {passes} passes, spread over minutes, differed by
+  network by up to a quarter while it lasts. A network's {passes} passes, spread over {f'{ends[-1]:.0f}' if ends else 'several'} minutes, differed by
   {100 * np.median(pass_spread):.0f}% at the median (90th percentile {100 * np.percentile(pass_spread, 90):.0f}%); its rounds, taken back to back, agree with each
   other and cannot see it. Timed in one pass, networks and layers, an earlier session left the same table at
   78% within 10% (latency:drift, below).
@@ -295,8 +317,8 @@ def main(argv=None) -> int:
                         help=f"measure nothing: analyse the measurements in {os.path.relpath(RESULTS, ROOT)}")
     parser.add_argument("--write", action="store_true", help="put the section into BENCHMARKS.md")
     args = parser.parse_args(argv)
-    if args.calib < 5 or args.test < 1:
-        parser.error("need --calib >= 5 and --test >= 1")
+    if args.calib < 5 or args.test < 1 or args.repeat < 1:
+        parser.error("need --calib >= 5, --test >= 1 and --repeat >= 1")
     space = load_space(args.space)
     calib = [space.sample(10_000 + i).replace(resolution=args.resolution) for i in range(args.calib)]
     test = [space.sample(20_000 + i).replace(resolution=args.resolution) for i in range(args.test)]

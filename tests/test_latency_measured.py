@@ -125,8 +125,8 @@ def test_cli_host_json(isolated, capsys):
 
 def test_host_batch_is_timed_in_interleaved_passes_and_keeps_each_networks_fastest(isolated, monkeypatch):
     """Three networks, two passes: every network is converted once, then timed A B C A B C (a burst of load
-    lasts seconds, so the passes meet different moments); each keeps its fastest pass, and the cache serves
-    the batch afterwards without converting or timing."""
+    lasts seconds, so the passes meet different moments), with the caller's work between the passes; each keeps
+    its fastest pass, and the cache serves the batch afterwards without converting, timing or that work."""
     import search.latency.host as host
     import search.latency.tflite as tflite
     from search.latency.base import Measurement
@@ -150,14 +150,16 @@ def test_host_batch_is_timed_in_interleaved_passes_and_keeps_each_networks_faste
     monkeypatch.setattr(host, "arch_to_tflite", convert)
     monkeypatch.setattr(tflite, "time_tflite", time_it)
     model = host.HostTFLite(passes=2, num_classes=10)
-    result = model.measure_many(archs + archs[:1])       # a repeated network is measured once
-    assert converted == ["A", "B", "C"] and timed == ["A", "B", "C", "A", "B", "C"]
+    result = model.measure_many(archs + archs[:1], between=lambda done: timed.append(f"after pass {done}"))
+    # a repeated network is measured once; the work between passes comes after the first and not after the last
+    assert converted == ["A", "B", "C"] and timed == ["A", "B", "C", "after pass 1", "A", "B", "C"]
     assert [r.ms for r in result] == [2.0, 3.0, 4.0, 2.0]
     assert result[0].passes == 2 and result[0].rounds == 6 and result[0].measure_s == 2.0
     assert result[0].pass_spread == pytest.approx(1.5) and result[2].pass_spread == 0.0
     assert model.measured == 3
     again = host.HostTFLite(passes=2, num_classes=10)
-    assert again.predict(archs) == [2.0, 3.0, 4.0] and len(timed) == 6 and again.measured == 0
+    cached = again.measure_many(archs, between=lambda done: timed.append("again"))
+    assert [r.ms for r in cached] == [2.0, 3.0, 4.0] and len(timed) == 7 and again.measured == 0
     with pytest.raises(ValueError, match="passes"):
         host.HostTFLite(passes=0)
 

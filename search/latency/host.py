@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import platform
-from typing import Sequence
+from typing import Callable, Sequence
 
 from search.latency.base import LatencyModel, Measurement, check_resolution
 from search.latency.cache import MeasurementCache, arch_key, default_cache_dir
@@ -88,10 +88,12 @@ class HostTFLite(LatencyModel):
         """The full measurement of one architecture (from the cache when it has been measured before)."""
         return self.measure_many([arch], resolution)[0]
 
-    def measure_many(self, archs: Sequence[Architecture], resolution: int | None = None) -> list[Measurement]:
+    def measure_many(self, archs: Sequence[Architecture], resolution: int | None = None,
+                     between: Callable[[int], None] | None = None) -> list[Measurement]:
         """The measurement of each architecture: the cached ones as they are; the others converted one after
         another into a scratch folder, then timed in `passes` passes over all of them, each keeping its fastest
-        pass, and cached."""
+        pass, and cached. `between(done)` runs after each pass but the last (`measure_in_passes`); it is not
+        called when everything is cached."""
         check_resolution(resolution)
         settings = self.settings()
         keys = [arch_key(a, resolution or a.resolution, settings) for a in archs]
@@ -104,7 +106,7 @@ class HostTFLite(LatencyModel):
                  for d, (_, a) in todo.items()},
                 self.passes, "network", self.progress and (len(todo) > 1 or self.passes > 1),
                 num_threads=self.num_threads, warmup=self.warmup, runs=self.runs, min_seconds=self.min_seconds,
-                rounds=self.rounds, max_rounds=max(8, self.rounds))
+                rounds=self.rounds, max_rounds=max(8, self.rounds), between=between)
             for digest, (key, _) in todo.items():
                 found[digest] = timed[digest]
                 self.measured += 1

@@ -167,14 +167,18 @@ def fastest_pass(passes: list[Measurement]) -> Measurement:
 
 
 def measure_in_passes(models: Mapping[str, Callable[[], bytes]], passes: int, what: str = "model",
-                      progress: bool = False, **timing) -> dict[str, Measurement]:
+                      progress: bool = False, between: Callable[[int], None] | None = None,
+                      **timing) -> dict[str, Measurement]:
     """Converts each model (name -> a callable returning its flatbuffer) into a scratch folder, one after
     another, then times them all in `passes` passes; each keeps its fastest pass, with its conversion time.
 
     On a machine shared with other tenants, their load comes and goes over seconds, and a network slows by up
     to a quarter while it lasts (BENCHMARKS.md): rounds taken back to back (`time_tflite`) all fall in the same
-    moment, passes over a batch fall in different ones, and the fastest is the least disturbed. `timing` goes to
-    `time_tflite`; `progress` prints a line a conversion and a timing, naming them `what`."""
+    moment, passes over a batch fall in different ones, and the fastest is the least disturbed. A load that lasts
+    minutes can cover every pass of a small batch: `between(done)` is called after each pass but the last, with
+    the number of passes done, to do other work there and spread the passes over longer (the host benchmark
+    measures its table's layers between the networks' passes). `timing` goes to `time_tflite`; `progress`
+    prints a line a conversion and a timing, naming them `what`."""
     if passes < 1:
         raise ValueError(f"passes must be >= 1, got {passes}")
     converting = Progress(len(models), f"converted {what}", progress)
@@ -195,5 +199,7 @@ def measure_in_passes(models: Mapping[str, Callable[[], bytes]], passes: int, wh
                 with open(path, "rb") as handle:
                     readings[name].append(time_tflite(handle.read(), **timing))
                 timing_steps.step(f"{readings[name][-1].ms:.3f} ms (pass {number} of {passes})")
+            if between is not None and number < passes:
+                between(number)
     return {name: dataclasses.replace(fastest_pass(found), convert_s=convert_s[name])
             for name, found in readings.items()}
