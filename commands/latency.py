@@ -187,17 +187,23 @@ def _build_lut(args) -> int:
         model = HostTFLite(**options)
         measure_layers = host_layer_measurer(args.threads, args.quantize, progress=True,
                                              **({"passes": args.passes} if args.passes is not None else {}))
+
+        def measure_networks(networks, between):    # in passes, the layers measured between them
+            return [m.ms for m in model.measure_many(networks, args.resolution, between=between)]
+
+        passes = model.passes
     elif kind == "adb":
         from search.latency.adb import AdbLatency
 
         model = AdbLatency(serial=args.backend.partition(":")[2] or None, **options)
         measure_layers = adb_layer_measurer(model.device, args.quantize, progress=True)
+        measure_networks, passes = model.predict, 1
     else:
         raise ValueError(f"build-lut measures on host or adb[:SERIAL], not {args.backend!r}")
     settings = model.settings() if hasattr(model, "settings") else model.device.settings()
-    lut = build_lut(archs, measure_layers, model.predict, args.resolution, args.fixed_cost_archs,
+    lut = build_lut(archs, measure_layers, measure_networks, args.resolution, args.fixed_cost_archs,
                     name=args.name or f"lut-{model.name}", backend=settings, existing=existing, progress=True,
-                    layer_model=args.layer_model)
+                    layer_model=args.layer_model, network_passes=passes)
     lut.save(args.output)
     learned = (f"; a layer model for {lut.model_for} layers (fit {lut.model.meta['fit_mape_percent']:.1f}% per "
                "layer)" if lut.model else "")

@@ -199,6 +199,43 @@ def test_lut_build_with_a_fake_measurer_and_predict_the_sum(tmp_path):
         assert LayerKey.parse(str(key)) == key
 
 
+def test_lut_measures_its_layers_between_the_calibration_networks_passes():
+    """With network_passes, the networks' measurer times its passes and calls `between` after each but the last:
+    the layers are measured there, in parts, so the passes spread over the build; what it did not ask for (all
+    of it when the networks came from a cache) is measured after, and the calibration sees every layer."""
+    space = load_space("mnasnet")
+    archs = [space.sample(60 + i).replace(resolution=96) for i in range(6)]
+    events, keys = [], layer_keys(archs)
+
+    def cost(key):
+        return 0.01 * key.in_hw * key.out_filters / 16
+
+    def layers(part) -> list[float]:
+        events.append(("layers", len(part)))
+        return [cost(key) for key in part]
+
+    def whole(arch):
+        return 1.2 * sum(cost(LayerKey.of(r)) for r in profile(arch)) + 0.3
+
+    def in_passes(networks, between):
+        for done in (1, 2):
+            events.append(("pass", done))
+            between(done)
+        events.append(("pass", 3))
+        return [whole(a) for a in networks]
+
+    lut = build_lut(archs, layers, in_passes, fixed_cost_archs=5, network_passes=3)
+    split = len(keys) // 2
+    assert events == [("pass", 1), ("layers", split), ("pass", 2), ("layers", len(keys) - split), ("pass", 3)]
+    assert len(lut.layers) == len(keys)
+    assert (lut.scale, lut.weights_ms, lut.fixed_ms) == pytest.approx((1.2, 0.0, 0.3), abs=1e-6)
+    events.clear()
+    cached = build_lut(archs, layers, lambda networks, between: [whole(a) for a in networks], fixed_cost_archs=5,
+                       network_passes=3)
+    assert events == [("layers", split), ("layers", len(keys) - split)] and len(cached.layers) == len(keys)
+    assert cached.predict(archs) == pytest.approx(lut.predict(archs))
+
+
 def test_lut_calibration_fits_scale_weights_and_fixed_cost_from_five_networks(tmp_path):
     """Whole networks that cost 1.1x their layers, 0.2 ms per million weights and 0.5 ms more: recovered."""
     space = load_space("mnasnet")

@@ -116,8 +116,10 @@ def test_cli_build_lut_with_a_layer_model(tmp_path, monkeypatch, capsys):
     import search.latency.host as host
     import search.latency.lut as lut
 
+    events = []
+
     class Device:
-        name = "quirky-host"
+        name, passes = "quirky-host", 3
 
         def __init__(self, **options):
             pass
@@ -128,14 +130,24 @@ def test_cli_build_lut_with_a_layer_model(tmp_path, monkeypatch, capsys):
         def measure(self, arch):
             return type("M", (), {"ms": 0.3 + sum(quirky_device(LayerKey.of(r)) for r in profile(arch))})()
 
-        def predict(self, archs):
-            return [self.measure(a).ms for a in archs]
+        def measure_many(self, archs, resolution=None, between=None):     # as HostTFLite: passes, work between
+            for done in range(1, self.passes + 1):
+                events.append(f"networks pass {done}")
+                if done < self.passes:
+                    between(done)
+            return [self.measure(a) for a in archs]
+
+    def layers(keys):
+        events.append("layers")
+        return quirky_layers(keys)
 
     monkeypatch.setattr(host, "HostTFLite", Device)
-    monkeypatch.setattr(lut, "host_layer_measurer", lambda *a, **k: quirky_layers)
+    monkeypatch.setattr(lut, "host_layer_measurer", lambda *a, **k: layers)
     out = tmp_path / "quirky.json"
     assert launch.main(["latency", "build-lut", "-o", str(out), "--space", "mnasnet", "--samples", "40",
                         "--resolution", "128", "--fixed-cost-archs", "10", "--layer-model", "--no-cache"]) == 0
+    # the calibration networks' passes spread over the build, the table's layers measured between them
+    assert events == ["networks pass 1", "layers", "networks pass 2", "layers", "networks pass 3"]
     assert "a layer model for all layers" in capsys.readouterr().out
     table = get_latency_model(f"lut:{out}")
     assert table.model is not None and table.model_for == "all" and table.backend == {"backend": "quirky"}

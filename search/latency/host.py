@@ -39,7 +39,8 @@ class HostTFLite(LatencyModel):
     each network keeps its fastest pass (`search.latency.tflite.measure_in_passes`). This machine is shared with
     other tenants whose load comes and goes over seconds; timed back to back, every round of a network falls in
     the same moment, while passes over a batch fall in different ones (BENCHMARKS.md: a network's passes
-    differed by 9-20% at the median in two runs).
+    differed by 9-24% at the median in four runs). A load can also last minutes: `measure_many(between=...)`
+    runs other work between the passes to spread them further.
 
     Args:
         num_threads: LiteRT threads (the paper: 1).

@@ -10,7 +10,8 @@ phone over adb). A network's latency is then
 calibrated on a few whole-network measurements. A layer timed alone runs with its weights and its input hot in
 the cache, so the plain sum (ProxylessNAS's and FBNet's model: scale 1, no weights term) misses what a network
 pays for streaming every layer's weights from memory and for the cache the other layers evict; on this host
-networks took 7% longer than their sums on average, and from 0.95x to 1.18x of them (BENCHMARKS.md).
+networks took 4-23% longer than their sums on average in four runs, and within a run they ranged over a
+quarter of their sums or more (0.95-1.18x in one, 1.00-1.31x in another; BENCHMARKS.md).
 With fewer than `FULL_CALIBRATION` networks only the fixed cost is fitted (the median gap). Build once, ship the
 JSON file, predict for free.
 
@@ -318,20 +319,24 @@ def same_device(a: dict | None, b: dict | None) -> bool:
 
 
 def build_lut(archs: Sequence[Architecture], measure_layers: Callable[[Sequence[LayerKey]], Sequence[float]],
-              measure_networks: Callable[[Sequence[Architecture]], Sequence[float]] | None = None,
+              measure_networks: Callable[..., Sequence[float]] | None = None,
               resolution: int | None = None,
               fixed_cost_archs: int = 3, name: str = "lut", backend: dict | None = None,
               existing: LookupTable | None = None, progress: bool = False, num_classes: int = 1000,
-              layer_model: str | None = None) -> LookupTable:
+              layer_model: str | None = None, network_passes: int = 1) -> LookupTable:
     """Measures every distinct layer of `archs` once (skipping those `existing` has), in one batch
     (`measure_layers`: `host_layer_measurer`, `adb_layer_measurer`), and calibrates the table.
 
     The first `fixed_cost_archs` architectures are measured whole, in one batch (`measure_networks`, e.g. a
-    measured backend's `predict`, which interleaves its timings over the batch), and `LookupTable.calibrate`
-    fits the table to them: the fixed cost alone below `FULL_CALIBRATION` networks, with the scale and the
-    weights term from there up. Without `measure_networks` the calibration stays `existing`'s (or none).
-    `layer_model` ('missing' or 'all', `LookupTable.model_for`; or an `existing` table that has a model) fits
-    the table's `LayerModel` on all its layers before the calibration.
+    measured backend's `predict`), and `LookupTable.calibrate` fits the table to them: the fixed cost alone
+    below `FULL_CALIBRATION` networks, with the scale and the weights term from there up. Without
+    `measure_networks` the calibration stays `existing`'s (or none). With `network_passes` > 1,
+    `measure_networks(networks, between)` times the networks in that many passes and calls `between(done)`
+    after each but the last (`HostTFLite.measure_many`): the layers are measured there, in `network_passes` - 1
+    parts, so that the networks' passes spread over the whole build and a load that lasts minutes cannot cover
+    them all (what `between` was not called for is measured after). `layer_model` ('missing' or 'all',
+    `LookupTable.model_for`; or an `existing` table that has a model) fits the table's `LayerModel` on all its
+    layers before the calibration.
     """
     check_resolution(resolution)
     if existing is not None and existing.layers and not same_device(existing.backend, backend):
@@ -340,29 +345,50 @@ def build_lut(archs: Sequence[Architecture], measure_layers: Callable[[Sequence[
                          "--output")
     table = dict(existing.layers) if existing else {}
     todo = [k for k in layer_keys(archs, resolution, num_classes) if k not in table]
-    if todo:
-        if progress:
-            print(f"measuring {len(todo)} layers ({len(table)} already in the table)", file=sys.stderr, flush=True)
-        measured = [float(ms) for ms in measure_layers(todo)]
-        if len(measured) != len(todo):
-            raise ValueError(f"measure_layers gave {len(measured)} latencies for {len(todo)} layers")
-        table.update(zip(todo, measured))
+    if todo and progress:
+        print(f"measuring {len(todo)} layers ({len(table)} already in the table)", file=sys.stderr, flush=True)
+    calibrating = measure_networks is not None and fixed_cost_archs > 0
+    parts = max(network_passes - 1, 1) if calibrating else 1
+    pending = [todo[i * len(todo) // parts:(i + 1) * len(todo) // parts] for i in range(parts)]
+
+    def measure_next_part(_done: int | None = None) -> None:
+        part = pending.pop(0) if pending else []
+        if part:
+            measured = [float(ms) for ms in measure_layers(part)]
+            if len(measured) != len(part):
+                raise ValueError(f"measure_layers gave {len(measured)} latencies for {len(part)} layers")
+            table.update(zip(part, measured))
+
+    networks, whole = [], None
+    if calibrating:
+        networks = [arch.replace(resolution=resolution) if resolution else arch
+                    for arch in list(archs)[:fixed_cost_archs]]
+        if network_passes > 1:
+            if progress:
+                print(f"measuring {len(networks)} whole networks to calibrate the table, in {network_passes} passes "
+                      "with the layers between them", file=sys.stderr, flush=True)
+            whole = measure_networks(networks, measure_next_part)
+        else:
+            while pending:
+                measure_next_part()
+            if progress:
+                print(f"measuring {len(networks)} whole networks to calibrate the table", file=sys.stderr,
+                      flush=True)
+            whole = measure_networks(networks)
+        whole = [float(ms) for ms in whole]
+        if len(whole) != len(networks):
+            raise ValueError(f"measure_networks gave {len(whole)} latencies for {len(networks)} networks")
+    while pending:
+        measure_next_part()
     lut = LookupTable(table, existing.fixed_ms if existing else 0.0, name=name, backend=backend,
                       meta=dict(existing.meta) if existing else {}, num_classes=num_classes,
                       scale=existing.scale if existing else 1.0, weights_ms=existing.weights_ms if existing else 0.0)
     if layer_model or (existing is not None and existing.model is not None):
         lut.fit_model(layer_model or existing.model_for)
-    if measure_networks is not None and fixed_cost_archs > 0:
-        networks = [arch.replace(resolution=resolution) if resolution else arch
-                    for arch in list(archs)[:fixed_cost_archs]]
-        if progress:
-            print(f"measuring {len(networks)} whole networks to calibrate the table", file=sys.stderr, flush=True)
-        measured = [float(ms) for ms in measure_networks(networks)]
-        if len(measured) != len(networks):
-            raise ValueError(f"measure_networks gave {len(measured)} latencies for {len(networks)} networks")
+    if whole is not None:
         steps = Progress(len(networks), "calibration network", progress)
-        for arch, ms in zip(networks, measured):
+        for arch, ms in zip(networks, whole):
             steps.step(f"{ms:.3f} ms, layers sum to {lut.layer_sum(arch):.3f}")
-        lut.calibrate(networks, measured)
+        lut.calibrate(networks, whole)
     lut.meta["layers_measured"] = len(table)
     return lut
