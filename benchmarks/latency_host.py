@@ -28,9 +28,10 @@ model for the layers it lacks): `--backend lut:FILE` predicts this host at 224x2
 space, and `latency build-lut -o FILE --arch ...` extends it (measuring only the layers it lacks). Also: what a
 new measurement costs (conversion, timing) and its spread, from `--repeat` networks measured three times each
 from scratch; and the prediction speed of each model. Measurements are cached in --cache (default
-/tmp/mnas-bench-latency), so an interrupted run resumes where it stopped (the networks as one batch, the layers
-a chunk at a time); `--from-results` measures nothing and analyses the shipped measurements. Writes benchmarks/results/latency_host.json. Expected duration: ~35 minutes
-on one idle core of this machine (about 2 minutes with --from-results).
+/tmp/mnas-bench-latency), so an interrupted run resumes where it stopped: the layers a chunk at a time, the
+networks as one batch (all their passes again, with the chunks still to measure between them). `--from-results`
+measures nothing and analyses the shipped measurements. Writes benchmarks/results/latency_host.json. Expected
+duration: 25-35 minutes on one idle core of this machine (about 2 minutes with --from-results).
 """
 
 from __future__ import annotations
