@@ -6,6 +6,8 @@ import os
 import sys
 import time
 
+from commands.dashboard import DEFAULT_PORT
+
 HELP = "run a search: the controller samples children, Ray workers train them, the reward steers the controller"
 DESCRIPTION = """Run a platform-aware architecture search (MnasNet, Tan et al. 2019).
 
@@ -118,6 +120,8 @@ def run(args) -> int:
     print(f"search {config.name!r}: {config.samples} children of space {space.name!r} ({space.size:.2e} "
           f"genotypes), strategy {config.strategy}, reward ACC * {describe_reward(reward)}, latency {config.latency[0]}, "
           f"{config.workers} worker(s); results in {run_dir}", file=sys.stderr)
+    print(f"watch it live: python launch.py dashboard {run_dir}  (in another terminal; then open "
+          f"http://127.0.0.1:{DEFAULT_PORT})", file=sys.stderr)
     init_ray(args.address, num_cpus=None if args.address else max(config.workers * config.cpus_per_worker,
                                                                     os.cpu_count() or 1))
     scheduler = config.scheduler_settings()
@@ -141,6 +145,8 @@ def run(args) -> int:
     print(f"  table:     python launch.py results {run_dir} --top 10")
     print(f"  frontier:  python launch.py results {run_dir} --pareto")
     print(f"  pandas:    ResultStore('{run_dir}').children()  (from results.store)")
+    print(f"dashboard: python launch.py dashboard {run_dir}  (then open http://127.0.0.1:{DEFAULT_PORT}; "
+          f"a file to share: python launch.py report {run_dir} --out report.html)")
     return 0 if summary["done"] >= search.samples else 1
 
 
