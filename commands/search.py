@@ -71,7 +71,7 @@ def run(args) -> int:
     from search.driver import STATE_FILE, SearchRun, write_json_atomic
     from search.registry import load_space
     from search.strategy import make_strategy
-    from workers.proxy import ProxyConfig
+    from workers.proxy import ProxyConfig, blind_spots
     from workers.trial import check_faults
 
     config = load_config(args)
@@ -89,6 +89,9 @@ def run(args) -> int:
         raise ValueError(f"{run_dir} already holds a search: add --resume to continue it, or choose another --out")
     _check_latency_backends(config.latency)
     _check_dataset(proxy)
+    for spot in blind_spots(space, proxy):
+        print(f"warning: the proxy cannot see {spot}; such children differ only in latency "
+              "(see proxy.strides_removed and proxy.filter_divisor)", file=sys.stderr)
     strategy = make_strategy(config.strategy, space.choice_counts, seed=config.seed,
                              settings=config.strategy_settings())
 

@@ -222,6 +222,9 @@ class Architecture:
         return dataclasses.replace(self, **changes)
 
     def scaled_stem(self) -> int:
+        """Stem filters with the depth multiplier applied (official rounding); unchanged at 1.0, like blocks."""
+        if self.depth_multiplier == 1.0:
+            return self.stem_filters
         return round_filters(self.stem_filters, self.depth_multiplier)
 
     def scaled_blocks(self) -> tuple[Block, ...]:

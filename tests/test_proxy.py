@@ -4,15 +4,18 @@ Training runs on small random IDX files written by the tests (labels are noise, 
 not learning); the real dataset is never required.
 """
 
+import collections
 import math
 import pickle
+import random
 
 import pytest
 
-from search.registry import ARCHITECTURES
-from search.space import Architecture
+from search.registry import ARCHITECTURES, load_space
+from search.space import Architecture, round_filters
 from workers import proxy as proxy_mod
-from workers.proxy import ChildFailed, ProxyConfig, proxy_architecture, train_child
+from workers.proxy import (ChildFailed, ProxyConfig, blind_spots, model_signature, proxy_architecture,
+                           train_child)
 
 TINY_ARCH = Architecture.from_strings(["r1_k3_s11_e1_i32_o16_noskip", "r1_k3_s22_e3_i16_o24_se0.25"],
                                       stem_filters=16, head_filters=64)
@@ -25,7 +28,7 @@ def keras_home(tmp_path, monkeypatch):
 
 def tiny_config(data_dir, **changes):
     fields = dict(data_dir=data_dir, train_subset=512, heldout=256, epochs=1, batch_size=32, width=0.5,
-                  strides_removed=1)
+                  strides_removed=1, filter_divisor=8)
     fields.update(changes)
     return ProxyConfig(**fields)
 
@@ -69,13 +72,13 @@ def test_every_field_is_documented():
 # ---- proxy architecture
 
 
-def test_strides_removed_stem_first_then_blocks_in_order():
+def test_strides_removed_by_count_stem_first_then_blocks_in_order():
     a1 = ARCHITECTURES["mnasnet-a1"]
     before = [b.strides for b in a1.blocks]
     two = proxy_architecture(a1, ProxyConfig(strides_removed=2, width=0.5, image_size=32))
     assert two.stem_stride == 1
     assert [b.strides for b in two.blocks] == [(1, 1), (1, 1), (2, 2), (2, 2), (1, 1), (2, 2), (1, 1)]
-    assert two.resolution == 32 and two.depth_multiplier == 0.5
+    assert two.resolution == 32 and two.depth_multiplier == 1.0
     assert two is not a1 and [b.strides for b in a1.blocks] == before and a1.stem_stride == 2  # original intact
     assert [b.kernel for b in two.blocks] == [b.kernel for b in a1.blocks]
     four = proxy_architecture(a1, ProxyConfig(strides_removed=4))
@@ -85,11 +88,119 @@ def test_strides_removed_stem_first_then_blocks_in_order():
     assert proxy_architecture(a1, ProxyConfig(strides_removed=0, width=1.0, image_size=224)) == a1
 
 
-def test_width_multiplies_the_architectures_own_multiplier():
+def test_strides_removed_by_name():
+    a1 = ARCHITECTURES["mnasnet-a1"]
+    default = proxy_architecture(a1, ProxyConfig())
+    assert ProxyConfig().strides_removed == ("stem", "b6")
+    assert default.stem_stride == 1
+    assert [b.stride for b in default.blocks] == [1, 2, 2, 2, 1, 1, 1]
+    # a name for a layer that has stride 1 already is harmless; a block that does not exist is not
+    assert proxy_architecture(a1, ProxyConfig(strides_removed=["b5"])) .blocks == \
+        proxy_architecture(a1, ProxyConfig(strides_removed=[])).blocks
+    assert proxy_architecture(a1, ProxyConfig(strides_removed=["stem", "b9"])) == \
+        proxy_architecture(a1, ProxyConfig(strides_removed=["stem"]))
+    with pytest.raises(ValueError, match="names 'b9' but the architecture has 7 blocks"):
+        blind_spots(load_space("mnasnet"), ProxyConfig(strides_removed=["b9"]))
+    assert ProxyConfig.from_dict({"strides_removed": ["stem", "b6"]}).strides_removed == ("stem", "b6")
+
+
+@pytest.mark.parametrize("value, message", [
+    (["stem", "block4"], "bad layer 'block4'"), (["b0"], "bad layer 'b0'"), ("stem", "a number or a list"),
+    (["b4", "b4"], "names a layer twice"), (-2, ">= 0"),
+])
+def test_strides_removed_rejects_bad_names(value, message):
+    with pytest.raises(ValueError, match=message):
+        ProxyConfig(strides_removed=value)
+
+
+@pytest.mark.parametrize("skip, first, rest", [
+    ("identity", "noskip", ""),            # stride 2: no identity; at stride 1 it would add one
+    ("pool", "poolskip", None),            # pooled at stride 2, identity at stride 1: poolskip says both
+    ("none", "noskip", None),
+])
+def test_an_unstrided_layer_keeps_the_shortcut_it_has_at_its_stride(skip, first, rest):
+    flag = {"identity": "", "pool": "_poolskip", "none": "_noskip"}[skip]
+    arch = Architecture.from_strings(["r1_k3_s11_e1_i32_o16", f"r3_k3_s22_e6_i16_o16{flag}"])
+    adapted = proxy_architecture(arch, ProxyConfig(strides_removed=["b2"], width=1.0))
+    strings = adapted.block_strings[1:]
+    if rest is None:    # no split needed: the same block at stride 1
+        assert strings == (f"r3_k3_s11_e6_i16_o16{flag}",)
+    else:
+        assert strings == (f"r1_k3_s11_e6_i16_o16_{first}", f"r2_k3_s11_e6_i16_o16{rest}")
+    # filters that differ never get an identity: a stride-removed block needs no split
+    wide = Architecture.from_strings(["r1_k3_s11_e1_i32_o16", "r3_k3_s22_e6_i16_o24"])
+    assert proxy_architecture(wide, ProxyConfig(strides_removed=["b2"], width=1.0)).block_strings[1:] == \
+        ("r3_k3_s11_e6_i16_o24",)
+
+
+def test_width_scales_the_deployment_filters_and_keeps_them_distinct():
+    a1 = ARCHITECTURES["mnasnet-a1"]
+    adapted = proxy_architecture(a1, ProxyConfig())
+    # the deployment filters are multiples of 8; width 0.5 with divisor 4 halves them exactly
+    assert [b.output_filters for b in adapted.blocks] == [b.output_filters // 2 for b in a1.blocks]
+    assert adapted.stem_filters == 16 and adapted.scaled_stem() == 16 and adapted.head_filters == 1280
+    assert adapted.scaled_blocks() == adapted.blocks  # what the block strings say is what is trained
+    official = proxy_architecture(a1, ProxyConfig(filter_divisor=8))
+    assert [b.output_filters for b in official.blocks] == [8, 16, 24, 40, 56, 80, 160]
     narrow = ARCHITECTURES["mobilenetv2"].replace(depth_multiplier=0.75)
-    adapted = proxy_architecture(narrow, ProxyConfig(width=0.5))
-    assert adapted.depth_multiplier == pytest.approx(0.375)
-    assert adapted.scaled_blocks()[-1].output_filters < narrow.scaled_blocks()[-1].output_filters
+    scaled = proxy_architecture(narrow, ProxyConfig(width=0.5))
+    assert [b.output_filters for b in scaled.blocks] == [
+        round_filters(b.output_filters, 0.5, 4) for b in narrow.scaled_blocks()]
+
+
+def test_default_proxy_has_no_blind_spots_and_the_old_one_had_three():
+    space = load_space("mnasnet")
+    assert blind_spots(space, ProxyConfig()) == []
+    old = blind_spots(space, ProxyConfig(strides_removed=1, filter_divisor=8))
+    assert old == ["block 2 filters: 24 and 32 all train as 16 at proxy width 0.5",
+                   "block 3 filters: 24 and 32 all train as 16 at proxy width 0.5",
+                   "block 7 kernel: 3 and 5 act alike on its 2x2 proxy map"]
+
+
+@pytest.mark.parametrize("space_name", ["mnasnet", "mnasnet-a1", "mnasnet-small"])
+def test_every_decision_that_changes_the_deployment_model_changes_the_proxy_model(space_name):
+    """Changes each decision of random children to each other option: whenever the deployment model changes,
+    the proxy model must change too. Genotypes that decode to the same deployment model (a 1-layer block's
+    -1 layer offset, filter multipliers that round alike, a skip where no shortcut can apply) are the space's own
+    aliases and are not the proxy's concern; the test also counts that each decision was seen to matter."""
+    space, proxy = load_space(space_name), ProxyConfig()
+    rng = random.Random(0)
+    seen = collections.Counter()
+    for _ in range(40):
+        base = space.sample_indices(rng)
+        base_deploy, base_proxy = _signatures(space, base, proxy)
+        for position, decision in enumerate(space.decisions):
+            for option in range(len(decision.options)):
+                if option == base[position]:
+                    continue
+                changed = list(base)
+                changed[position] = option
+                deploy, proxied = _signatures(space, changed, proxy)
+                if deploy != base_deploy:
+                    assert proxied != base_proxy, f"{decision} {decision.options[base[position]]!r} -> " \
+                                                  f"{decision.options[option]!r} is invisible to the proxy"
+                    seen[position] += 1
+    # every decision changed the deployment model somewhere (so the assertion above was exercised for it)
+    assert sorted(seen) == list(range(len(space.decisions)))
+    if space_name == "mnasnet":   # and the old proxy fails this very check
+        old = ProxyConfig(strides_removed=1, filter_divisor=8)
+        base = space.sample_indices(random.Random(1))
+        position = next(i for i, d in enumerate(space.decisions) if (d.block, d.name) == (6, "kernel"))
+        other = list(base)
+        other[position] = 1 - base[position]
+        assert _signatures(space, base, old)[1] == _signatures(space, other, old)[1]
+
+
+def _signatures(space, indices, proxy):
+    arch = space.decode(indices)
+    return model_signature(arch), model_signature(proxy_architecture(arch, proxy), input_channels=1)
+
+
+def test_model_signature_folds_kernels_that_see_the_whole_map():
+    arch = Architecture.from_strings(["r1_k3_s11_e1_i32_o16", "r1_k3_s22_e6_i16_o24"], resolution=4, stem_stride=1)
+    wide = arch.replace(blocks=(arch.blocks[0], arch.blocks[1].replace(kernel=5)))
+    assert model_signature(arch) != model_signature(wide)   # 4x4 map: a 5x5 kernel reaches 2 pixels away
+    assert model_signature(arch.replace(resolution=2)) == model_signature(wide.replace(resolution=2))
 
 
 # ---- training
@@ -103,7 +214,7 @@ def test_train_child_contract_and_determinism(tiny_data):
     for name in ("train_seconds", "eval_seconds", "build_seconds", "images_per_second", "cpu_seconds"):
         assert getattr(result, name) > 0, name
     assert math.isfinite(result.final_loss) and math.isfinite(result.heldout_loss)
-    assert result.proxy_params > 0 and result.proxy_arch[1] == "r1_k3_s22_e3_i16_o24_se0.25"
+    assert result.proxy_params > 0 and result.proxy_arch[1] == "r1_k3_s22_e3_i8_o16_se0.25"  # trained: half width
     as_dict = result.to_dict()
     assert {"accuracy", "train_seconds", "eval_seconds", "steps", "epochs", "final_loss", "proxy_params",
             "images_per_second"} <= set(as_dict)

@@ -20,7 +20,8 @@ import math
 import time
 from typing import Any, Mapping
 
-from search.space import Architecture
+from search.counts import profile, residual_kind
+from search.space import SKIP_NONE, SKIP_POOL, Architecture, Block, SearchSpace, round_filters
 
 # Failure codes of `ChildFailed.reason`: a failed child is recorded with its code, never silently dropped.
 FAILURE_REASONS: dict[str, str] = {
@@ -84,12 +85,22 @@ class ProxyConfig:
     """Depth multiplier of the proxy model, multiplying the architecture's own (official rounding). Measured on
     MnasNet-A1: 0.25 trained only ~15% faster per image than 0.5 (per-op overhead dominates at these sizes),
     so halving keeps most of the speed while every block keeps at least 8 filters to choose among."""
-    strides_removed: int = 1
-    """How many of the earliest stride-2 layers (stem first, then blocks in order) become stride 1. A 224-pixel
-    network halves its map 5 times; a 28-pixel image would shrink 28-14-7-4-2-1 and the last blocks would see a
-    single pixel, where kernel size and spatial mixing no longer matter. Removing the stem's stride keeps every
-    block's map at 1/4 of its deployment size (28-28-14-7-4-2 against 112-112-56-28-14-7), so blocks keep their
-    relative resolutions. Removing 2 (ending at 4x4) was measured at 2.5-3x the training time per image."""
+    strides_removed: int | tuple[str, ...] = ("stem", "b6")
+    """Which stride-2 layers of the child become stride 1 in the proxy: a list of names, "stem" or "bK" (the
+    first layer of block K, counted from 1), or a number N for the first N stride-2 layers (stem first, then
+    blocks in order). A 224-pixel network halves its map 5 times; a 28-pixel image would shrink 28-14-7-4-2-1,
+    and on 1x1 and 2x2 maps a 5x5 kernel computes exactly what a 3x3 does (every tap beyond the map's edge
+    reads padding). The default removes the stem's stride, so blocks 1-4 see 1/4 of their deployment side
+    (28-28-14-7 against 112-112-56-28), and block 6's, so blocks 4-7 all run on 4x4 maps, where every kernel
+    choice of the space changes the function (`blind_spots` checks this for any space and setting). Block 6's
+    stride was the cheapest of the strides that do this (BENCHMARKS.md, proxy task: against the stem's alone,
+    it costs a few percent more CPU a child, block 4's a quarter more, the stem's and block 2's 2.5-3x). A layer
+    that loses its stride keeps the shortcut it has at its stride (see `_unstride`)."""
+    filter_divisor: int = 4
+    """Filters of the proxy model are the deployment model's filters x `width`, rounded to a multiple of this
+    (the official rule otherwise: never down by more than 10%). The deployment filters are multiples of 8, so
+    at width 0.5 a divisor of 4 halves them exactly and distinct filter choices stay distinct; with 8, as in
+    the official width scaling, 12/16/20 of a 24-filter block would all become 16."""
     bn_momentum: float = 0.9
     """Batch-norm moving-average momentum of the proxy model (the deployment model uses 0.99). With 0.99 the
     moving statistics of a ~150-step run still weigh their initial values, and held-out accuracy measured with
@@ -125,9 +136,10 @@ class ProxyConfig:
                 raise ValueError(f"proxy config: {name} must be a positive number, got {value!r}")
         if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
             raise ValueError(f"proxy config: weight_decay must be >= 0, got {self.weight_decay!r}")
-        if isinstance(self.strides_removed, bool) or not isinstance(self.strides_removed, int) \
-                or self.strides_removed < 0:
-            raise ValueError(f"proxy config: strides_removed must be an integer >= 0, got {self.strides_removed!r}")
+        object.__setattr__(self, "strides_removed", _check_strides_removed(self.strides_removed))
+        if isinstance(self.filter_divisor, bool) or not isinstance(self.filter_divisor, int) \
+                or self.filter_divisor < 1:
+            raise ValueError(f"proxy config: filter_divisor must be a positive integer, got {self.filter_divisor!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"proxy config: seed must be an integer, got {self.seed!r}")
 
@@ -157,31 +169,147 @@ class ProxyConfig:
 _OPTIMIZERS = ("adam", "rmsprop", "sgd")
 
 
+def _check_strides_removed(value: Any) -> int | tuple[str, ...]:
+    """A count (int >= 0) or a tuple of layer names ("stem", "bK"); ValueError naming the bad entry."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"proxy config: strides_removed must be >= 0 or a list of layers, got {value!r}")
+        return value
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ValueError(f"proxy config: strides_removed must be a number or a list like [stem, b4], got {value!r}")
+    names = tuple(str(name) for name in value)
+    for name in names:
+        if name != "stem" and not (name[:1] == "b" and name[1:].isdigit() and int(name[1:]) >= 1):
+            raise ValueError(f"proxy config: strides_removed: bad layer {name!r} (write 'stem' or 'bK', K >= 1)")
+    if len(set(names)) != len(names):
+        raise ValueError(f"proxy config: strides_removed names a layer twice: {list(names)}")
+    return names
+
+
+def unstrided_layers(arch: Architecture, proxy: ProxyConfig, strict: bool = False) -> set[str]:
+    """The names ("stem", "bK") of the stride-2 layers of `arch` that the proxy runs at stride 1.
+
+    A name for a layer that has stride 1 already is harmless (the setting is written for a space, whose choices
+    never change strides), and so, unless `strict`, is a name for a block that `arch` lacks (the default names
+    block 6; a smaller network trains with its stem's stride removed). `blind_spots`, which a search runs on its
+    space before it starts, is strict: a name beyond the space's blocks is a mistake in the config.
+    """
+    strided = (["stem"] if arch.stem_stride > 1 else []) + \
+        [f"b{k}" for k, block in enumerate(arch.blocks, 1) if block.stride > 1]
+    if isinstance(proxy.strides_removed, int):
+        return set(strided[:proxy.strides_removed])
+    for name in proxy.strides_removed:
+        if strict and name != "stem" and int(name[1:]) > len(arch.blocks):
+            raise ValueError(f"proxy config: strides_removed names {name!r} but the architecture has "
+                             f"{len(arch.blocks)} blocks")
+    return set(proxy.strides_removed) & set(strided)
+
+
 def proxy_architecture(arch: Architecture, proxy: ProxyConfig) -> Architecture:
     """The architecture the proxy trains: `arch` adapted to small images and a small budget.
 
-    Three explicit changes, nothing else (kernels, ops, SE, skips, repeats and filters ratios are the child's):
+    Three explicit changes, nothing else (kernels, ops, SE, skips and repeats are the child's):
 
-    * the first `proxy.strides_removed` stride-2 layers -- the stem first, then blocks in order -- stride 1,
-      so a 28x28 image still has a spatial map when it reaches the late blocks (see `ProxyConfig.strides_removed`).
-      A block that loses its stride and has equal input and output filters gains its identity residual, exactly
-      as the same block string would at stride 1;
-    * the depth multiplier is multiplied by `proxy.width` (official rounding to multiples of 8);
+    * the layers named by `proxy.strides_removed` stride 1, so a 28x28 image still has a spatial map on which
+      kernel choices matter when it reaches the late blocks (see `ProxyConfig.strides_removed`). A block that
+      loses its stride and has equal input and output filters gains its identity residual, exactly as the same
+      block string would at stride 1;
+    * filters are the deployment model's (its own depth multiplier applied) x `proxy.width`, rounded to
+      multiples of `proxy.filter_divisor`, and written into the blocks: the result has depth multiplier 1.0 and
+      its block strings say what is trained;
     * the resolution becomes `proxy.image_size`.
 
     Returns a new Architecture; `arch` is unchanged (frozen). Latency is never taken on the result.
     """
-    remaining = proxy.strides_removed
-    stem_stride = arch.stem_stride
-    if remaining and stem_stride > 1:
-        stem_stride, remaining = 1, remaining - 1
+    unstrided = unstrided_layers(arch, proxy)
+
+    def width(filters: int) -> int:
+        return round_filters(filters, proxy.width, proxy.filter_divisor)
+
     blocks = []
-    for block in arch.blocks:
-        if remaining and block.stride > 1:
-            block, remaining = block.replace(strides=(1, 1)), remaining - 1
-        blocks.append(block)
-    return arch.replace(blocks=tuple(blocks), stem_stride=stem_stride, resolution=proxy.image_size,
-                        depth_multiplier=arch.depth_multiplier * proxy.width)
+    for number, block in enumerate(arch.scaled_blocks(), 1):
+        block = block.replace(input_filters=width(block.input_filters), output_filters=width(block.output_filters))
+        if f"b{number}" in unstrided:
+            blocks.extend(_unstride(block))
+        else:
+            blocks.append(block)
+    return arch.replace(blocks=tuple(blocks), stem_filters=width(arch.scaled_stem()),
+                        stem_stride=1 if "stem" in unstrided else arch.stem_stride,
+                        resolution=proxy.image_size, depth_multiplier=1.0)
+
+
+def _unstride(block: Block) -> list[Block]:
+    """`block` at stride 1 with the shortcut its first layer has at its own stride.
+
+    At stride 2 an identity skip cannot apply and a pooling skip pools; at stride 1 with equal filters both
+    would become an identity residual, so the proxy would see a difference the deployment model lacks
+    (identity against none) and miss one it has (pooled against identity). The first layer therefore takes
+    `noskip` where the deployment has no shortcut and `poolskip` where it has a pooled one (at stride 1: the
+    identity, or the 1x1 projection when the filters change); when that differs from the other repeats' skip, it
+    becomes a block of its own.
+    """
+    cin, cout = block.input_filters, block.output_filters
+    unstrided = block.replace(strides=(1, 1))
+    deployed = residual_kind(block.skip, block.stride, cin, cin, cout)          # none or pool at a stride > 1
+    wanted = residual_kind(SKIP_POOL, 1, cin, cin, cout) if deployed == SKIP_POOL else SKIP_NONE
+    if residual_kind(block.skip, 1, cin, cin, cout) == wanted:
+        return [unstrided]
+    first = unstrided.replace(repeats=1, skip=SKIP_POOL if deployed == SKIP_POOL else SKIP_NONE)
+    if block.repeats == 1:
+        return [first]
+    return [first, unstrided.replace(repeats=block.repeats - 1, input_filters=cout)]
+
+
+def model_signature(arch: Architecture, input_channels: int = 3) -> tuple:
+    """What `arch` computes at its resolution, layer by layer, with aliases folded: two architectures with the
+    same signature build the same function class (they differ at most in weights that only ever multiply
+    padding). A kernel is folded to the part that can reach the map: a k x k same-padded kernel whose reach
+    k // 2 is at least the map's side - 1 sees the whole map from every position, as any larger kernel does.
+    """
+    rows = []
+    for layer in profile(arch, input_channels=input_channels):
+        reach = min(layer.kernel // 2, max(layer.in_hw - 1, 0))
+        rows.append((layer.op, layer.in_hw, layer.out_hw, layer.in_filters, layer.out_filters, 2 * reach + 1,
+                     layer.stride, layer.expand_filters, layer.se_filters, layer.skip))
+    return tuple(rows)
+
+
+def blind_spots(space: SearchSpace, proxy: ProxyConfig) -> list[str]:
+    """The choices of `space` that change the deployment model but not the proxy model, one sentence each.
+
+    Checked block by block, analytically: two kernel options the proxy's feature map cannot tell apart, and two
+    filter options that the proxy's width rounding merges. The test suite checks the same property by changing
+    every decision of random children and comparing `model_signature`s; an empty list means the proxy sees
+    every decision that the deployment model sees.
+    """
+    base = space.decode([0] * len(space.decisions))
+    unstrided = unstrided_layers(base, proxy, strict=True)
+    side = -(-proxy.image_size // (1 if "stem" in unstrided else base.stem_stride))
+    found = []
+    for number, (block, scaled) in enumerate(zip(space.blocks, base.scaled_blocks()), 1):
+        stride = 1 if f"b{number}" in unstrided else scaled.stride
+        next_side = -(-side // stride)
+        kernels = block.options("kernel")
+        folded: dict[int, list[int]] = {}
+        for kernel in kernels:
+            folded.setdefault(2 * min(kernel // 2, side - 1) + 1, []).append(kernel)
+        for merged in folded.values():
+            if len(merged) > 1:
+                found.append(f"block {number} kernel: {' and '.join(map(str, merged))} act alike on its "
+                             f"{side}x{side} proxy map")
+        deploy: dict[int, list[float]] = {}
+        for multiplier in block.options("filter_multiplier"):
+            filters = round_filters(round_filters(block.filters, float(multiplier)), base.depth_multiplier)
+            deploy.setdefault(filters, []).append(multiplier)
+        proxied: dict[int, list[int]] = {}
+        for filters in deploy:
+            proxied.setdefault(round_filters(filters, proxy.width, proxy.filter_divisor), []).append(filters)
+        for trained, merged in proxied.items():
+            if len(merged) > 1:
+                found.append(f"block {number} filters: {' and '.join(map(str, merged))} all train as {trained} "
+                             f"at proxy width {proxy.width:g}")
+        side = next_side
+    return found
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,114 @@
+"""MNAS-Bench: uniformly random children of the `mnasnet` space trained on the default proxy, shipped as a table.
+
+The collection is an ordinary search with the random strategy, run in the background and resumed across sessions
+(hours of CPU: about a minute of one core a child, two at a time on 2 cores)::
+
+    git worktree add /work/bench-code <commit>          # pin the code under the running search
+    cd /work/bench-code && .venv/bin/python launch.py search --config configs/default.yaml \\
+        --strategy random --samples 1000 --out /work/bench-run --quiet      # later: the same with --resume
+
+`export` turns one or more such runs into `benchmarks/results/mnas_bench.csv`, one row a child:
+
+    .venv/bin/python benchmarks/mnas_bench.py export /work/bench-run [--out benchmarks/results/mnas_bench.csv]
+
+Runs are merged by (run, trial_id); runs whose proxy, space or deployment settings differ from each other are
+refused, so that one table never mixes children scored under different rules. Columns: `genotype` (one digit a
+decision, in the space's decision order), `indices` (the same as a JSON list), `arch` (block strings),
+`accuracy` and `heldout_loss` (the proxy's held-out slice), `final_loss`, `latency_pixel1_ms` (predicted, at the
+deployment resolution), `params` and `madds` (deployment model), `proxy_params`, `train_seconds`,
+`cpu_seconds` (the whole child, one thread), `proxy_seed`, `status`, `failure_reason`, `run`, `trial_id`, `sample`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.common import ROOT  # noqa: E402
+
+DEFAULT_TABLE = os.path.join(ROOT, "benchmarks", "results", "mnas_bench.csv")
+COLUMNS = ("run", "trial_id", "sample", "genotype", "indices", "arch", "status", "failure_reason", "accuracy",
+           "heldout_loss", "final_loss", "latency_pixel1_ms", "params", "madds", "proxy_params", "train_seconds",
+           "cpu_seconds", "proxy_seed", "finished_at")
+# What must agree between runs merged into one table: everything that decides a child's score.
+RULES = ("space", "proxy", "deploy")
+
+
+def rules_fingerprint(config: dict) -> str:
+    """A short digest of the settings that decide how a child is scored (space, proxy, deployment)."""
+    text = json.dumps({key: config.get(key) for key in RULES}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def run_rows(run_dir: str) -> tuple[list[dict], dict]:
+    """The rows of one run, and its config."""
+    from results.store import ResultStore
+
+    store = ResultStore.open_run(run_dir, readonly=True)
+    config = store.get_meta("config") or {}
+    name = os.path.basename(os.path.normpath(run_dir))
+    rows = []
+    for record in store.records():
+        extra = record.get("extra") or {}
+        indices = record.get("indices") or []
+        latencies = record.get("latencies") or {}
+        rows.append({
+            "run": name, "trial_id": record["trial_id"], "sample": record.get("sample"),
+            "genotype": "".join(str(int(i)) for i in indices), "indices": json.dumps(list(indices)),
+            "arch": record["arch"], "status": record["status"], "failure_reason": record.get("failure_reason"),
+            "accuracy": record.get("accuracy"), "heldout_loss": extra.get("heldout_loss"),
+            "final_loss": extra.get("final_loss"), "latency_pixel1_ms": latencies.get("pixel1"),
+            "params": record.get("params"), "madds": record.get("madds"), "proxy_params": extra.get("proxy_params"),
+            "train_seconds": record.get("train_seconds"), "cpu_seconds": extra.get("cpu_seconds"),
+            "proxy_seed": (config.get("proxy") or {}).get("seed", 0), "finished_at": record.get("finished_at"),
+        })
+    store.close()
+    return rows, config
+
+
+def export(run_dirs: list[str], out: str) -> "pd.DataFrame":
+    import pandas as pd
+
+    from results.store import export_frame
+
+    frames, fingerprints = [], {}
+    for run_dir in run_dirs:
+        rows, config = run_rows(run_dir)
+        fingerprints[run_dir] = rules_fingerprint(config)
+        frames.append(pd.DataFrame(rows, columns=list(COLUMNS)))
+    if len(set(fingerprints.values())) > 1:
+        raise ValueError("these runs score children under different settings (space, proxy or deploy): "
+                         + ", ".join(f"{run} {digest}" for run, digest in fingerprints.items()))
+    frame = pd.concat(frames, ignore_index=True).drop_duplicates(["run", "trial_id"])
+    frame = frame.sort_values(["run", "sample"], kind="stable").reset_index(drop=True)
+    export_frame(frame, out)
+    return frame
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    ex = commands.add_parser("export", help="write the children of one or more collection runs as one table")
+    ex.add_argument("runs", nargs="+", help="run folders of random-strategy searches")
+    ex.add_argument("--out", default=DEFAULT_TABLE, help="CSV or Parquet file (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.command == "export":
+        try:
+            frame = export(args.runs, args.out)
+        except ValueError as err:
+            print(f"mnas_bench: {err}", file=sys.stderr)
+            return 2
+        ok = frame[frame["status"] == "ok"]
+        print(f"{len(frame)} children ({len(ok)} ok) -> {args.out}; accuracy median "
+              f"{ok['accuracy'].median():.4f}, CPU s a child median {ok['cpu_seconds'].median():.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
