@@ -1,15 +1,16 @@
-"""Does the default proxy task separate good children from bad, in about a minute each?
+"""Does the default proxy task separate children by more than its own seed noise, in about a minute each?
 
-Trains random children of the paper's search space (`load_space('mnasnet')`, seeds 0..N-1) and two reference
-architectures with one ProxyConfig, in one process -- as a reused Ray actor would -- then prints a Markdown table
-(proxy accuracy, seconds, params), the spread of accuracies, and re-runs of a few children under another seed so
-that seed noise can be set against the between-child spread.
+Trains random children of the paper's search space (`load_space('mnasnet')`, seeds 0..N-1) and the reference
+architectures (MnasNet-A1, MobileNetV2, mnasnet-small) under each of several training seeds, with one
+ProxyConfig, in one process -- as a reused Ray actor would -- and reports, per child, the accuracy at each seed;
+the seed-to-seed sigma (pooled within children); the spread between children (the standard deviation of their
+seed means); and the ratio of the two, the proxy's signal-to-noise.
 
-    .venv/bin/python benchmarks/proxy_spread.py --random 10 --reruns 3 [--threads 1] [--json out.jsonl]
+    .venv/bin/python benchmarks/proxy_spread.py --random 4 --seeds 0,1,2 [--jsonl runs.jsonl] [--write]
 
 Wall seconds count contention from anything else on the machine; CPU seconds (process time) do not, and at
-threads=1 they are what the child would take on an idle core. With the command above, about 15 minutes (a
-minute a child).
+threads=1 they are what the child takes on an idle core. With the command above, 21 trainings: about 15 minutes
+on an idle core. `--jsonl` keeps one line a training and skips the trainings already in the file when re-run.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.common import machine, report, today  # noqa: E402
 from search.registry import ARCHITECTURES, load_space  # noqa: E402
 from workers.proxy import ChildFailed, ProxyConfig, train_child  # noqa: E402
 
-REFERENCES = ("mnasnet-a1", "mobilenetv2")
+REFERENCES = ("mnasnet-a1", "mobilenetv2", "mnasnet-small")
 
 
 def _run(label: str, arch, config: ProxyConfig) -> dict:
@@ -42,60 +44,86 @@ def _run(label: str, arch, config: ProxyConfig) -> dict:
     return result
 
 
-def _row(r: dict) -> str:
-    if r["status"] != "ok":
-        return f"| {r['label']} | {r['seed']} | failed: {r['status']} | | | | `{r['arch']}` |"
-    return (f"| {r['label']} | {r['seed']} | {r['accuracy']:.4f} | {r['total_seconds']:.0f} | {r['cpu_seconds']:.0f} "
-            f"| {r['proxy_params'] / 1e6:.2f}M | `{r['arch']}` |")
+def summarize(runs: list[dict], labels: list[str], seeds: list[int]) -> dict:
+    """Per-child accuracies, the pooled seed sigma, the between-child spread and their ratio."""
+    by_child = {label: {r["seed"]: r["accuracy"] for r in runs if r["label"] == label and r["status"] == "ok"}
+                for label in labels}
+    complete = {label: accs for label, accs in by_child.items() if len(accs) == len(seeds)}
+    variances = [statistics.variance(accs.values()) for accs in complete.values()]
+    means = {label: statistics.mean(accs.values()) for label, accs in complete.items()}
+    sigma = statistics.mean(variances) ** 0.5 if variances else float("nan")
+    spread = statistics.stdev(means.values()) if len(means) >= 2 else float("nan")
+    # The spread of seed means still holds sigma^2 / n of noise; the children's own spread is what is left.
+    true_spread = max(spread ** 2 - sigma ** 2 / len(seeds), 0.0) ** 0.5 if means else float("nan")
+    return {"by_child": by_child, "means": means, "sigma": sigma, "spread": spread, "true_spread": true_spread,
+            "ratio": true_spread / sigma if sigma else float("nan")}
+
+
+def render(runs: list[dict], labels: list[str], archs: dict, seeds: list[int], config: ProxyConfig,
+           command: str) -> str:
+    stats = summarize(runs, labels, seeds)
+    ok = [r for r in runs if r["status"] == "ok"]
+    lines = [f"`{command}`", "",
+             f"{machine()}; {today()}. Proxy: `{json.dumps(config.to_dict())}` (seed varied). One process trains "
+             "every child in turn, as a reused Ray actor does.", "",
+             "| child | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | sd | CPU s (median) | proxy params |"
+             " architecture |", "|---" * (len(seeds) + 6) + "|"]
+    for label in labels:
+        accs = stats["by_child"][label]
+        mine = [r for r in ok if r["label"] == label]
+        cells = [f"{accs[s]:.4f}" if s in accs else "failed" for s in seeds]
+        mean = f"{statistics.mean(accs.values()):.4f}" if accs else "-"
+        sd = f"{statistics.stdev(accs.values()):.4f}" if len(accs) >= 2 else "-"
+        cpu = f"{statistics.median(r['cpu_seconds'] for r in mine):.0f}" if mine else "-"
+        params = f"{mine[0]['proxy_params'] / 1e6:.2f}M" if mine else "-"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {mean} | {sd} | {cpu} | {params} | `{archs[label]}` |")
+    cpus = [r["cpu_seconds"] for r in ok]
+    walls = [r["total_seconds"] for r in ok]
+    lines += ["", f"* **Seconds a child** (one thread): CPU median {statistics.median(cpus):.0f} s "
+              f"({min(cpus):.0f}-{max(cpus):.0f}), wall median {statistics.median(walls):.0f} s, over {len(ok)} "
+              "trainings." if ok else "* no training succeeded.",
+              f"* **Seed noise**: pooled within-child sigma {stats['sigma']:.4f} ({len(stats['means'])} children x "
+              f"{len(seeds)} seeds).",
+              f"* **Spread between children**: sd of the seed means {stats['spread']:.4f}; with the noise that a "
+              f"{len(seeds)}-seed mean still carries taken out, {stats['true_spread']:.4f}.",
+              f"* **Signal to noise**: between-child spread / seed sigma = {stats['ratio']:.1f}."]
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--random", type=int, default=10, help="random children of the mnasnet space")
-    parser.add_argument("--reruns", type=int, default=3, help="children re-trained with --rerun-seed")
-    parser.add_argument("--rerun-seed", type=int, default=1)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--random", type=int, default=4, help="random children of the mnasnet space (seeds 0..N-1)")
+    parser.add_argument("--seeds", default="0,1,2", help="training seeds, comma-separated (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--no-references", action="store_true")
-    parser.add_argument("--json", help="also write one JSON object a child to this file")
+    parser.add_argument("--no-references", action="store_true", help=f"leave out {', '.join(REFERENCES)}")
+    parser.add_argument("--jsonl", help="one JSON line a training; re-running skips what the file holds")
+    parser.add_argument("--write", action="store_true", help="put the table into BENCHMARKS.md")
     args = parser.parse_args(argv)
 
+    seeds = [int(s) for s in args.seeds.split(",")]
     config = ProxyConfig(threads=args.threads)
     space = load_space("mnasnet")
     children = [(f"random-{i}", space.sample(i)) for i in range(args.random)]
     if not args.no_references:
         children += [(name, ARCHITECTURES[name]) for name in REFERENCES]
-    print(f"proxy config: {json.dumps(config.to_dict())}", flush=True)
-    started = time.perf_counter()
-    results = [_run(label, arch, config) for label, arch in children]
-    reruns = [_run(label, arch, config.replace(seed=args.rerun_seed)) for label, arch in children[:args.reruns]]
-    elapsed = time.perf_counter() - started
-
-    print("\n| child | seed | proxy accuracy | wall s | CPU s | proxy params | architecture (block strings) |")
-    print("|---|---|---|---|---|---|---|")
-    for r in results + reruns:
-        print(_row(r))
-    ok = [r["accuracy"] for r in results if r["status"] == "ok"]
-    if len(ok) >= 2:
-        print(f"\nspread over {len(ok)} children: min {min(ok):.4f}  median {statistics.median(ok):.4f}  "
-              f"max {max(ok):.4f}  std {statistics.stdev(ok):.4f}")
-    first = {r["label"]: r for r in results if r["status"] == "ok"}
-    diffs = [abs(r["accuracy"] - first[r["label"]]["accuracy"]) for r in reruns
-             if r["status"] == "ok" and r["label"] in first]
-    if diffs:
-        # |a - b| of two draws has mean 2*sigma/sqrt(pi) for normal noise; report sigma estimated from pairs.
-        sigma = (sum(d * d for d in diffs) / (2 * len(diffs))) ** 0.5
-        print(f"seed noise: |accuracy(seed {config.seed}) - accuracy(seed {args.rerun_seed})| = "
-              + ", ".join(f"{d:.4f}" for d in diffs) + f"; per-run sigma estimate {sigma:.4f}")
-    times = [r["total_seconds"] for r in results + reruns if r["status"] == "ok"]
-    cpus = [r["cpu_seconds"] for r in results + reruns if r["status"] == "ok"]
-    if times:
-        print(f"seconds per child: wall median {statistics.median(times):.0f} (min {min(times):.0f}, "
-              f"max {max(times):.0f}); CPU median {statistics.median(cpus):.0f} (min {min(cpus):.0f}, "
-              f"max {max(cpus):.0f}); benchmark total {elapsed:.0f} s")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            for r in results + reruns:
-                handle.write(json.dumps(r) + "\n")
+    runs = []
+    if args.jsonl and os.path.exists(args.jsonl):
+        with open(args.jsonl, encoding="utf-8") as handle:
+            runs = [json.loads(line) for line in handle if line.strip()]
+    done = {(r["label"], r["seed"]) for r in runs}
+    for seed in seeds:   # seed by seed, so that an interrupted run has whole seeds for all children first
+        for label, arch in children:
+            if (label, seed) in done:
+                continue
+            run = _run(label, arch, config.replace(seed=seed))
+            runs.append(run)
+            if args.jsonl:
+                with open(args.jsonl, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(run) + "\n")
+    command = "python benchmarks/proxy_spread.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    report(render(runs, [label for label, _ in children], {label: str(arch) for label, arch in children}, seeds,
+                  config, command.strip()), "proxy:noise", args.write)
     return 0
 
 

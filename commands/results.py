@@ -74,6 +74,11 @@ def summary(children) -> str:
                           for reason in failed["failure_reason"])
         line += "; failures: " + ", ".join(f"{n} x {reason}" for reason, n in
                                            sorted(reasons.items(), key=lambda item: (-item[1], item[0])))
+    from results.views import predicted_by
+
+    predicted = predicted_by(children)
+    if predicted:
+        line += f"\naccuracies PREDICTED by {', '.join(predicted)}: no child was trained"
     return line
 
 

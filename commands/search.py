@@ -68,11 +68,11 @@ def load_config(args):
 def run(args) -> int:
     from results.store import ResultStore
     from search.config import describe_reward, make_reward
-    from search.driver import STATE_FILE, SearchRun, write_json_atomic
+    from search.driver import STATE_FILE, SearchRun, run_in_process, write_json_atomic
     from search.registry import load_space
     from search.strategy import make_strategy
     from workers.proxy import ProxyConfig, blind_spots
-    from workers.trial import check_faults
+    from workers.trial import SurrogateEvaluator, check_faults
 
     config = load_config(args)
     space = load_space(config.space)
@@ -88,10 +88,12 @@ def run(args) -> int:
     elif os.path.exists(os.path.join(run_dir, "results.sqlite")) or os.path.exists(state_path):
         raise ValueError(f"{run_dir} already holds a search: add --resume to continue it, or choose another --out")
     _check_latency_backends(config.latency)
-    _check_dataset(proxy)
-    for spot in blind_spots(space, proxy):
-        print(f"warning: the proxy cannot see {spot}; such children differ only in latency "
-              "(see proxy.strides_removed and proxy.filter_divisor)", file=sys.stderr)
+    surrogate = _load_surrogate(config.surrogate, space) if config.surrogate else None
+    if surrogate is None:
+        _check_dataset(proxy)
+        for spot in blind_spots(space, proxy):
+            print(f"warning: the proxy cannot see {spot}; such children differ only in latency "
+                  "(see proxy.strides_removed and proxy.filter_divisor)", file=sys.stderr)
     strategy = make_strategy(config.strategy, space.choice_counts, seed=config.seed,
                              settings=config.strategy_settings())
 
@@ -115,6 +117,18 @@ def run(args) -> int:
         print(f"nothing to do: all {search.samples} children are in {run_dir}", file=sys.stderr)
         return 0
 
+    if surrogate is not None:
+        source = f"surrogate:{os.path.basename(config.surrogate['model'])}"
+        store.set_meta("surrogate", {"model": os.path.abspath(config.surrogate["model"]), **surrogate.info})
+        print(f"search {config.name!r}: {config.samples} children of space {space.name!r}, strategy "
+              f"{config.strategy}, reward ACC * {describe_reward(reward)}; accuracies PREDICTED by {source} "
+              f"(nothing is trained; noise {'on' if config.surrogate.get('noise', True) else 'off'}), in this "
+              f"process; results in {run_dir}", file=sys.stderr)
+        evaluate = SurrogateEvaluator(surrogate, source, list(config.latency), config.resolution, config.limits,
+                                      proxy_seed=proxy.seed, noisy=config.surrogate.get("noise", True))
+        run_in_process(search, evaluate)
+        return _finish(search, store, run_dir, attempt=0)
+
     from ray import tune
 
     from search.tune import init_ray, make_scheduler, run_trials
@@ -136,6 +150,11 @@ def run(args) -> int:
     attempt = len(os.listdir(tune_dir)) if os.path.isdir(tune_dir) else 0   # one Tune experiment per (re)start
     run_trials(search, trainable, workers=config.workers, cpus_per_worker=config.cpus_per_worker,
                storage_path=tune_dir, name=f"attempt-{attempt}", scheduler=make_scheduler(scheduler))
+    return _finish(search, store, run_dir, attempt)
+
+
+def _finish(search, store, run_dir: str, attempt: int) -> int:
+    """Records the end of a (re)start and prints where the results are."""
     summary = search.summary()
     store.set_meta("finished_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     # the driver's own seconds (strategy, store, state), one entry per (re)start: the search's overhead, measured
@@ -151,6 +170,15 @@ def run(args) -> int:
     print(f"dashboard: python launch.py dashboard {run_dir}  (then open http://127.0.0.1:{DEFAULT_PORT}; "
           f"a file to share: python launch.py report {run_dir} --out report.html)")
     return 0 if summary["done"] >= search.samples else 1
+
+
+def _load_surrogate(settings: dict, space):
+    """The config's surrogate, checked against the search's space before anything is written."""
+    from search.surrogate import Surrogate
+
+    surrogate = Surrogate.load(settings["model"])
+    surrogate.check_space(space)
+    return surrogate
 
 
 def _check_dataset(proxy) -> None:

@@ -259,6 +259,7 @@ def build_payload(snapshots: Sequence[RunSnapshot]) -> dict[str, Any]:
             "target_ms": snap.target_ms, "reward_preset": snap.reward_preset, "strategy": snap.config.get("strategy"),
             "stem": space.get("stem"), "head": space.get("head"),
             "counts": views.status_counts(snap.children), "failures": views.failure_counts(snap.children),
+            "predicted_by": views.predicted_by(snap.children),
             "table": views.table_rows(snap, summaries=summaries), "children": summaries,
         })
     return {

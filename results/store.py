@@ -36,7 +36,12 @@ from typing import Any, Callable, Iterable, Mapping
 import pandas as pd
 
 STORE_FILENAME = "results.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# What brings a store of version N - 1 to version N. New columns go at the end of COLUMNS, so an added column
+# lands where the schema expects it; a reader of an older store (which it may not change) sees them as missing.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ("ALTER TABLE children ADD COLUMN accuracy_source TEXT",),
+}
 STATUSES = ("ok", "failed", "pruned")
 BUSY_TIMEOUT_S = 30.0  # how long a reader or the writer waits on a lock before giving up
 _STORE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
@@ -87,6 +92,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("started_at", "time", "ISO-8601 UTC"),
     Column("finished_at", "time", "ISO-8601 UTC"),
     Column("extra", "extra", "JSON object of anything else: proxy settings, log_prob, ..."),
+    # schema version 2
+    Column("accuracy_source", "text", "what measured `accuracy`: 'proxy' (the child was trained) or "
+                                      "'surrogate:<model file>' (predicted; nothing was trained); missing in "
+                                      "stores written before version 2, whose children were all trained"),
 )
 COLUMN_NAMES: tuple[str, ...] = tuple(column.name for column in COLUMNS)
 REQUIRED = ("trial_id", "arch", "status")
@@ -99,6 +108,12 @@ _SQL_TYPES = {"int": "INTEGER", "real": "REAL"}  # every other kind is TEXT
 _PANDAS_DTYPES = {"int": "Int64", "real": "float64", "indices": object, "latencies": object, "extra": object}
 _NUMERIC = tuple(column.name for column in COLUMNS if column.kind in ("int", "real"))
 _SELECT = f"SELECT {', '.join(COLUMN_NAMES)} FROM children"
+
+
+def _select(present: tuple[str, ...]) -> str:
+    """The SELECT of every column of the schema, with NULL for those an older store lacks."""
+    return "SELECT " + ", ".join(name if name in present else f"NULL AS {name}" for name in COLUMN_NAMES) + \
+        " FROM children"
 
 
 def utc_now() -> str:
@@ -509,15 +524,32 @@ class ResultStore:
                                  "(it lacks the meta, children and controller_stats tables)")
             row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             version = json.loads(row[0]) if row else None
-            if version != SCHEMA_VERSION:
+            if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
                 raise ValueError(f"{self.path} is a results store of schema version {version}; "
-                                 f"this MNAS reads version {SCHEMA_VERSION}")
+                                 f"this MNAS reads versions 1 to {SCHEMA_VERSION}")
+            if version < SCHEMA_VERSION and not self.readonly:
+                self._migrate(version)
             columns = tuple(row[1] for row in self._conn.execute("PRAGMA table_info(children)"))
-            if columns != COLUMN_NAMES:
+            if columns != COLUMN_NAMES[:len(columns)] or (not self.readonly and columns != COLUMN_NAMES):
                 raise ValueError(f"{self.path}: table 'children' has columns ({', '.join(columns)}) that differ "
                                  f"from schema version {SCHEMA_VERSION}")
+            self._select = _SELECT if columns == COLUMN_NAMES else _select(columns)
         except sqlite3.DatabaseError as err:
             raise _open_error(self.path, err) from None
+
+    def _migrate(self, version: int) -> None:
+        """Brings a store of an older schema version up to date, in one transaction."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[step]:
+                    self._conn.execute(statement)
+            self._conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (_dumps(SCHEMA_VERSION),))
+            self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
 
     @contextlib.contextmanager
     def _write(self):
@@ -592,7 +624,7 @@ class ResultStore:
         """
         row = encode_child(record)
         with self._write() as conn:
-            existing = conn.execute(f"{_SELECT} WHERE trial_id = ?", (row[0],)).fetchone()
+            existing = conn.execute(f"{self._select} WHERE trial_id = ?", (row[0],)).fetchone()
             if existing is not None:
                 if tuple(existing) == row:
                     return False
@@ -608,7 +640,7 @@ class ResultStore:
 
     def child(self, trial_id: str) -> dict | None:
         """One child as a plain dict (JSON fields decoded), or None."""
-        rows = self._read(f"{_SELECT} WHERE trial_id = ?", (trial_id,))
+        rows = self._read(f"{self._select} WHERE trial_id = ?", (trial_id,))
         return _decode_row(rows[0]) if rows else None
 
     def count(self, status: str | None = None) -> int:
@@ -622,9 +654,9 @@ class ResultStore:
         """The children as plain dicts, in the order they were stored -- for callers that want no pandas."""
         status = _check_status(status)
         if status is None:
-            rows = self._read(f"{_SELECT} ORDER BY rowid")
+            rows = self._read(f"{self._select} ORDER BY rowid")
         else:
-            rows = self._read(f"{_SELECT} WHERE status = ? ORDER BY rowid", (status,))
+            rows = self._read(f"{self._select} WHERE status = ? ORDER BY rowid", (status,))
         return [_decode_row(row) for row in rows]
 
     def children(self, status: str | None = None) -> pd.DataFrame:
@@ -643,7 +675,7 @@ class ResultStore:
         status = _check_status(status)
         order = "ASC" if by in LOWER_IS_BETTER else "DESC"
         where = f"{by} IS NOT NULL" + (" AND status = ?" if status else "")
-        rows = self._read(f"{_SELECT} WHERE {where} ORDER BY {by} {order}, rowid LIMIT ?",
+        rows = self._read(f"{self._select} WHERE {where} ORDER BY {by} {order}, rowid LIMIT ?",
                           ((status,) if status else ()) + (int(k),))
         return _frame([_decode_row(row) for row in rows])
 

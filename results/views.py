@@ -116,6 +116,12 @@ def status_counts(children: pd.DataFrame) -> dict[str, int]:
     return {"total": len(children), "ok": counts["ok"], "failed": counts["failed"], "pruned": counts["pruned"]}
 
 
+def predicted_by(children: pd.DataFrame) -> list[str]:
+    """The surrogates that predicted (rather than measured) any child's accuracy, e.g. ['surrogate:x.json']."""
+    return sorted({source for source in children["accuracy_source"]
+                   if isinstance(source, str) and source.startswith("surrogate")})
+
+
 def failure_counts(children: pd.DataFrame) -> list[tuple[str, int]]:
     """Failed children by reason, most frequent first (ties by reason), as `launch.py results` sums them up."""
     failed = children[children["status"] == "failed"]

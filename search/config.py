@@ -18,6 +18,8 @@
     limits: {max_params: 8000000} # children larger than this fail as too_large before they are built
     faults: {rate: 0.2}           # inject failures into a fraction of children (testing the search's resilience)
     scheduler: {name: asha}       # stop weak children early (Ray Tune ASHA); default none: every child trains fully
+    surrogate: {model: benchmarks/results/mnas_bench_surrogate.json}   # score children with a surrogate of the
+                                  # proxy (search.surrogate) instead of training them: in this process, no Ray
 
 Sections `controller`, `evolution` and `proxy` are validated by the classes they configure; a section of a
 strategy that is not used is ignored, so one config can be run with --strategy mnas, random or evolution.
@@ -30,7 +32,9 @@ import os
 from typing import Any, Mapping
 
 _TOP_KEYS = {"name", "space", "strategy", "samples", "workers", "cpus_per_worker", "seed", "deploy", "latency",
-             "reward", "controller", "evolution", "proxy", "feed_failures", "limits", "faults", "scheduler"}
+             "reward", "controller", "evolution", "proxy", "feed_failures", "limits", "faults", "scheduler",
+             "surrogate"}
+_SURROGATE_KEYS = {"model", "noise"}
 
 # Early stopping (`scheduler:`). ASHA (Li et al., MLSys 2020) as Ray Tune implements it: a child's proxy training is
 # cut into `rungs` equal segments; after segment r < rungs it is scored on the first `rung_heldout` held-out
@@ -59,6 +63,7 @@ class SearchConfig:
     proxy: dict = dataclasses.field(default_factory=dict)
     scheduler: dict = dataclasses.field(default_factory=dict)
     feed_failures: bool = True
+    surrogate: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> "SearchConfig":
@@ -102,7 +107,8 @@ class SearchConfig:
             raise ValueError(f"{source}: cpus_per_worker must be positive, got {self.cpus_per_worker!r}")
         if not isinstance(self.latency, list) or not self.latency or not all(isinstance(b, str) for b in self.latency):
             raise ValueError(f"{source}: latency must be a backend name or a list of them, got {self.latency!r}")
-        for name in ("deploy", "reward", "controller", "evolution", "proxy", "limits", "faults", "scheduler"):
+        for name in ("deploy", "reward", "controller", "evolution", "proxy", "limits", "faults", "scheduler",
+                     "surrogate"):
             if not isinstance(getattr(self, name), Mapping):
                 raise ValueError(f"{source}: {name} must be a mapping, got {getattr(self, name)!r}")
         unknown = sorted(set(self.deploy) - {"resolution", "num_classes", "input_channels"})
@@ -118,6 +124,18 @@ class SearchConfig:
             positive_int("limits.max_params", self.limits["max_params"])
 
         self.scheduler_settings(source)
+        if self.surrogate:
+            unknown = sorted(set(self.surrogate) - _SURROGATE_KEYS)
+            if unknown:
+                raise ValueError(f"{source}: surrogate: unknown setting(s) {', '.join(unknown)} "
+                                 f"(known: {', '.join(sorted(_SURROGATE_KEYS))})")
+            if not isinstance(self.surrogate.get("model"), str) or not self.surrogate["model"]:
+                raise ValueError(f"{source}: surrogate.model must be the path of a surrogate file "
+                                 "(benchmarks/mnas_bench.py fit writes one)")
+            if not isinstance(self.surrogate.get("noise", True), bool):
+                raise ValueError(f"{source}: surrogate.noise must be true or false, got {self.surrogate['noise']!r}")
+            if self.scheduler_settings(source)["name"] != "none":
+                raise ValueError(f"{source}: a surrogate scores a child in one go: scheduler must be none")
 
     def scheduler_settings(self, source: str = "config") -> dict:
         """The `scheduler` section with its defaults filled in, validated."""

@@ -19,6 +19,7 @@ an underestimate, but of children that were already behind their peers at the sa
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 import json
 import os
@@ -61,7 +62,11 @@ def _jsonable(value):
     import numpy as np  # state from the controller holds numpy arrays
 
     if isinstance(value, np.ndarray):
-        return {"__ndarray__": value.tolist(), "dtype": str(value.dtype)}
+        # Raw bytes in base64: exact, and one string for the JSON encoder instead of a list of floats a number
+        # (the controller's weights and optimizer moments made the state file 7 MB of digits, encoded twice a child).
+        data = np.ascontiguousarray(value)
+        return {"__ndarray__": base64.b64encode(data.tobytes()).decode("ascii"), "dtype": str(data.dtype),
+                "shape": list(data.shape)}
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"cannot store {type(value).__name__} in the searcher state")
@@ -72,7 +77,11 @@ def _from_json(value):
         if "__ndarray__" in value:
             import numpy as np
 
-            return np.asarray(value["__ndarray__"], dtype=value["dtype"])
+            data = value["__ndarray__"]
+            if isinstance(data, str):
+                raw = np.frombuffer(base64.b64decode(data), dtype=value["dtype"])
+                return raw.reshape(value["shape"]).copy()
+            return np.asarray(data, dtype=value["dtype"])      # a state written before base64 (a list)
         return {k: _from_json(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_from_json(v) for v in value]
@@ -193,6 +202,7 @@ class SearchRun:
         if status == "failed":
             reward = float(self.reward.failed_reward)
         extra = {"log_prob": entry.get("log_prob"), **(result.get("extra") or {})}
+        source = (result.get("accuracy_source") or "proxy") if accuracy is not None else None
         return {
             "trial_id": trial_id, "sample": entry["sample"], "controller_step": entry["step"],
             "strategy": self.strategy.name, "arch": " ".join(arch.block_strings), "indices": entry["indices"],
@@ -203,6 +213,7 @@ class SearchRun:
             "train_seconds": result.get("train_seconds"), "eval_seconds": result.get("eval_seconds"),
             "latency_seconds": result.get("latency_seconds"), "total_seconds": result.get("total_seconds"),
             "started_at": entry.get("started_at"), "finished_at": _now(), "extra": extra,
+            "accuracy_source": source,
         }
 
     def _feed(self, entry: dict, record: dict) -> None:
@@ -279,6 +290,22 @@ class SearchRun:
         except (OSError, json.JSONDecodeError) as err:
             raise ValueError(f"cannot resume: {path} is unreadable ({err})") from None
         self.restore(state)
+
+
+def run_in_process(run: SearchRun, evaluate: Callable[[dict], dict]) -> None:
+    """The search without an engine: propose, evaluate in this process, record, until nothing is left.
+
+    For evaluations that take milliseconds (a surrogate of the proxy), where starting Ray and a trial per child
+    would cost a hundred times the work. Trial ids are unique per proposal, so a resumed run never reuses one.
+    """
+    import uuid
+
+    while not run.finished:
+        trial_id = f"local-{uuid.uuid4().hex[:10]}"
+        config = run.next_config(trial_id)
+        if config is None:
+            break
+        run.complete(trial_id, evaluate(config))
 
 
 def deployment_arch(config: Mapping[str, Any]) -> Architecture:

@@ -41,6 +41,7 @@ def expected_child(i: int) -> dict:
         "failure_reason": None, "train_seconds": 50.0 + i, "eval_seconds": 2.5, "latency_seconds": 0.25,
         "total_seconds": 53.0 + i, "started_at": "2025-01-01T00:00:00+00:00",
         "finished_at": "2025-01-01T00:01:00+00:00", "extra": {"log_prob": -float(i), "check": f"trial_{i:05d}"},
+        "accuracy_source": "proxy",
     }
 
 
@@ -208,7 +209,7 @@ def test_meta_round_trips_and_persists(tmp_path):
             store.set_meta("bad", {1, 2})
     with ResultStore(tmp_path, readonly=True) as reader:
         assert reader.get_meta("config") == {"samples": 9}
-        assert reader.meta()["schema_version"] == 1 and "created_at" in reader.meta()
+        assert reader.meta()["schema_version"] == 2 and "created_at" in reader.meta()
 
 
 def test_controller_stats_are_idempotent_on_step(store):
@@ -346,8 +347,37 @@ def test_a_newer_schema_version_is_refused(tmp_path):
     conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
-    with pytest.raises(ValueError, match="schema version 99; this MNAS reads version 1"):
+    with pytest.raises(ValueError, match="schema version 99; this MNAS reads versions 1 to 2"):
         ResultStore(tmp_path, readonly=True)
+
+
+def _version_1_store(path):
+    """A store as version 1 wrote it (no accuracy_source column), with two children."""
+    ResultStore(path).close()
+    conn = sqlite3.connect(path / STORE_FILENAME)
+    conn.execute("ALTER TABLE children DROP COLUMN accuracy_source")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    columns = [c for c in COLUMN_NAMES if c != "accuracy_source"]
+    for i in (1, 2):
+        row = dict(zip(COLUMN_NAMES, encode_child(expected_child(i))))
+        conn.execute(f"INSERT INTO children ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                     [row[c] for c in columns])
+    conn.commit()
+    conn.close()
+
+
+def test_a_version_1_store_is_read_as_is_and_migrated_by_a_writer(tmp_path):
+    _version_1_store(tmp_path)
+    with ResultStore(tmp_path, readonly=True) as reader:      # a reader never changes the file
+        frame = reader.children()
+        assert list(frame.columns) == list(COLUMN_NAMES) and frame["accuracy_source"].isna().all()
+        assert reader.child("trial_00001")["accuracy"] == expected_child(1)["accuracy"]
+        assert reader.get_meta("schema_version") == 1
+    with ResultStore(tmp_path) as writer:                      # a writer brings it to version 2
+        assert writer.get_meta("schema_version") == 2
+        assert writer.child("trial_00002")["accuracy_source"] is None
+        assert writer.add_child(expected_child(3)) is True
+        assert writer.children()["accuracy_source"].tolist()[2] == "proxy"
 
 
 # -- concurrency and crashes ---------------------------------------------------------------------------------------

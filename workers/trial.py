@@ -191,6 +191,45 @@ def evaluate_child(config: Mapping[str, Any], proxy: Mapping[str, Any], latency:
         evaluation.close()
 
 
+class SurrogateEvaluator:
+    """Scores children with a surrogate of the proxy task instead of training them (`search.surrogate`).
+
+    Everything else is what a trial does: the parameter limit, the deployment latency from the same backends, the
+    same metrics. The accuracy is the surrogate's prediction plus, when `noisy`, the proxy's measured seed noise
+    drawn from (genotype, proxy seed): like the real proxy at a fixed seed, one child always gets one score.
+    Every metric says where the accuracy came from (`accuracy_source: surrogate:<file>`).
+    """
+
+    def __init__(self, surrogate, source: str, latency: list[str], resolution: int,
+                 limits: Mapping[str, Any] | None = None, proxy_seed: int = 0, noisy: bool = True):
+        self.surrogate, self.source = surrogate, source
+        self.latency, self.resolution = list(latency), resolution
+        self.limits, self.proxy_seed, self.noisy = dict(limits or {}), proxy_seed, noisy
+
+    def __call__(self, config: Mapping[str, Any]) -> dict:
+        started = time.perf_counter()
+        arch = Architecture.from_dict(config["arch"]).replace(resolution=self.resolution)
+        metrics: dict[str, Any] = {"status": "ok", "failure_reason": None, "sample": config.get("sample"),
+                                   "accuracy_source": self.source}
+        max_params = self.limits.get("max_params")
+        if max_params and count(arch).params > max_params:
+            return dict(metrics, status="failed", failure_reason=f"too_large: {count(arch).params:,} parameters > "
+                                                                 f"limits.max_params {max_params:,}",
+                        total_seconds=time.perf_counter() - started)
+        tick = time.perf_counter()
+        try:
+            latencies = {spec: float(latency_model(spec).latency_ms(arch, self.resolution)) for spec in self.latency}
+        except (RuntimeError, OSError, ValueError) as err:
+            return dict(metrics, status="failed", failure_reason=f"latency_error: {type(err).__name__}: {err}"[:500],
+                        total_seconds=time.perf_counter() - started)
+        metrics.update(latencies=latencies, latency_source=self.latency[0], latency_seconds=time.perf_counter() - tick)
+        tick = time.perf_counter()
+        accuracy = self.surrogate.evaluate(arch, config["indices"], seed=self.proxy_seed, noisy=self.noisy)
+        return dict(metrics, accuracy=accuracy, eval_seconds=time.perf_counter() - tick,
+                    total_seconds=time.perf_counter() - started,
+                    extra={"surrogate_noise": self.surrogate.noise if self.noisy else 0.0})
+
+
 def make_child_trainable():
     """The Tune class trainable: one `ChildEvaluation` per trial, one rung per `step()`.
 

@@ -48,7 +48,9 @@
         el("span", { class: "run-total", "data-run": run.index, text: String(c.total) }),
         el("span", { class: "meta", text: "children: " + c.ok + " ok, " + c.failed + " failed, " +
                                           c.pruned + " pruned" }),
-      ]));
+        run.predicted_by.length ? el("span", { class: "predicted", text: "accuracies PREDICTED by " +
+            run.predicted_by.join(", ") + ": no child was trained" }) : null,
+      ].filter(Boolean)));
     }
   }
 
