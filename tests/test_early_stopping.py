@@ -314,7 +314,7 @@ def test_more_rungs_than_proxy_steps_is_refused_before_ray(tmp_path, monkeypatch
 
     smoke = ProxyConfig(train_subset=256, batch_size=64)
     assert smoke.total_steps == 4 and ProxyConfig(steps=3).total_steps == 3
-    assert ProxyConfig(epochs=2).total_steps == 2 * (10000 // 64)
+    assert ProxyConfig(epochs=2).total_steps == 2 * (20000 // 64)
     _check_rungs(4, smoke)                              # one step a rung: fine
     with open(os.path.join(ROOT, "configs", "smoke.yaml")) as handle:
         config = yaml.safe_load(handle)

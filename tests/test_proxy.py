@@ -48,7 +48,7 @@ def test_config_round_trips_and_rejects_unknown_keys():
     ({"dataset": "mnist-9"}, "unknown dataset 'mnist-9'"),
     ({"epochs": 0}, "epochs must be a positive integer"),
     ({"steps": -1}, "steps must be"),
-    ({"batch_size": 20000}, "exceeds train_subset"),
+    ({"batch_size": 30000}, "exceeds train_subset"),
     ({"optimizer": "lamb"}, "unknown optimizer 'lamb'"),
     ({"learning_rate": float("nan")}, "learning_rate"),
     ({"width": 0}, "width"),
