@@ -64,9 +64,8 @@ def _jsonable(value):
     if isinstance(value, np.ndarray):
         # Raw bytes in base64: exact, and one string for the JSON encoder instead of a list of floats a number
         # (the controller's weights and optimizer moments made the state file 7 MB of digits, encoded twice a child).
-        data = np.ascontiguousarray(value)
-        return {"__ndarray__": base64.b64encode(data.tobytes()).decode("ascii"), "dtype": str(data.dtype),
-                "shape": list(data.shape)}
+        return {"__ndarray__": base64.b64encode(value.tobytes(order="C")).decode("ascii"), "dtype": str(value.dtype),
+                "shape": list(value.shape)}
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"cannot store {type(value).__name__} in the searcher state")
