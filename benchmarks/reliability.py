@@ -149,12 +149,35 @@ def _bad_input(lines: list[dict]) -> tuple[str, str, str]:
         fuzz[line["target"]] += line["examples"]
     ok = sum(line["status"] == 2 and line["error_lines"] == 1 for line in cases)
     tried = (f"{len(cases)} hand-written cases (describe, search configs and options, spaces, datasets, results, "
-             f"dashboard, report, latency files); hypothesis: "
+             f"dashboard, report, latency files, train, Ray's temporary folder); hypothesis: "
              + ", ".join(f"{n} inputs to the {target}" for target, n in sorted(fuzz.items())))
     survived = (f"{ok}/{len(cases)} exit 2 with one error line naming the bad token, no traceback; every generated "
                 "input parsed and round-tripped or raised ValueError")
     left = _sum(cases, "left_behind")
     return tried, survived, f"{'nothing' if left == 0 else '**not nothing**'}: {left} files left behind"
+
+
+def _dashboard_security(lines: list[dict]) -> tuple[str, str, str]:
+    cases = [line["case"] for line in _kind(lines, "dashboard_security")]
+    hosts = [case for case in cases if case.startswith("Host ")]
+    others = [case for case in cases if not case.startswith("Host ")]
+    refused = _sum(lines, "refused")
+    return (f"{len(hosts)} requests for the runs' data and page naming another host (DNS rebinding), or none; "
+            + "; ".join(others),
+            f"{refused}/{len(cases)} refused: 421 (400 without a Host header) with a short body and no run data; the "
+            "idle connection closed at the timeout; the connection beyond the limit answered 503 at once, and the "
+            "server answered again once the slots came back",
+            "nothing: no response to another host carried run data")
+
+
+def _run_folder(lines: list[dict]) -> tuple[str, str, str]:
+    cases = _kind(lines, "run_folder")
+    refused = _sum(cases, "refused")
+    written = _sum(cases, "written")
+    return ("; ".join(line["case"] for line in cases),
+            f"{refused} attempts refused with one line (exit 2) before writing; a killed owner's lock released by "
+            "the kernel; the read-only run read in full",
+            f"{'nothing' if written == 0 else '**not nothing**'}: {written} files written by refused attempts")
 
 
 def _node_loss(lines: list[dict]) -> tuple[str, str, str]:
@@ -200,8 +223,20 @@ SCENARIOS = (
              ("store_writer_kill",), _store_kill),
     Scenario("Failing children", ("tests/test_failures.py",), ("child_failure",), _failures),
     Scenario("Bad input", ("tests/test_bad_input.py", "tests/test_space.py::test_parser_never_crashes_on_garbage",
-                           "tests/test_space.py::test_decode_either_builds_a_member_or_raises"),
+                           "tests/test_space.py::test_decode_either_builds_a_member_or_raises",
+                           "tests/test_space.py::test_block_strings_and_spaces_share_one_grammar",
+                           "tests/test_space.py::test_every_space_that_loads_writes_block_strings_that_parse_back",
+                           "tests/test_space.py::test_errors_echo_a_short_piece_of_a_huge_token",
+                           "tests/test_space.py::test_depth_multiplier_must_be_finite_and_sane"),
              ("bad_input", "fuzz"), _bad_input),
+    Scenario("Dashboard reached from elsewhere (issue 20)",
+             ("tests/test_dashboard.py::test_requests_for_another_host_name_get_no_data",
+              "tests/test_dashboard.py::test_a_silent_connection_is_closed_after_the_timeout",
+              "tests/test_dashboard.py::test_connections_beyond_the_limit_get_503_at_once_and_slots_come_back"),
+             ("dashboard_security",), _dashboard_security),
+    Scenario("Run folders: a second owner, a search over another run, a resume under other rules or with children "
+             "lost, a folder the reader may not write (issue 20)", ("tests/test_run_folder.py",), ("run_folder",),
+             _run_folder),
     Scenario("Node removed from a Ray cluster mid-search", ("tests/test_cluster.py",), ("node_loss",), _node_loss),
     Scenario("Readers while a search writes",
              ("tests/test_concurrent_readers.py",

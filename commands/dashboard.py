@@ -14,8 +14,10 @@ the frontier and the top children with the `launch.py train` command that replay
 its architecture block by block. Give several runs (e.g. a soft and a hard reward search) to compare them.
 
 The page refreshes by itself while a search writes: the stores are read-only snapshots, the search is never
-blocked. The server answers GET only and serves nothing but these runs. It listens on 127.0.0.1 unless --host says
-otherwise; --port 0 picks a free port. Ctrl-C stops it."""
+blocked. The server answers GET only, serves nothing but these runs, and only to requests addressed to the names it
+listens on (127.0.0.1, localhost, --host; a page of another site cannot read it through your browser). It listens
+on 127.0.0.1 unless --host says otherwise (0.0.0.0: every interface, written out); --port 0 picks a free port.
+Ctrl-C stops it."""
 
 DEFAULT_PORT = 8050
 
@@ -46,7 +48,8 @@ def add_arguments(parser):
     parser.add_argument("--port", type=port_number, default=DEFAULT_PORT,
                         help=f"port to listen on (default {DEFAULT_PORT}; 0 = any free port)")
     parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1: this machine only)")
+                        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every "
+                             "interface, so anyone who reaches this machine can read the runs)")
     parser.add_argument("--refresh", type=seconds, default=None, metavar="SECONDS",
                         help="how often the page checks for new children (default 3)")
 

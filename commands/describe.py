@@ -29,6 +29,7 @@ def add_arguments(parser):
 def resolve(args):
     """The architecture named by args.arch with --resolution / --depth-multiplier applied."""
     from search.registry import load_architecture
+    from search.space import MAX_DEPTH_MULTIPLIER
 
     arch = load_architecture(args.arch)
     changes = {}
@@ -37,8 +38,9 @@ def resolve(args):
             raise ValueError(f"--resolution must be a positive integer, got {args.resolution}")
         changes["resolution"] = args.resolution
     if args.depth_multiplier is not None:
-        if not args.depth_multiplier > 0:
-            raise ValueError(f"--depth-multiplier must be positive, got {args.depth_multiplier}")
+        if not 0 < args.depth_multiplier <= MAX_DEPTH_MULTIPLIER:  # inf and NaN too
+            raise ValueError(f"--depth-multiplier must be positive and at most {MAX_DEPTH_MULTIPLIER:g}, "
+                             f"got {args.depth_multiplier:g}")
         changes["depth_multiplier"] = args.depth_multiplier
     return arch.replace(**changes) if changes else arch
 

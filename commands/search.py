@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+import sqlite3
 import sys
 import time
 
@@ -21,7 +24,8 @@ then --address HOST:6379 or 'auto'). Command-line options override the config fi
 
 
 def add_arguments(parser):
-    parser.add_argument("--config", default="configs/default.yaml", help="search config YAML (default: %(default)s)")
+    parser.add_argument("--config", help="search config YAML (default: configs/default.yaml; with --resume, the "
+                                         "run's own config.json)")
     parser.add_argument("--out", help="run directory (default: runs/<config name>)")
     parser.add_argument("--samples", type=int, help="children to evaluate in all")
     parser.add_argument("--workers", type=int, help="children trained at once")
@@ -44,7 +48,11 @@ def load_config(args):
     """The config file with the command-line overrides applied and every section validated."""
     from search.config import SearchConfig
 
-    config = SearchConfig.load(args.config)
+    path = args.config
+    if path is None:
+        saved = os.path.join(args.out or os.path.join("runs", "default"), "config.json")
+        path = saved if args.resume and os.path.isfile(saved) else "configs/default.yaml"
+    config = SearchConfig.load(path)
     overrides = {"samples": args.samples, "workers": args.workers, "strategy": args.strategy, "seed": args.seed}
     for key, value in overrides.items():
         if value is not None:
@@ -66,13 +74,13 @@ def load_config(args):
 
 
 def run(args) -> int:
-    from results.store import ResultStore
-    from search.config import describe_reward, make_reward
-    from search.driver import STATE_FILE, SearchRun, run_in_process, write_json_atomic
+    from search.config import make_reward
+    from search.driver import STATE_FILE
     from search.registry import load_space
+    from search.runlock import LOCK_FILE, RunLock
     from search.strategy import make_strategy
     from workers.proxy import ProxyConfig, blind_spots
-    from workers.trial import SurrogateEvaluator, check_faults
+    from workers.trial import check_faults
 
     config = load_config(args)
     space = load_space(config.space)
@@ -80,27 +88,69 @@ def run(args) -> int:
     proxy = ProxyConfig.from_dict(config.proxy)          # fail now, not in the first worker
     _check_rungs(config.rungs, proxy)
     check_faults(config.faults)
-    run_dir = os.path.abspath(args.out or os.path.join("runs", config.name))
+    run_dir = _run_dir(args, config)
     state_path = os.path.join(run_dir, STATE_FILE)
     if args.resume:
         if not os.path.exists(state_path):
             raise ValueError(f"--resume: no search to continue in {run_dir} (no {STATE_FILE})")
-    elif os.path.exists(os.path.join(run_dir, "results.sqlite")) or os.path.exists(state_path):
-        raise ValueError(f"{run_dir} already holds a search: add --resume to continue it, or choose another --out")
+    else:
+        _check_new_folder(run_dir, allow=(LOCK_FILE,))
     _check_latency_backends(config.latency)
     surrogate = _load_surrogate(config.surrogate, space) if config.surrogate else None
     if surrogate is None:
         _check_dataset(proxy)
-        for spot in blind_spots(space, proxy):
+        for spot in blind_spots(space, proxy, strict="strides_removed" in config.proxy):
             print(f"warning: the proxy cannot see {spot}; such children differ only in latency "
                   "(see proxy.strides_removed and proxy.filter_divisor)", file=sys.stderr)
     strategy = make_strategy(config.strategy, space.choice_counts, seed=config.seed,
                              settings=config.strategy_settings())
+    if surrogate is None and not args.address:
+        from search.tune import ray_temp_dir
 
-    os.makedirs(run_dir, exist_ok=True)
+        ray_temp_dir()          # a Ray folder that cannot hold Ray's sockets stops us here, before any write
+
+    # Every check that needs no lock has passed; from here on this process owns the folder, and nothing is
+    # written into it before the checks that need the lock (a new folder still empty, a resume that matches) pass.
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot create the run folder {run_dir}: {err.strerror or err}") from None
+    lock = RunLock(run_dir).acquire()
+    try:
+        if args.resume:
+            _check_resumable(run_dir, config, space)
+        else:
+            _check_new_folder(run_dir, allow=(LOCK_FILE,))    # a second search may have raced us here
+        return _search(args, config, space, reward, proxy, strategy, surrogate, run_dir, state_path)
+    except KeyboardInterrupt:
+        # Every child is stored and the state saved as it finishes: an interrupted search resumes exactly.
+        print(f"\ninterrupted: the children finished so far are stored in {run_dir}; continue with\n"
+              f"  {_resume_command(args, run_dir)}", file=sys.stderr)
+        return 130
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise ValueError(f"the disk is full ({err.filename or run_dir}): free some space, then add --resume "
+                             "to continue; every child stored so far is kept") from None
+        raise
+    except sqlite3.OperationalError as err:
+        if "full" in str(err):
+            raise ValueError(f"the disk is full ({run_dir}): free some space, then add --resume to continue; "
+                             "every child stored so far is kept") from None
+        raise
+    finally:
+        lock.release()
+
+
+def _search(args, config, space, reward, proxy, strategy, surrogate, run_dir, state_path) -> int:
+    from results.store import ResultStore
+    from search.config import describe_reward
+    from search.driver import SearchRun, run_in_process, write_json_atomic
+    from workers.trial import SurrogateEvaluator
+
     write_json_atomic(os.path.join(run_dir, "config.json"), config.to_dict())
     store = ResultStore(os.path.join(run_dir, "results.sqlite"))
     store.set_meta("config", config.to_dict())
+    store.set_meta("space", space.to_dict())
     progress = Progress(quiet=args.quiet)
     search = SearchRun(space, strategy, reward, store, samples=config.samples, run_dir=run_dir,
                        num_classes=config.num_classes, input_channels=config.input_channels,
@@ -170,6 +220,109 @@ def _finish(search, store, run_dir: str, attempt: int) -> int:
     print(f"dashboard: python launch.py dashboard {run_dir}  (then open http://127.0.0.1:{DEFAULT_PORT}; "
           f"a file to share: python launch.py report {run_dir} --out report.html)")
     return 0 if summary["done"] >= search.samples else 1
+
+
+def _resume_command(args, run_dir: str) -> str:
+    """The command that continues this search, as it can be pasted (the interpreter that runs us, absolute)."""
+    import shlex
+
+    if os.path.abspath(os.path.join("runs", "default")) == run_dir and os.path.isfile("Makefile") \
+            and args.config in (None, "configs/default.yaml"):
+        return "make search SEARCH_ARGS=--resume"
+    return f"{shlex.quote(sys.executable)} launch.py search --out {shlex.quote(run_dir)} --resume"
+
+
+def _run_dir(args, config) -> str:
+    return os.path.abspath(args.out or os.path.join("runs", config.name))
+
+
+def _check_new_folder(run_dir: str, allow: tuple[str, ...] = ()) -> None:
+    """A search starts only in a new or empty folder: never over another run, a training run or a file."""
+    if not os.path.lexists(run_dir):
+        return
+    if not os.path.isdir(run_dir):
+        raise ValueError(f"--out {run_dir} is a file, not a folder: choose another --out")
+    try:
+        entries = sorted(set(os.listdir(run_dir)) - set(allow))
+    except OSError as err:
+        raise ValueError(f"cannot read the run folder {run_dir}: {err.strerror or err}") from None
+    if "searcher_state.json" in entries or "results.sqlite" in entries:
+        raise ValueError(f"{run_dir} already holds a search: add --resume to continue it, or choose another --out")
+    if entries:
+        shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+        raise ValueError(f"{run_dir} is not empty ({shown}): a search starts in a new or empty folder; "
+                         "choose another --out")
+
+
+def _check_resumable(run_dir: str, config, space) -> None:
+    """Refuses a resume that would mix rules or lose children, before anything is written.
+
+    The run's own config (store meta, else config.json) must match on everything but RESUME_FREE, and the
+    state file and the store must agree on which children are done.
+    """
+    from results.store import ResultStore
+    from search.config import resume_differences
+    from search.driver import STATE_FILE, read_json
+
+    store_file = os.path.join(run_dir, "results.sqlite")
+    state = _read_state(os.path.join(run_dir, STATE_FILE))
+    if not os.path.exists(store_file):
+        raise ValueError(f"cannot resume {run_dir}: its results store (results.sqlite) is missing, but its search "
+                         f"state says {state['issued']} children were proposed; restore the store, or start a new "
+                         "run in another folder")
+    with ResultStore(store_file, readonly=True) as store:
+        saved = store.get_meta("config")
+        saved_space = store.get_meta("space")
+        stored = store.children()
+    if saved is None:
+        try:
+            saved = read_json(os.path.join(run_dir, "config.json"))
+        except (OSError, ValueError):
+            raise ValueError(f"cannot resume {run_dir}: neither its store nor config.json says how the run was "
+                             "configured") from None
+    differences = resume_differences(saved, config, saved_space, space.to_dict() if saved_space else None)
+    if differences:
+        raise ValueError(f"cannot resume {run_dir} with other settings (only {', '.join(_free())} may change): "
+                         + "; ".join(differences))
+    issued = state["issued"]
+    waiting = {int(entry["sample"]) for entry in [*state["in_flight"].values(), *state["retry"]]}
+    have = {int(sample) for sample in stored["sample"].dropna()}
+    missing = sorted(set(range(issued)) - waiting - have)
+    foreign = sorted(have - set(range(issued)))
+    if missing:
+        shown = ", ".join(map(str, missing[:8])) + (", ..." if len(missing) > 8 else "")
+        raise ValueError(f"cannot resume {run_dir}: its store lacks {len(missing)} of the {issued} children the "
+                         f"search state counts as proposed and done (samples {shown}): the store was emptied or "
+                         "replaced; restore it, or start a new run in another folder")
+    if foreign:
+        raise ValueError(f"cannot resume {run_dir}: its store holds samples the search state never proposed "
+                         f"({', '.join(map(str, foreign[:8]))}): the store and the state come from different runs")
+
+
+def _free() -> tuple[str, ...]:
+    from search.config import RESUME_FREE
+
+    return RESUME_FREE
+
+
+def _read_state(path: str) -> dict:
+    """The search state file, checked for the fields a resume relies on (one line if it is not usable)."""
+    from search.driver import read_json
+
+    try:
+        state = read_json(path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot resume: {path} is unreadable ({err})") from None
+    entries = (state.get("in_flight") or {}).values() if isinstance(state, dict) else ()
+    retry = state.get("retry") if isinstance(state, dict) else None
+    if not isinstance(state, dict) or not isinstance(state.get("issued"), int) \
+            or not isinstance(state.get("in_flight", {}), dict) or not isinstance(retry or [], list) \
+            or any(not isinstance(e, dict) or not isinstance(e.get("sample"), int) for e in [*entries, *(retry or [])]):
+        raise ValueError(f"cannot resume: {path} is not a search state (it lacks 'issued', or a child in flight "
+                         "lacks its 'sample')")
+    state.setdefault("in_flight", {})
+    state["retry"] = list(retry or [])
+    return state
 
 
 def _load_surrogate(settings: dict, space):

@@ -109,14 +109,16 @@ def check_export_options(args) -> None:
 def build_config(args):
     """TrainConfig from the command line; raises ValueError on any bad value before anything is written."""
     from trainer.recipe import Recipe
+    from search.space import MAX_DEPTH_MULTIPLIER
     from trainer.replay import resolve_arch
     from trainer.train import TrainConfig
 
     resolved = resolve_arch(args.arch)
     arch = resolved.arch
     if args.depth_multiplier is not None:
-        if not args.depth_multiplier > 0:
-            raise ValueError(f"--depth-multiplier must be positive, got {args.depth_multiplier}")
+        if not 0 < args.depth_multiplier <= MAX_DEPTH_MULTIPLIER:  # inf and NaN too
+            raise ValueError(f"--depth-multiplier must be positive and at most {MAX_DEPTH_MULTIPLIER:g}, "
+                             f"got {args.depth_multiplier:g}")
         arch = arch.replace(depth_multiplier=args.depth_multiplier)
     recipe = Recipe(**{k: getattr(args, k) for k in RECIPE_FLAGS if getattr(args, k) is not None})
     given = {k: getattr(args, k) for k in ("dataset", "data_dir", "epochs", "batch_size", "image_size", "fit",

@@ -13,7 +13,6 @@ import html
 import json
 import os
 import re
-import tempfile
 import threading
 from datetime import datetime, timezone
 from importlib import resources
@@ -27,6 +26,7 @@ from plotly.subplots import make_subplots
 
 from results import views
 from results.views import RunSnapshot
+from search.fileio import atomic_write
 
 DEFAULT_REFRESH_S = 3.0
 _TEMPLATE = "plotly_white"
@@ -384,12 +384,8 @@ def write_report(run_dirs: Sequence[str], out: str | os.PathLike) -> Path:
     if not out.parent.is_dir():
         raise ValueError(f"cannot write the report to {out}: directory {out.parent} does not exist")
     text = report_html(run_dirs)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        atomic_write(out, text.encode("utf-8"))
+    except OSError as err:  # a read-only file system, no permission, a full disk: nothing is left behind
+        raise ValueError(f"cannot write the report to {out}: {err.strerror or err}") from None
     return out

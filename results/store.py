@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import io
 import json
 import math
 import numbers
@@ -34,6 +35,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import pandas as pd
+
+from search.fileio import atomic_write, current_umask
 
 STORE_FILENAME = "results.sqlite"
 SCHEMA_VERSION = 2
@@ -339,17 +342,9 @@ def export_frame(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
         if name in flat.columns:
             flat[name] = pd.Series([value if value is None or isinstance(value, str) else _dumps(value)
                                     for value in flat[name]], index=flat.index, dtype=object)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        _WRITERS[suffix](flat, tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    buffer = io.BytesIO()  # written whole, then through the project's one atomic writer (which sets the mode)
+    _WRITERS[suffix](flat, buffer)
+    atomic_write(path, buffer.getvalue())
     return path
 
 
@@ -455,10 +450,42 @@ class ResultStore:
             if not folder.is_dir():
                 raise NoStoreError(f"no such run directory: {folder}")
             raise NoStoreError(f"no results store in {folder}: is it a run directory?")
+        if not os.access(self.path, os.R_OK):
+            raise ValueError(f"cannot open results store {self.path}: no permission to read it")
         uri = "file:" + urllib.parse.quote(str(self.path.absolute())) + "?mode=ro"
+        conn = None
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA query_only = ON")
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()   # opens the file (and its WAL index)
+        except sqlite3.DatabaseError as err:
+            if conn is not None:
+                conn.close()
+            if not isinstance(err, sqlite3.OperationalError) or \
+                    ("unable to open" not in str(err) and "readonly" not in str(err)):
+                raise _open_error(self.path, err) from None
+            return self._open_immutable(err)
+        return conn
+
+    def _open_immutable(self, err: sqlite3.OperationalError) -> sqlite3.Connection:
+        """A store in a folder this process may not write: a WAL reader must create the `-shm` index beside the
+        store, and cannot. With no write-ahead log left to apply (a search that ended closes it), the file alone
+        is the whole store, and SQLite can read it as immutable; with a log still holding changes, it cannot."""
+        wal = Path(str(self.path) + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise ValueError(f"cannot open results store {self.path} read-only: {err}; its write-ahead log "
+                             f"({wal.name}) holds changes that only a process allowed to write in "
+                             f"{self.path.parent} can apply (open it once as the folder's owner)")
+        uri = "file:" + urllib.parse.quote(str(self.path.absolute())) + "?mode=ro&immutable=1"
         conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                check_same_thread=False)
-        conn.execute("PRAGMA query_only = ON")
+        try:
+            conn.execute("PRAGMA query_only = ON")
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as again:
+            conn.close()
+            raise _open_error(self.path, again) from None
         return conn
 
     def _open_writer(self) -> sqlite3.Connection:
@@ -489,6 +516,7 @@ class ResultStore:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".creating")
         os.close(fd)
         try:
+            os.chmod(tmp, 0o666 & ~current_umask())  # as readable as any file the user creates, not mkstemp's 0600
             conn = sqlite3.connect(tmp, isolation_level=None)
             try:
                 conn.execute("PRAGMA journal_mode = WAL")
@@ -568,7 +596,22 @@ class ResultStore:
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:  # one statement: one consistent snapshot
-            return self._conn.execute(sql, params).fetchall()
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as err:
+                if isinstance(err, sqlite3.OperationalError) and "locked" in str(err):
+                    raise
+                raise ValueError(f"results store {self.path} is corrupt ({err}); {self._integrity()}") from None
+
+    def _integrity(self) -> str:
+        """What SQLite's own check says of a store that failed a read."""
+        try:
+            problems = [row[0] for row in self._conn.execute("PRAGMA integrity_check(5)").fetchall()]
+        except sqlite3.DatabaseError as err:
+            return f"PRAGMA integrity_check could not run either ({err})"
+        if problems == ["ok"]:
+            return "PRAGMA integrity_check finds no damage (the failure may be in a page it does not check)"
+        return "PRAGMA integrity_check finds: " + "; ".join(problems)[:300]
 
     def close(self) -> None:
         with self._lock:

@@ -1,6 +1,6 @@
 """A search's configuration: one YAML file, validated when loaded so a typo fails before Ray starts.
 
-    name: default                 # run name: results go to runs/<name> unless --out says otherwise
+    name: default                 # run name, one folder name: results go to runs/<name> unless --out says otherwise
     space: mnasnet                # preset (mnasnet, mnasnet-a1, mnasnet-small) or a YAML file of your own
     strategy: mnas                # mnas (LSTM + PPO controller) | random | evolution
     samples: 40                   # children evaluated in all
@@ -28,8 +28,11 @@ strategy that is not used is ignored, so one config can be run with --strategy m
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any, Mapping
+
+from search.space import echo
 
 _TOP_KEYS = {"name", "space", "strategy", "samples", "workers", "cpus_per_worker", "seed", "deploy", "latency",
              "reward", "controller", "evolution", "proxy", "feed_failures", "limits", "faults", "scheduler",
@@ -42,6 +45,20 @@ _SURROGATE_KEYS = {"model", "noise"}
 # that rung before it. Rung checks happen at segments grace_rungs * reduction_factor^k.
 SCHEDULER_DEFAULTS = {"name": "none", "rungs": 4, "reduction_factor": 2, "grace_rungs": 1, "rung_heldout": 1000}
 SCHEDULERS = ("none", "asha")
+
+
+MAX_NAME = 100
+
+
+def check_run_name(name: Any, source: str = "config") -> str:
+    """A run name becomes the folder runs/<name>: it must be one printable path component, so that no name can
+    write outside runs/ ('../x'), make runs/ itself the run folder ('', '.'), or hide a control character."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{source}: name must be a non-empty string (the run folder's name), got {echo(name)}")
+    if name in (".", "..") or "/" in name or "\\" in name or not name.isprintable() or len(name) > MAX_NAME:
+        raise ValueError(f"{source}: name {echo(name)} is not a folder name: use up to {MAX_NAME} printable "
+                         "characters without '/' or '\\', not '.' or '..'")
+    return name
 
 
 @dataclasses.dataclass
@@ -99,12 +116,21 @@ class SearchConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{source}: {name} must be a positive integer, got {value!r}")
 
+        check_run_name(self.name, source)
+        if not (isinstance(self.space, str) and self.space.strip() or isinstance(self.space, Mapping)):
+            raise ValueError(f"{source}: space must be a preset name, a YAML file or a mapping, "
+                             f"got {echo(self.space)}")
+        if not isinstance(self.strategy, str):
+            raise ValueError(f"{source}: strategy must be a name (mnas, random, evolution), got {echo(self.strategy)}")
         positive_int("samples", self.samples)
         positive_int("workers", self.workers)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ValueError(f"{source}: seed must be an integer, got {self.seed!r}")
-        if not isinstance(self.cpus_per_worker, (int, float)) or self.cpus_per_worker <= 0:
-            raise ValueError(f"{source}: cpus_per_worker must be positive, got {self.cpus_per_worker!r}")
+            raise ValueError(f"{source}: seed must be an integer, got {echo(self.seed)}")
+        if (isinstance(self.cpus_per_worker, bool) or not isinstance(self.cpus_per_worker, (int, float))
+                or not 0 < self.cpus_per_worker < math.inf):  # NaN fails this too, and Ray would fail on it later
+            raise ValueError(f"{source}: cpus_per_worker must be a positive number, got {echo(self.cpus_per_worker)}")
+        if not isinstance(self.feed_failures, bool):
+            raise ValueError(f"{source}: feed_failures must be true or false, got {echo(self.feed_failures)}")
         if not isinstance(self.latency, list) or not self.latency or not all(isinstance(b, str) for b in self.latency):
             raise ValueError(f"{source}: latency must be a backend name or a list of them, got {self.latency!r}")
         for name in ("deploy", "reward", "controller", "evolution", "proxy", "limits", "faults", "scheduler",
@@ -196,8 +222,8 @@ def _term(raw: Mapping[str, Any], source: str, where: str):
     if "target_ms" not in raw:
         raise ValueError(f"{where}: target_ms is required")
     preset = raw.get("preset")
-    if preset is not None and preset not in PRESETS:
-        raise ValueError(f"{where}: unknown reward preset {preset!r} (known: {', '.join(PRESETS)})")
+    if preset is not None and (not isinstance(preset, str) or preset not in PRESETS):
+        raise ValueError(f"{where}: unknown reward preset {echo(preset)} (known: {', '.join(PRESETS)})")
     alpha, beta = PRESETS[preset] if preset else (None, None)
     alpha = raw.get("alpha", alpha)
     beta = raw.get("beta", beta)
@@ -221,13 +247,73 @@ def make_reward(reward: Mapping[str, Any], latency: list[str]):
     if unknown:
         raise ValueError(f"reward: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(_REWARD_KEYS))})")
     terms = [_term(reward, latency[0], "reward")]
-    for number, extra in enumerate(reward.get("extra_targets") or [], 1):
+    extras = reward.get("extra_targets") or []
+    if not isinstance(extras, list):
+        raise ValueError(f"reward: extra_targets must be a list of {{latency, target_ms, ...}} mappings, "
+                         f"got {echo(extras)}")
+    for number, extra in enumerate(extras, 1):
         where = f"reward.extra_targets[{number}]"
         if not isinstance(extra, Mapping) or extra.get("latency") not in latency:
             raise ValueError(f"{where}: 'latency' must name one of the search's latency backends {latency}")
         terms.append(_term(extra, extra["latency"], where))
-    return Reward(terms, failed_reward=float(reward.get("failed_reward", 0.0)))
+    return Reward(terms, failed_reward=reward.get("failed_reward", 0.0))  # Reward checks it is a finite number
 
 
 def describe_reward(reward) -> str:
     return " * ".join(f"({t.source}/{t.target_ms:g}ms)^({t.alpha:g}|{t.beta:g})" for t in reward.terms) or "accuracy"
+
+
+# What a resumed search may change: where it runs and how many children it evaluates in all. Everything else
+# decides a child's reward or the sequence of proposals, and one run must score every child under the same rules.
+RESUME_FREE = ("name", "samples", "workers", "cpus_per_worker")
+
+
+def resume_differences(saved: Mapping[str, Any], current: SearchConfig, saved_space: Mapping | None = None,
+                       current_space: Mapping | None = None) -> list[str]:
+    """The settings of `current` that differ from the run's `saved` config, as 'key: saved -> current' lines.
+
+    Sections are compared with their defaults filled in (the proxy through ProxyConfig), so writing a default
+    out is not a change; the strategy's settings are compared only for the strategy the run uses. A space is
+    compared by its content (`saved_space` and `current_space`, the resolved specs) when both are given, so a
+    different space with the same choice counts is caught even under the same file name.
+    """
+    from workers.proxy import ProxyConfig
+
+    old = SearchConfig.from_dict({k: v for k, v in saved.items() if k in _TOP_KEYS}, source="the run's config")
+    differences = []
+    for field in dataclasses.fields(SearchConfig):
+        name = field.name
+        if name in RESUME_FREE or name in ("controller", "evolution"):
+            continue
+        before, after = getattr(old, name), getattr(current, name)
+        if name == "proxy":
+            before, after = ProxyConfig.from_dict(before).to_dict(), ProxyConfig.from_dict(after).to_dict()
+        elif name == "scheduler":
+            before, after = old.scheduler_settings(), current.scheduler_settings()
+        elif name == "space" and saved_space is not None and current_space is not None:
+            before, after = dict(saved_space), dict(current_space)
+        differences += _diff(name, _plain(before), _plain(after))
+    if old.strategy == current.strategy:
+        section = {"mnas": "controller", "evolution": "evolution"}.get(current.strategy, "settings")
+        differences += _diff(section, _plain(old.strategy_settings()), _plain(current.strategy_settings()))
+    return differences
+
+
+def _diff(path: str, before, after) -> list[str]:
+    """'path.key: before -> after' for each leaf that differs (mappings are walked key by key)."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [line for key in sorted(set(before) | set(after))
+                for line in _diff(f"{path}.{key}", before.get(key, "(unset)"), after.get(key, "(unset)"))]
+    return [] if before == after else [f"{path}: {_short(before)} -> {_short(after)}"]
+
+
+def _plain(value):
+    """JSON's view of a value (tuples as lists, ints and floats alike), for comparing configs."""
+    import json
+
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _short(value, limit: int = 80) -> str:
+    text = repr(_plain(value))
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -10,7 +10,7 @@ import os
 from importlib import resources
 from typing import Any, Mapping
 
-from search.space import Architecture, SearchSpace, parse_arch_text
+from search.space import Architecture, SearchSpace, echo, parse_arch_text
 
 # name -> (block strings, non-default architecture fields)
 _DEFINITIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
@@ -91,7 +91,7 @@ def get_architecture(name: str) -> Architecture:
     try:
         return ARCHITECTURES[name]
     except KeyError:
-        raise ValueError(f"unknown architecture {name!r} (known: {', '.join(ARCHITECTURES)}; "
+        raise ValueError(f"unknown architecture {echo(name)} (known: {', '.join(ARCHITECTURES)}; "
                          "or give a file of block strings)") from None
 
 
@@ -135,6 +135,9 @@ def load_space(spec: str | Mapping[str, Any]) -> SearchSpace:
     """A preset name (`SPACES`), a path to a YAML file, or an already-parsed dict."""
     if isinstance(spec, Mapping):
         return SearchSpace(spec)
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"a search space is a preset name ({', '.join(SPACES)}), a YAML file or a mapping, "
+                         f"got {echo(spec)}")
     if spec in SPACES:
         text = resources.files("search.spaces").joinpath(SPACES[spec]).read_text(encoding="utf-8")
         return SearchSpace(_read_yaml(text, spec))
@@ -145,4 +148,4 @@ def load_space(spec: str | Mapping[str, Any]) -> SearchSpace:
         except ValueError as err:
             message = str(err)
             raise ValueError(message if message.startswith(spec) else f"{spec}: {message}") from None
-    raise ValueError(f"unknown search space {spec!r} (presets: {', '.join(SPACES)}; or give a YAML file)")
+    raise ValueError(f"unknown search space {echo(spec)} (presets: {', '.join(SPACES)}; or give a YAML file)")

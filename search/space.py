@@ -22,6 +22,12 @@ released string still decodes to the same model:
 
 Tokens may come in any order on input; the encoder writes the canonical order
 ``r k s e i o [se] [noskip|poolskip] [conv]``.
+
+One grammar for block strings and search spaces: a kernel is odd (a 'same' convolution needs a centre tap), a
+stride is one digit 1-9 (``s22``: the two digits are the strides of the two axes), a block has at most
+`MAX_REPEATS` layers and no size exceeds `MAX_SIZE`. `Block` enforces it, so every block that exists -- parsed,
+built by hand or decoded from a space -- encodes to a string that parses back to it; a space is checked option by
+option when it is loaded.
 """
 
 from __future__ import annotations
@@ -46,7 +52,38 @@ CONV_OPS: dict[str, tuple[str, int]] = {
 
 _TOKEN = re.compile(r"^([a-z]+)(\d.*)$")
 _FLAGS = {"noskip", "poolskip", "conv"}
-_INT_KEYS = ("r", "k", "e", "i", "o")
+_INT_KEYS = {"r": "repeats", "k": "kernel", "e": "expand_ratio", "i": "input_filters", "o": "output_filters"}
+
+MAX_REPEATS = 100
+"""Layers of one block. MnasNet's have 1-4; counting parameters walks every layer, so a block of a trillion
+layers would hang `describe` and the controller loop instead of failing."""
+MAX_SIZE = 2 ** 31 - 1
+"""Kernels, expansion ratios, filters, resolutions: TensorFlow's shapes are 32-bit."""
+MAX_DEPTH_MULTIPLIER = 10.0
+"""Width multipliers in the literature run from 0.35 to 2; beyond 10 the filter counts leave any phone behind
+(and beyond ~1e300 they leave floating point)."""
+ECHO_LIMIT = 60
+
+
+def echo(value: Any, limit: int = ECHO_LIMIT) -> str:
+    """`repr(value)` cut to about `limit` characters: an error names the bad input without copying megabytes."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value):,} characters)"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def _size_problem(name: str, value: Any) -> str | None:
+    """Why `value` cannot be the integer field `name` of a block or architecture, or None if it can."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return "must be a positive integer"
+    if name == "repeats" and value > MAX_REPEATS:
+        return f"must be at most {MAX_REPEATS}"
+    if value > MAX_SIZE:
+        return f"must be at most {MAX_SIZE} (2^31 - 1)"
+    if name == "kernel" and value % 2 == 0:
+        return "must be odd (a 'same' convolution needs a centre tap)"
+    return None
 
 
 def round_filters(filters: float, multiplier: float = 1.0, divisor: int = 8, min_depth: int | None = None) -> int:
@@ -78,13 +115,16 @@ class Block:
 
     def __post_init__(self):
         for name in ("repeats", "kernel", "expand_ratio", "input_filters", "output_filters"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"block field {name!r} must be a positive integer, got {value!r}")
-        if (len(self.strides) != 2 or any(not isinstance(s, int) or s < 1 for s in self.strides)):
-            raise ValueError(f"block strides must be two positive integers, got {self.strides!r}")
-        if not 0.0 <= self.se_ratio <= 1.0:
-            raise ValueError(f"squeeze-excite ratio must be in [0, 1], got {self.se_ratio!r}")
+            problem = _size_problem(name, getattr(self, name))
+            if problem:
+                raise ValueError(f"block field {name!r} {problem}, got {echo(getattr(self, name))}")
+        if (not isinstance(self.strides, (tuple, list)) or len(self.strides) != 2
+                or any(isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= 9 for s in self.strides)):
+            raise ValueError(f"block strides must be two integers from 1 to 9 (one digit each in a block string), "
+                             f"got {echo(self.strides)}")
+        if (isinstance(self.se_ratio, bool) or not isinstance(self.se_ratio, (int, float))
+                or not 0.0 <= self.se_ratio <= 1.0):
+            raise ValueError(f"squeeze-excite ratio must be in [0, 1], got {echo(self.se_ratio)}")
         if self.skip not in SKIPS:
             raise ValueError(f"skip must be one of {SKIPS}, got {self.skip!r}")
         if self.conv not in (CONV_MBCONV, CONV_REGULAR):
@@ -115,35 +155,42 @@ class Block:
 def decode_block(block_string: str) -> Block:
     """Parses one block string. Raises ValueError naming the bad token."""
     if not isinstance(block_string, str) or not block_string.strip():
-        raise ValueError(f"empty block string: {block_string!r}")
+        raise ValueError(f"empty block string: {echo(block_string)}")
     text = block_string.strip()
+    shown = echo(text)
     options: dict[str, str] = {}
     flags: set[str] = set()
     for token in text.split("_"):
         if token in _FLAGS:
             if token in flags:
-                raise ValueError(f"block string {text!r}: token {token!r} given twice")
+                raise ValueError(f"block string {shown}: token {token!r} given twice")
             flags.add(token)
             continue
         match = _TOKEN.match(token)
         if not match or match.group(1) not in ("r", "k", "s", "e", "i", "o", "se"):
-            raise ValueError(f"block string {text!r}: unknown token {token!r} "
+            raise ValueError(f"block string {shown}: unknown token {echo(token)} "
                              "(expected r, k, s, e, i, o, se, noskip, poolskip or conv)")
         key, value = match.groups()
         if key in options:
-            raise ValueError(f"block string {text!r}: token {key!r} given twice")
+            raise ValueError(f"block string {shown}: token {key!r} given twice")
         options[key] = value
     missing = [k for k in ("r", "k", "s", "e", "i", "o") if k not in options]
     if missing:
-        raise ValueError(f"block string {text!r}: missing token(s) {', '.join(missing)}")
+        raise ValueError(f"block string {shown}: missing token(s) {', '.join(missing)}")
     values: dict[str, Any] = {}
-    for key in _INT_KEYS:
-        if not options[key].isdigit() or int(options[key]) < 1:
-            raise ValueError(f"block string {text!r}: bad token {key + options[key]!r} (need a positive integer)")
-        values[key] = int(options[key])
+    for key, name in _INT_KEYS.items():
+        digits = options[key]
+        # ASCII digits only ('²'.isdigit() is true), and no more than a valid size has: int() of a megabyte of
+        # digits is slow, and Python refuses it anyway
+        value = int(digits) if re.fullmatch(r"[0-9]{1,12}", digits) else 0
+        problem = _size_problem(name, value) if value else "must be a positive integer"
+        if problem:
+            raise ValueError(f"block string {shown}: bad token {echo(key + digits)} ({name} {problem})")
+        values[key] = value
     strides = options["s"]
-    if len(strides) != 2 or not strides.isdigit() or "0" in strides:
-        raise ValueError(f"block string {text!r}: bad token {'s' + strides!r} (strides are two digits, e.g. s22)")
+    if not re.fullmatch(r"[1-9]{2}", strides):
+        raise ValueError(f"block string {shown}: bad token {echo('s' + strides)} "
+                         "(strides are two digits 1-9, e.g. s22)")
     se_ratio = 0.0
     if "se" in options:
         try:
@@ -151,13 +198,13 @@ def decode_block(block_string: str) -> Block:
         except ValueError:
             se_ratio = -1.0
         if not 0.0 < se_ratio <= 1.0:
-            raise ValueError(f"block string {text!r}: bad token {'se' + options['se']!r} (ratio in (0, 1])")
+            raise ValueError(f"block string {shown}: bad token {echo('se' + options['se'])} (ratio in (0, 1])")
     if "noskip" in flags and "poolskip" in flags:
-        raise ValueError(f"block string {text!r}: 'noskip' and 'poolskip' exclude each other")
+        raise ValueError(f"block string {shown}: 'noskip' and 'poolskip' exclude each other")
     skip = SKIP_NONE if "noskip" in flags else SKIP_POOL if "poolskip" in flags else SKIP_IDENTITY
     conv = CONV_REGULAR if "conv" in flags else CONV_MBCONV
     if conv == CONV_REGULAR and values["e"] != 1:
-        raise ValueError(f"block string {text!r}: token 'e{values['e']}' with 'conv' (a regular conv needs e1)")
+        raise ValueError(f"block string {shown}: token 'e{values['e']}' with 'conv' (a regular conv needs e1)")
     return Block(repeats=values["r"], kernel=values["k"], strides=(int(strides[0]), int(strides[1])),
                  expand_ratio=values["e"], input_filters=values["i"], output_filters=values["o"],
                  se_ratio=se_ratio, skip=skip, conv=conv)
@@ -199,14 +246,18 @@ class Architecture:
         if not blocks:
             raise ValueError("an architecture needs at least one block")
         object.__setattr__(self, "blocks", blocks)
-        object.__setattr__(self, "depth_multiplier", float(self.depth_multiplier))
-        object.__setattr__(self, "dropout", float(self.dropout))
-        for name in ("stem_filters", "head_filters", "resolution", "stem_stride"):
+        for name in ("depth_multiplier", "dropout"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"architecture field {name!r} must be a positive integer, got {value!r}")
-        if self.depth_multiplier <= 0:
-            raise ValueError(f"depth multiplier must be positive, got {self.depth_multiplier}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"architecture field {name!r} must be a number, got {echo(value)}")
+            object.__setattr__(self, name, float(value))
+        for name in ("stem_filters", "head_filters", "resolution", "stem_stride"):
+            problem = _size_problem(name, getattr(self, name))
+            if problem:
+                raise ValueError(f"architecture field {name!r} {problem}, got {echo(getattr(self, name))}")
+        if not 0 < self.depth_multiplier <= MAX_DEPTH_MULTIPLIER:  # NaN fails this too
+            raise ValueError(f"depth multiplier must be positive and at most {MAX_DEPTH_MULTIPLIER:g}, "
+                             f"got {self.depth_multiplier}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -283,13 +334,13 @@ def parse_arch_text(text: str, source: str = "<text>") -> Architecture:
         if ":" in line:
             key, _, value = (part.strip() for part in line.partition(":"))
             if key not in _HEADER_FIELDS:
-                raise ValueError(f"{source}:{number}: unknown setting {key!r} "
+                raise ValueError(f"{source}:{number}: unknown setting {echo(key)} "
                                  f"(known: {', '.join(_HEADER_FIELDS)})")
             name, kind = _HEADER_FIELDS[key]
             try:
                 fields[name] = kind(value)
             except ValueError:
-                raise ValueError(f"{source}:{number}: bad value {value!r} for {key!r}") from None
+                raise ValueError(f"{source}:{number}: bad value {echo(value)} for {key!r}") from None
             continue
         for token in line.split():
             try:
@@ -322,10 +373,10 @@ PAPER_CHOICES: dict[str, list] = {
 def _op_to_conv(op: str) -> tuple[str, int]:
     if op in CONV_OPS:
         return CONV_OPS[op]
-    match = re.fullmatch(r"mbconv(\d+)", op)
+    match = re.fullmatch(r"mbconv([0-9]{1,12})", op)
     if match and int(match.group(1)) >= 1:
         return CONV_MBCONV, int(match.group(1))
-    raise ValueError(f"unknown conv op {op!r} (known: conv, dsconv, mbconv3, mbconv6, mbconvN)")
+    raise ValueError(f"unknown conv op {echo(op)} (known: conv, dsconv, mbconv3, mbconv6, mbconvN)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -379,7 +430,11 @@ class SearchSpace:
         self.head_filters = _positive_int(spec.get("head", 1280), "head")
         self.resolution = _positive_int(spec.get("resolution", 224), "resolution")
         self.stem_stride = _positive_int(spec.get("stem_stride", 2), "stem_stride")
-        self.dropout = float(spec.get("dropout", 0.2))
+        self.dropout = spec.get("dropout", 0.2)
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
+                or not 0 <= self.dropout < 1:
+            raise ValueError(f"search space: dropout must be a number in [0, 1), got {echo(self.dropout)}")
+        self.dropout = float(self.dropout)
         defaults = dict(PAPER_CHOICES)
         defaults.update(_check_choices(spec.get("choices") or {}, "choices"))
         raw_blocks = spec.get("blocks")
@@ -389,7 +444,7 @@ class SearchSpace:
         for number, raw in enumerate(raw_blocks, 1):
             where = f"blocks[{number}]"
             if not isinstance(raw, Mapping):
-                raise ValueError(f"search space: {where} must be a mapping, got {raw!r}")
+                raise ValueError(f"search space: {where} must be a mapping, got {echo(raw)}")
             raw = dict(raw)
             for key in ("filters", "layers", "stride"):
                 if key not in raw:
@@ -400,12 +455,14 @@ class SearchSpace:
             if extra:
                 raise ValueError(f"search space: {where}: unknown key(s) {', '.join(extra)}")
             declared = raw.get("input_filters")
-            blocks.append(SpaceBlock(
+            block = SpaceBlock(
                 filters=_positive_int(raw["filters"], f"{where}.filters"),
-                layers=_positive_int(raw["layers"], f"{where}.layers"),
-                stride=_positive_int(raw["stride"], f"{where}.stride"),
+                layers=_positive_int(raw["layers"], f"{where}.layers", MAX_REPEATS),
+                stride=_positive_int(raw["stride"], f"{where}.stride", 9),
                 choices=tuple((d, tuple(choices[d])) for d in DECISIONS),
-                input_filters=None if declared is None else _positive_int(declared, f"{where}.input_filters")))
+                input_filters=None if declared is None else _positive_int(declared, f"{where}.input_filters"))
+            self._check_options(block, where)
+            blocks.append(block)
         self.blocks = tuple(blocks)
         self.decisions = tuple(Decision(i, name, options) for i, block in enumerate(self.blocks)
                                for name, options in block.choices if len(options) > 1)
@@ -503,6 +560,18 @@ class SearchSpace:
         return f"SearchSpace({self.name!r}, blocks={len(self.blocks)}, decisions={len(self.decisions)})"
 
     # -- internals
+    def _check_options(self, block: SpaceBlock, where: str) -> None:
+        """Every option of `block` builds a valid `Block` (so decoding never fails mid-search, and every child
+        writes a block string that parses back): each option is tried with the block's other first options."""
+        first = {name: options[0] for name, options in block.choices}
+        for name, options in block.choices:
+            for option in options:
+                try:
+                    self._make_block(block, {**first, name: option}, self.stem_filters)
+                except ValueError as err:
+                    raise ValueError(f"search space: {where}.{name}: option {echo(option)} makes a block that "
+                                     f"cannot be: {err}") from None
+
     def _make_block(self, block: SpaceBlock, pick: Mapping[str, Any], previous: int) -> Block:
         conv, expand = _op_to_conv(pick["op"])
         return Block(repeats=max(1, block.layers + int(pick["layer_offset"])), kernel=int(pick["kernel"]),
@@ -560,9 +629,9 @@ def _product(grids: Sequence[Sequence]) -> Iterable[tuple]:
             yield (head,) + tail
 
 
-def _positive_int(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"search space: {where} must be a positive integer, got {value!r}")
+def _positive_int(value: Any, where: str, most: int = MAX_SIZE) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        raise ValueError(f"search space: {where} must be an integer from 1 to {most}, got {echo(value)}")
     return value
 
 
@@ -575,9 +644,9 @@ def _check_choices(raw: Mapping[str, Any], where: str) -> dict[str, list]:
         if name not in DECISIONS:
             raise ValueError(f"search space: {where}: unknown decision {name!r} (known: {', '.join(DECISIONS)})")
         if not isinstance(options, (list, tuple)) or not options:
-            raise ValueError(f"search space: {where}.{name} must be a non-empty list, got {options!r}")
+            raise ValueError(f"search space: {where}.{name} must be a non-empty list, got {echo(options)}")
         if len(set(map(str, options))) != len(options):
-            raise ValueError(f"search space: {where}.{name} repeats an option: {list(options)}")
+            raise ValueError(f"search space: {where}.{name} repeats an option: {echo(list(options))}")
         for option in options:
             _check_option(name, option, f"{where}.{name}")
         out[name] = list(options)
@@ -594,12 +663,12 @@ def _check_option(name: str, option: Any, where: str) -> None:
     elif name == "kernel":
         bad = isinstance(option, bool) or not isinstance(option, int) or option < 1 or option % 2 == 0
     elif name == "se":
-        bad = not isinstance(option, (int, float)) or not 0 <= option <= 1
+        bad = isinstance(option, bool) or not isinstance(option, (int, float)) or not 0 <= option <= 1
     elif name == "skip":
-        bad = option not in SKIPS
-    elif name == "filter_multiplier":
-        bad = not isinstance(option, (int, float)) or option <= 0
+        bad = not isinstance(option, str) or option not in SKIPS
+    elif name == "filter_multiplier":  # finite: inf and NaN pass `> 0` and fail only when a filter is rounded
+        bad = isinstance(option, bool) or not isinstance(option, (int, float)) or not 0 < option < math.inf
     elif name == "layer_offset":
-        bad = isinstance(option, bool) or not isinstance(option, int)
+        bad = isinstance(option, bool) or not isinstance(option, int) or abs(option) > MAX_REPEATS
     if bad:
-        raise ValueError(f"search space: {where}: bad option {option!r}")
+        raise ValueError(f"search space: {where}: bad option {echo(option)}")

@@ -8,11 +8,13 @@ written atomically.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 
 from ray.tune.search import Searcher
 
 from search.driver import SearchRun, read_json, write_json_atomic
+from search.space import echo
 
 
 class MnasSearcher(Searcher):
@@ -67,9 +69,37 @@ def init_ray(address: str | None, num_cpus: int | None, temp_dir: str | None = N
     if address:
         ray.init(address=address, **kwargs)
         return
-    temp_dir = temp_dir or os.environ.get("MNAS_RAY_TMPDIR") or tempfile.gettempdir()
-    # Ray's socket paths must stay under ~107 bytes: keep its session folder short.
-    ray.init(num_cpus=num_cpus, _temp_dir=os.path.join(temp_dir, "mnas-ray"), **kwargs)
+    ray.init(num_cpus=num_cpus, _temp_dir=ray_temp_dir(temp_dir), **kwargs)
+
+
+# Ray puts its sockets at <temp>/session_<date>_<time>_<microseconds>_<pid>/sockets/plasma_store; a Unix socket's
+# path holds at most 107 bytes on Linux (103 on macOS).
+_SOCKET_TAIL = len("/session_2024-01-01_12-00-00_123456_4194304/sockets/plasma_store")
+_SOCKET_PATH_MAX = 103 if sys.platform == "darwin" else 107
+
+
+def ray_temp_dir(temp_dir: str | None = None) -> str:
+    """The folder a local Ray cluster keeps its session in: `temp_dir`, else $MNAS_RAY_TMPDIR, else the system's
+    temporary folder, plus 'mnas-ray' (short: Ray's socket paths must fit in a Unix socket's address).
+
+    Raises:
+        ValueError: the folder is a file, or so long a path that Ray's sockets would not fit -- said here, before
+            Ray starts, rather than as Ray's OSError from deep inside ray.init().
+    """
+    given = temp_dir or os.environ.get("MNAS_RAY_TMPDIR")
+    where = "MNAS_RAY_TMPDIR" if given and not temp_dir else "Ray's temporary folder"
+    folder = os.path.join(os.path.abspath(given or tempfile.gettempdir()), "mnas-ray")
+    existing = folder
+    while not os.path.exists(existing):  # Ray creates the missing folders: the first one that exists must be one
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"{where} {echo(os.path.dirname(folder))} cannot hold Ray's session: {echo(existing)} is "
+                         "a file, not a folder")
+    if len(os.fsencode(folder)) + _SOCKET_TAIL > _SOCKET_PATH_MAX:
+        raise ValueError(f"{where} {echo(os.path.dirname(folder))} is too long a path for Ray's sockets: use one "
+                         f"of at most {_SOCKET_PATH_MAX - _SOCKET_TAIL - len('/mnas-ray')} characters (e.g. "
+                         "MNAS_RAY_TMPDIR=/tmp)")
+    return folder
 
 
 def make_scheduler(settings: dict | None):
@@ -90,6 +120,9 @@ def run_trials(run: SearchRun, trainable, workers: int, cpus_per_worker: float, 
     from ray import tune
 
     resources = {"cpu": cpus_per_worker, **(resources_per_worker or {})}
+    # Ctrl-C reaches the search as KeyboardInterrupt, which says how to --resume; Tune's own handler would stop
+    # gracefully and advise `Tuner.restore(...)`, which is not how an MNAS run continues.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
         tune_config=tune.TuneConfig(search_alg=MnasSearcher(run), num_samples=max(1, run.samples - run.completed),

@@ -65,3 +65,21 @@ def record_reliability(kind: str, **counts) -> None:
     line = json.dumps({"kind": kind, "test": test, **counts}, sort_keys=True, default=str)
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(line + "\n")
+
+
+@pytest.fixture(scope="session")
+def surrogate_model(tmp_path_factory):
+    """A surrogate of the proxy fitted on a made-up accuracy of 80 random `mnasnet` children: searches scored by it
+    run in process in seconds (no Ray, no training), for tests of the search command and its run folder."""
+    import random
+
+    from search.registry import load_space
+    from search.surrogate import Surrogate
+
+    space = load_space("mnasnet")
+    rng = random.Random(1)
+    archs = [space.decode(space.sample_indices(rng)) for _ in range(80)]
+    accuracy = [0.7 + 0.0005 * sum(b.output_filters for b in a.blocks) / 7 for a in archs]
+    path = tmp_path_factory.mktemp("surrogate") / "bench_surrogate.json"
+    Surrogate.fit(space, archs, accuracy, noise=0.01, info={"children": 80}).save(str(path))
+    return path

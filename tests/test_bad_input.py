@@ -38,6 +38,24 @@ def smoke_with(tmp, extra):
     return write(tmp / "config.yaml", yaml.safe_dump(config))
 
 
+def smoke_choices(**changes):
+    """The smoke space's choice lists with some replaced (smoke_with replaces a nested mapping whole)."""
+    import yaml
+
+    with open(SMOKE) as handle:
+        return {**yaml.safe_load(handle)["space"]["choices"], **changes}
+
+
+def finished_run(tmp):
+    """A run folder whose store holds one finished child (what `train --arch RUN:RANK` reads)."""
+    from results.store import ResultStore
+
+    with ResultStore(tmp / "run") as store:
+        store.add_child({"trial_id": "t0", "sample": 0, "arch": "r1_k3_s11_e1_i32_o16", "status": "ok",
+                         "reward": 0.5, "accuracy": 0.5, "latency_ms": 10.0})
+    return str(tmp / "run")
+
+
 def truncated_fashion_mnist(tmp):
     folder = tmp / "fmnist"
     folder.mkdir()
@@ -72,6 +90,24 @@ CASES = [
     ("resolution-zero", lambda t: ["describe", "mnasnet-a1", "--resolution", "0"], "--resolution must be"),
     ("depth-multiplier-negative", lambda t: ["describe", "mnasnet-a1", "--depth-multiplier", "-1"], "positive"),
     ("resolution-not-int", lambda t: ["describe", "mnasnet-a1", "--resolution", "big"], "invalid int value"),
+    # numbers that pass `> 0` and overflow later (issue 20)
+    ("depth-multiplier-inf", lambda t: ["describe", "mnasnet-a1", "--depth-multiplier", "inf"],
+     "--depth-multiplier must be positive and at most 10"),
+    ("depth-multiplier-1e300", lambda t: ["describe", "mnasnet-a1", "--depth-multiplier", "1e300"],
+     "--depth-multiplier must be positive and at most 10"),
+    ("latency-depth-multiplier-inf", lambda t: ["latency", "mnasnet-a1", "--depth-multiplier", "inf"],
+     "--depth-multiplier must be positive"),
+    ("latency-depth-multiplier-1e300", lambda t: ["latency", "mnasnet-a1", "--depth-multiplier", "1e300"],
+     "--depth-multiplier must be positive"),
+    ("arch-file-depth-multiplier-inf", lambda t: ["describe", write(t / "inf.txt", "depth_multiplier: inf\n"
+                                                                   "r1_k3_s11_e1_i32_o16\n")],
+     "inf.txt: depth multiplier must be positive and at most 10"),
+    ("arch-file-10mb-token", lambda t: ["describe", write(t / "big.txt", "r1_k3_s11_e1_i32_o16_" + "x" * 10**7)],
+     "(10,000,000 characters)"),
+    ("arch-file-10mb-number", lambda t: ["describe", write(t / "num.txt", "r1_k3_s11_e1_i32_o" + "9" * 10**7)],
+     "(10,000,001 characters)"),
+    ("block-even-kernel", lambda t: ["describe", "r1_k4_s11_e1_i32_o16"], "'k4' (kernel must be odd"),
+    ("block-too-many-layers", lambda t: ["describe", "r1000000000000_k3_s11_e1_i32_o16"], "'r1000000000000'"),
     # search: config files and options (all stop before Ray)
     ("config-missing", lambda t: ["search", "--config", str(t / "nope.yaml"), "--out", str(t / "r")], "not found"),
     ("config-yaml-error", lambda t: ["search", "--config", write(t / "c.yaml", "samples: [1,\n"),
@@ -112,6 +148,53 @@ CASES = [
                                        "kinds": ["meteor"]}}), "--out", str(t / "r")], "meteor"),
     ("resume-without-run", lambda t: ["search", "--config", SMOKE, "--resume", "--out", str(t / "r")],
      "no search to continue"),
+    # wrong types in a config: each crashed with a TypeError before (issue 20)
+    ("config-extra-targets-int", lambda t: ["search", "--config", smoke_with(t, {"reward": {"extra_targets": 5}}),
+                                            "--out", str(t / "r")], "reward: extra_targets must be a list"),
+    ("config-failed-reward-list", lambda t: ["search", "--config", smoke_with(
+        t, {"reward": {"failed_reward": [1]}}), "--out", str(t / "r")], "failed_reward must be a finite number"),
+    ("config-data-dir-list", lambda t: ["search", "--config", smoke_with(t, {"proxy": {"data_dir": ["x"]}}),
+                                        "--out", str(t / "r")], "proxy config: data_dir must be"),
+    ("config-space-dropout-list", lambda t: ["search", "--config", smoke_with(t, {"space": {"dropout": [0.1]}}),
+                                             "--out", str(t / "r")], "dropout must be a number in [0, 1)"),
+    ("config-space-list", lambda t: ["search", "--config", smoke_with(t, {"space": ["mnasnet"]}),
+                                     "--out", str(t / "r")], "space must be a preset name"),
+    ("config-space-null", lambda t: ["search", "--config", smoke_with(t, {"space": None}), "--out", str(t / "r")],
+     "space must be a preset name"),
+    ("config-strategy-list", lambda t: ["search", "--config", smoke_with(t, {"strategy": ["mnas"]}),
+                                        "--out", str(t / "r")], "strategy must be a name"),
+    ("config-name-int", lambda t: ["search", "--config", smoke_with(t, {"name": 5})], "name must be a non-empty"),
+    # a run name is one folder under runs/ (no --out: the name decides where the run goes)
+    ("config-name-escapes-runs", lambda t: ["search", "--config", smoke_with(t, {"name": "../../x"})],
+     "name '../../x' is not a folder name"),
+    ("config-name-empty", lambda t: ["search", "--config", smoke_with(t, {"name": ""})], "name must be a non-empty"),
+    ("config-name-dot", lambda t: ["search", "--config", smoke_with(t, {"name": "."})], "is not a folder name"),
+    # values that passed validation and failed only once Ray had started (issue 20)
+    ("space-filter-multiplier-inf", lambda t: ["search", "--config", smoke_with(
+        t, {"space": {"choices": smoke_choices(filter_multiplier=[float("inf")])}}), "--out", str(t / "r")],
+     "filter_multiplier: bad option inf"),
+    ("space-filter-multiplier-nan", lambda t: ["search", "--config", smoke_with(
+        t, {"space": {"choices": smoke_choices(filter_multiplier=[1.0, float("nan")])}}), "--out", str(t / "r")],
+     "filter_multiplier: bad option nan"),
+    ("cpus-per-worker-nan", lambda t: ["search", "--config", smoke_with(t, {"cpus_per_worker": float("nan")}),
+                                       "--out", str(t / "r")], "cpus_per_worker must be a positive number"),
+    ("space-dropout-2", lambda t: ["search", "--config", smoke_with(t, {"space": {"dropout": 2}}),
+                                   "--out", str(t / "r")], "dropout must be a number in [0, 1), got 2"),
+    ("space-layers-huge", lambda t: ["search", "--config", smoke_with(
+        t, {"space": {"blocks": [{"filters": 8, "layers": 10**12, "stride": 1}]}}), "--out", str(t / "r")],
+     "blocks[1].layers must be an integer from 1 to 100"),
+    ("space-layer-offset-huge", lambda t: ["search", "--config", smoke_with(
+        t, {"space": {"choices": smoke_choices(layer_offset=[0, 10**12])}}), "--out", str(t / "r")],
+     "layer_offset: bad option 1000000000000"),
+    ("space-layers-plus-offset-too-many", lambda t: ["search", "--config", smoke_with(
+        t, {"space": {"blocks": [{"filters": 8, "layers": 100, "stride": 1}]}}), "--out", str(t / "r")],
+     "must be at most 100"),
+    ("space-stride-10", lambda t: ["search", "--config", smoke_with(
+        t, {"space": {"blocks": [{"filters": 8, "layers": 1, "stride": 10}]}}), "--out", str(t / "r")],
+     "stride must be an integer from 1 to 9"),
+    # train: a child of a run by rank
+    ("train-rank-beyond-sqlite", lambda t: ["train", "--arch", finished_run(t) + ":99999999999999999999999"],
+     "rank 99999999999999999999999 is out of range"),
     # results, dashboard, report
     ("results-missing-dir", lambda t: ["results", str(t / "nowhere")], "nowhere"),
     ("results-not-a-run", lambda t: ["results", str(t)], "is it a run directory"),
@@ -152,6 +235,7 @@ def test_bad_input_gets_one_line_and_status_2(case, tmp_path, monkeypatch, capsy
     error_lines = [line for line in captured.err.splitlines() if "error" in line.lower()]
     assert len(error_lines) == 1, (name, captured.err)
     assert needle in error_lines[0], (name, captured.err)
+    assert len(error_lines[0]) < 500, f"{name}: an error line of {len(error_lines[0])} characters"
     assert set(os.listdir(tmp_path)) == inputs, f"{name} left {set(os.listdir(tmp_path)) - inputs}"
     record_reliability("bad_input", case=name, status=status, error_lines=len(error_lines),
                        left_behind=len(set(os.listdir(tmp_path)) - inputs))
@@ -159,3 +243,52 @@ def test_bad_input_gets_one_line_and_status_2(case, tmp_path, monkeypatch, capsy
 
 def test_there_are_at_least_thirty_cases():
     assert len(CASES) >= 30
+
+
+# -- failures of the machine rather than of the input: still one line, exit 2, nothing half-written ----------------
+
+
+def test_report_on_a_read_only_file_system_is_one_line(tmp_path, monkeypatch, capsys):
+    """Root ignores a folder's mode, so the file system's refusal is played by the one atomic writer's mkstemp."""
+    import errno
+
+    from search import fileio
+
+    run = finished_run(tmp_path)
+    out = tmp_path / "ro"
+    out.mkdir()
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(out))
+
+    monkeypatch.setattr(fileio.tempfile, "mkstemp", read_only)
+    status = launch.main(["report", run, "--out", str(out / "report.html")])
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err and err.count("\n") == 1, err
+    assert err.startswith(f"mnas report: error: cannot write the report to {out / 'report.html'}: "
+                          "Read-only file system")
+    assert os.listdir(out) == []
+    record_reliability("bad_input", case="report-read-only-file-system", status=status, error_lines=1,
+                       left_behind=len(os.listdir(out)))
+
+
+@pytest.mark.parametrize("make_value, needle", [
+    (lambda t: write(t / "a-file", "not a folder"), "is a file, not a folder"),
+    (lambda t: write(t / "a-file", "") + "/below", "is a file, not a folder"),
+    (lambda t: "/tmp/" + "x" * 60, "too long a path for Ray's sockets"),
+], ids=["a-file", "below-a-file", "too-long"])
+def test_ray_temp_dir_that_cannot_hold_ray_is_refused_before_ray_starts(tmp_path, monkeypatch, make_value, needle):
+    import ray
+
+    from search.tune import init_ray
+
+    def must_not_start(*args, **kwargs):
+        raise AssertionError("ray.init was called with a temporary folder Ray cannot use")
+
+    monkeypatch.setattr(ray, "init", must_not_start)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setenv("MNAS_RAY_TMPDIR", make_value(tmp_path))
+    with pytest.raises(ValueError, match=needle) as err:
+        init_ray(None, num_cpus=1)
+    assert str(err.value).startswith("MNAS_RAY_TMPDIR ") and "\n" not in str(err.value)
+    record_reliability("bad_input", case=f"ray-temp-dir: {needle}", status=2, error_lines=1, left_behind=0)

@@ -6,6 +6,7 @@ The browser end-to-end tests live in test_dashboard_browser.py and build their r
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,6 +24,7 @@ from pathlib import Path
 import pytest
 
 import launch
+from conftest import record_reliability
 from results import views
 from results.dashboard import (DashboardSource, build_payload, failures_figure, progress_figure, render_page,
                                scatter_figure)
@@ -286,7 +289,8 @@ def test_server_serves_the_page_plotly_and_the_data(server):
     "http://example.com/etc/passwd", "/api/data/../../etc/passwd"])
 def test_no_path_outside_the_routes_is_served(server, path):
     status, body = get(server, path)
-    assert status == 404 and b"root:" not in body
+    # an absolute URI carries its own host name (http.client sends it as Host): not this server's, so 421
+    assert status == (421 if path.startswith("http://") else 404) and b"root:" not in body
 
 
 def test_absolute_path_of_the_store_is_not_served(server, run_dir):
@@ -301,6 +305,102 @@ def test_absolute_path_of_the_store_is_not_served(server, run_dir):
 def test_only_get_is_allowed(server, method):
     status, _ = get(server, "/api/data", method=method)
     assert status == 405
+
+
+def request_with_host(server, host: str | None, path: str = "/api/data") -> tuple[int, bytes]:
+    """A GET whose Host header is `host` (None: no Host header at all), as a page of another site would send it."""
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+    try:
+        conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+        if host is not None:
+            conn.putheader("Host", host)
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+FOREIGN_HOSTS = ["evil.example", "evil.example:{port}", "127.0.0.1.evil.example", "localhost.evil.example:{port}",
+                 "10.0.0.1:{port}", "[::2]:{port}", "127.0.0.1@evil.example", "", None]
+OWN_HOSTS = ["127.0.0.1", "127.0.0.1:{port}", "localhost", "LOCALHOST:{port}", "localhost:9000", "localhost.",
+             "[::1]:{port}"]  # 9000: the port of an SSH tunnel to the dashboard
+
+
+def test_requests_for_another_host_name_get_no_data(server):
+    """DNS rebinding: a page of evil.example re-points its name at 127.0.0.1; the browser then sends
+    `Host: evil.example` to the dashboard. It must answer with an error and nothing of the runs."""
+    port = server.server_address[1]
+    for host in FOREIGN_HOSTS:
+        for path in ("/api/data", "/api/runs/0", "/"):
+            status, body = request_with_host(server, None if host is None else host.format(port=port), path)
+            assert status == (400 if not host else 421), (host, path)
+            assert len(body) < 200 and b"runs" not in body and b"soft" not in body and b"<html" not in body.lower()
+            record_reliability("dashboard_security", case=f"Host {host!r} {path}", refused=1)
+    for host in OWN_HOSTS:
+        status, body = request_with_host(server, host.format(port=port))
+        assert status == 200 and json.loads(body)["runs"][0]["label"] == "soft", host
+
+
+def test_a_wildcard_bind_answers_ip_literals_and_its_host_names_but_not_other_names(run_dir):
+    server = DashboardServer([str(run_dir)], host="0.0.0.0", port=0)
+    try:
+        for host in ("192.168.1.5:8050", "[fe80::1]:8050", socket.gethostname(), "127.0.0.1", "0.0.0.0"):
+            assert server.host_allowed(host), host
+        for host in ("evil.example", "evil.example:8050", "", "a:b:c"):
+            assert not server.host_allowed(host), host
+    finally:
+        server.server_close()
+
+
+@pytest.mark.parametrize("host", ["", "  "])
+def test_an_empty_host_is_refused_not_every_interface(run_dir, host):
+    with pytest.raises(ValueError, match="empty host would listen on every interface"):
+        DashboardServer([str(run_dir)], host=host, port=0)
+
+
+@contextlib.contextmanager
+def serving(run_dir, **options):
+    server = DashboardServer([str(run_dir)], port=0, refresh_seconds=1, **options)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def half_sent(server) -> socket.socket:
+    """A connection that starts a request and never finishes it (what held 300 threads before)."""
+    sock = socket.create_connection(server.server_address[:2], timeout=20)
+    sock.sendall(b"GET /api/da")
+    return sock
+
+
+def test_a_silent_connection_is_closed_after_the_timeout(run_dir):
+    with serving(run_dir, timeout=0.3) as server:
+        with half_sent(server) as sock:
+            assert sock.recv(1024) == b""  # the server closed it (the socket's own timeout, 20 s, would raise)
+        record_reliability("dashboard_security", case="half-sent request closed after the timeout", refused=1)
+
+
+def test_connections_beyond_the_limit_get_503_at_once_and_slots_come_back(run_dir):
+    with serving(run_dir, timeout=30, max_connections=2) as server:
+        idle = [half_sent(server), half_sent(server)]  # accepted in order: both hold a slot before the next
+        try:
+            status, body = get(server, "/api/data")
+            assert status == 503 and b"too many connections" in body
+        finally:
+            for sock in idle:
+                sock.close()
+        # each handler sees its reader go away and frees its slot: the server answers again
+        deadline = time.monotonic() + 10
+        while (status := get(server, "/api/runs")[0]) == 503 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert status == 200
+        record_reliability("dashboard_security", case="connections beyond the limit", refused=1)
 
 
 def test_server_binds_loopback_by_default(run_dir):
@@ -328,6 +428,7 @@ def cli(capsys, *argv) -> tuple[int, str, str]:
     lambda run, tmp: ["dashboard", run, "--port", "http"],
     lambda run, tmp: ["dashboard", run, "--port", "0", "--refresh", "0"],
     lambda run, tmp: ["dashboard", run, "--port", "0", "--host", "256.1.1.1"],
+    lambda run, tmp: ["dashboard", run, "--port", "0", "--host", ""],
     lambda run, tmp: ["report", tmp / "missing", "--out", tmp / "r.html"],
     lambda run, tmp: ["report", run, "--out", tmp / "r.txt"],
     lambda run, tmp: ["report", run, "--out", tmp / "no" / "such" / "dir.html"],

@@ -280,8 +280,11 @@ def test_failing_export_leaves_no_partial_file(filled, tmp_path, monkeypatch):
     target = tmp_path / "children.csv"
     target.write_text("previous export\n")
 
-    def half_write(self, path, **kwargs):
-        Path(path).write_text("trial_id,sam")
+    def half_write(self, target, **kwargs):  # `target`: what export_frame hands the writer (a buffer, a path)
+        if hasattr(target, "write"):
+            target.write(b"trial_id,sam")
+        else:
+            Path(target).write_text("trial_id,sam")
         raise OSError("disk full")
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", half_write)

@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -90,5 +91,21 @@ def test_smoke_search_end_to_end_through_ray_then_resume_extends_it(tmp_path):
         before = {c["trial_id"]: c for c in children}
         assert all(before[c["trial_id"]] == c for c in again if c["trial_id"] in before)
         assert json.loads((run_dir / "searcher_state.json").read_text())["strategy"]["step"] >= 1
+
+        # Ctrl-C: the search says how to continue it (our --resume, not Tune's Tuner.restore advice)
+        process = subprocess.Popen([sys.executable, "launch.py", "search", "--out", str(run_dir), "--samples", "40",
+                                    "--resume"], cwd=ROOT, env=dict(os.environ, **env), text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            for line in process.stderr:              # the event: the first new child is in
+                if "[   5/40]" in line:
+                    break
+            process.send_signal(signal.SIGINT)
+            out, err = process.communicate(timeout=120)
+        finally:
+            process.kill()
+        assert process.returncode == 130, err[-3000:]
+        assert f"launch.py search --out {run_dir} --resume" in err and "Tuner.restore" not in out + err
+        assert len(json.loads(mnas("results", str(run_dir), "--json").stdout)) >= 5
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -49,6 +49,10 @@ def test_extensions_round_trip_and_token_order_is_free():
     ("r3_k5_s22_e6_i24_o40_conv", "e6"),
     ("r3_k5_s22_e3_i24_o40_noskip_poolskip", "noskip"),
     ("r3_kfive_s22_e3_i24_o40", "kfive"),
+    ("r3_k4_s22_e3_i24_o40", "k4"),        # even kernels: spaces refuse them too (one grammar)
+    ("r101_k3_s22_e3_i24_o40", "r101"),    # at most MAX_REPEATS layers: counting walks every one
+    ("r3_k5_s22_e3_i24_o4²", "o4²"),      # ASCII digits only, though '²'.isdigit()
+    ("r3_k5_s22_e3_i24_o" + "9" * 13, "o999"),
 ])
 def test_malformed_strings_name_the_bad_token(text, token):
     with pytest.raises(ValueError) as err:
@@ -65,6 +69,83 @@ def test_parser_never_crashes_on_garbage(text):
     except ValueError:
         return
     assert decode_block(encode_block(block)) == block
+
+
+def test_block_strings_and_spaces_share_one_grammar():
+    """What a space may hold, a block string may say, and back: odd kernels, one-digit strides, <= 100 layers."""
+    def space(**block):
+        return SearchSpace({"blocks": [{"filters": 16, "layers": 1, "stride": 1, **block}]})
+
+    for kernel in (1, 3, 7, 9, 11):
+        assert decode_block(f"r1_k{kernel}_s11_e1_i8_o8").kernel == kernel
+        assert space(kernel=[kernel]).sample(0).blocks[0].kernel == kernel
+    for bad in (2, 4):
+        with pytest.raises(ValueError, match=f"'k{bad}'"):
+            decode_block(f"r1_k{bad}_s11_e1_i8_o8")
+        with pytest.raises(ValueError, match=f"bad option {bad}"):
+            space(kernel=[bad])
+        with pytest.raises(ValueError, match="kernel' must be odd"):
+            Block(1, bad, (1, 1), 1, 8, 8)
+    for stride in (1, 2, 9):
+        arch = space(stride=stride).sample(0)
+        assert decode_block(arch.block_strings[0]) == arch.blocks[0]
+    for bad in (0, 10, 11, 99):  # s1010 would be read back as strides (1, 0) and a stray '10'
+        with pytest.raises(ValueError, match="stride must be an integer from 1 to 9"):
+            space(stride=bad)
+        with pytest.raises(ValueError, match="strides must be two integers from 1 to 9"):
+            Block(1, 3, (bad, bad), 1, 8, 8)
+    assert decode_block("r100_k3_s11_e1_i8_o8").repeats == 100
+    with pytest.raises(ValueError, match="layers must be an integer from 1 to 100"):
+        space(layers=101)
+    with pytest.raises(ValueError, match=r"layer_offset: option 1 makes a block that cannot be.*at most 100"):
+        space(layers=100, layer_offset=[0, 1])
+    with pytest.raises(ValueError, match=r"filter_multiplier: option 1e\+300 makes a block that cannot be"):
+        space(filter_multiplier=[1.0, 1e300])
+    for bad in (float("inf"), float("nan"), 0, -1, True):
+        with pytest.raises(ValueError, match="filter_multiplier: bad option"):
+            space(filter_multiplier=[bad])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.fixed_dictionaries({
+    "filters": st.integers(1, 2000), "layers": st.integers(1, 100), "stride": st.integers(1, 12),
+    "kernel": st.lists(st.integers(0, 20).map(lambda k: 2 * k + 1), min_size=1, max_size=3, unique=True),
+    "filter_multiplier": st.lists(st.floats(0.01, 50), min_size=1, max_size=3, unique=True),
+    "layer_offset": st.lists(st.integers(-100, 100), min_size=1, max_size=3, unique=True),
+}), min_size=1, max_size=4), st.randoms(use_true_random=False))
+def test_every_space_that_loads_writes_block_strings_that_parse_back(blocks, rng):
+    try:
+        space = SearchSpace({"stem": 8, "blocks": blocks})
+    except ValueError:  # strides over 9, an option that makes no valid block (over 100 layers, ...)
+        record_reliability("fuzz", target="search-space loader", examples=1)
+        return
+    record_reliability("fuzz", target="search-space loader", examples=1)
+    for _ in range(5):
+        arch = space.sample(rng)
+        assert Architecture.from_strings(arch.block_strings, stem_filters=8, dropout=arch.dropout) == arch
+        assert space.decode(space.encode(arch)) == arch
+
+
+def test_errors_echo_a_short_piece_of_a_huge_token():
+    token = "x" * 10_000_000
+    with pytest.raises(ValueError) as err:
+        decode_block("r1_k3_s11_e1_i32_o16_" + token)
+    assert len(str(err.value)) < 400 and "(10,000,000 characters)" in str(err.value)
+    with pytest.raises(ValueError) as err:
+        parse_arch_text("r1_k3_s11_e1_i32_o" + "9" * 10_000_000)
+    assert len(str(err.value)) < 400
+    with pytest.raises(ValueError) as err:
+        SearchSpace({"blocks": [{"filters": 16, "layers": 1, "stride": 1, "op": ["mbconv" + "6" * 10**6]}]})
+    assert len(str(err.value)) < 400
+
+
+@pytest.mark.parametrize("multiplier", [float("inf"), float("nan"), 1e300, 0.0, -1.0, "2", True])
+def test_depth_multiplier_must_be_finite_and_sane(multiplier):
+    with pytest.raises(ValueError, match="depth multiplier|'depth_multiplier' must be a number"):
+        ARCHITECTURES["mnasnet-a1"].replace(depth_multiplier=multiplier)
+    if isinstance(multiplier, float):  # the text form of the same number (an ARCH file)
+        with pytest.raises(ValueError, match="<text>: depth multiplier must be positive and at most 10"):
+            parse_arch_text(f"depth_multiplier: {multiplier}\nr1_k3_s11_e1_i32_o16\n")
 
 
 def test_round_filters_follows_the_official_rule():

@@ -5,7 +5,6 @@ The surrogate is fitted here on a made-up accuracy function, so the test needs n
 
 import json
 import os
-import random
 import subprocess
 import sys
 
@@ -16,21 +15,13 @@ from results.dashboard import build_payload
 from results.store import ResultStore
 from results.views import read_run
 from search.driver import _from_json, _jsonable
-from search.registry import load_space
-from search.surrogate import Surrogate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def surrogate_file(tmp_path_factory):
-    space = load_space("mnasnet")
-    rng = random.Random(1)
-    archs = [space.decode(space.sample_indices(rng)) for _ in range(80)]
-    accuracy = [0.7 + 0.0005 * sum(b.output_filters for b in a.blocks) / 7 for a in archs]
-    path = tmp_path_factory.mktemp("surrogate") / "bench_surrogate.json"
-    Surrogate.fit(space, archs, accuracy, noise=0.01, info={"children": 80}).save(str(path))
-    return path
+def surrogate_file(surrogate_model):
+    return surrogate_model
 
 
 def _config(tmp_path, model, **changes):
@@ -94,7 +85,7 @@ def test_bad_surrogate_settings_are_one_line(tmp_path, surrogate_file, change, n
 
 def test_state_arrays_round_trip_exactly_and_old_list_states_still_load():
     arrays = [np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32), np.arange(5, dtype=np.int64),
-              np.zeros((0, 2))]
+              np.zeros((0, 2)), np.array(7, np.int64), np.asfortranarray(np.arange(6.0).reshape(2, 3))]
     for array in arrays:
         encoded = json.loads(json.dumps(array, default=_jsonable))
         assert isinstance(encoded["__ndarray__"], str)

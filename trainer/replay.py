@@ -33,7 +33,7 @@ class Resolved(NamedTuple):
 
 
 def _positive(text: str, what: str, spec: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if not re.fullmatch(r"[0-9]{1,30}", text) or int(text) < 1:  # ASCII digits ('²'.isdigit() is true)
         raise ValueError(f"{spec!r}: {what} must be a positive integer (1 = first), got {text!r}")
     return int(text)
 
@@ -69,7 +69,9 @@ def resolve_child(run_dir: str, rank: int | None = None, pareto: int | None = No
         raise ValueError(f"no such run directory: {run_dir}")
     with ResultStore(run_dir, readonly=True) as store:
         if rank is not None:
-            ranked = store.top(rank, by="reward")  # 'ok' children with a reward, as the dashboard ranks them
+            # 'ok' children with a reward, as the dashboard ranks them; never more than the run holds (a rank of
+            # 23 digits would overflow SQLite's 64-bit LIMIT)
+            ranked = store.top(max(1, min(rank, store.count("ok"))), by="reward")
             if rank > len(ranked):
                 raise ValueError(f"{run_dir}:{rank}: the run has {len(ranked)} ok children, rank {rank} is out "
                                  "of range")

@@ -21,7 +21,7 @@ import time
 from typing import Any, Mapping
 
 from search.counts import profile, residual_kind
-from search.space import SKIP_NONE, SKIP_POOL, Architecture, Block, SearchSpace, round_filters
+from search.space import SKIP_NONE, SKIP_POOL, Architecture, Block, SearchSpace, echo, round_filters
 
 # Failure codes of `ChildFailed.reason`: a failed child is recorded with its code, never silently dropped.
 FAILURE_REASONS: dict[str, str] = {
@@ -118,7 +118,11 @@ class ProxyConfig:
     def __post_init__(self):
         from trainer.data import get_dataset_spec
 
+        if not isinstance(self.dataset, str):
+            raise ValueError(f"proxy config: dataset must be a name, got {echo(self.dataset)}")
         get_dataset_spec(self.dataset)  # ValueError listing known datasets
+        if self.data_dir is not None and (not isinstance(self.data_dir, str) or not self.data_dir):
+            raise ValueError(f"proxy config: data_dir must be a folder's path or null, got {echo(self.data_dir)}")
         for name in ("image_size", "train_subset", "heldout", "epochs", "batch_size", "threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -128,16 +132,18 @@ class ProxyConfig:
             raise ValueError(f"proxy config: steps must be a positive integer or null, got {self.steps!r}")
         if self.batch_size > self.train_subset:
             raise ValueError(f"proxy config: batch_size {self.batch_size} exceeds train_subset {self.train_subset}")
-        if self.optimizer not in _OPTIMIZERS:
-            raise ValueError(f"proxy config: unknown optimizer {self.optimizer!r} (known: {', '.join(_OPTIMIZERS)})")
+        if not isinstance(self.optimizer, str) or self.optimizer not in _OPTIMIZERS:
+            raise ValueError(f"proxy config: unknown optimizer {echo(self.optimizer)} "
+                             f"(known: {', '.join(_OPTIMIZERS)})")
         if not isinstance(self.bn_momentum, (int, float)) or not 0 <= self.bn_momentum < 1:
             raise ValueError(f"proxy config: bn_momentum must be in [0, 1), got {self.bn_momentum!r}")
         for name in ("learning_rate", "width"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
                 raise ValueError(f"proxy config: {name} must be a positive number, got {value!r}")
-        if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
-            raise ValueError(f"proxy config: weight_decay must be >= 0, got {self.weight_decay!r}")
+        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) \
+                or not 0 <= self.weight_decay < math.inf:
+            raise ValueError(f"proxy config: weight_decay must be a finite number >= 0, got {echo(self.weight_decay)}")
         object.__setattr__(self, "strides_removed", _check_strides_removed(self.strides_removed))
         if isinstance(self.filter_divisor, bool) or not isinstance(self.filter_divisor, int) \
                 or self.filter_divisor < 1:
@@ -193,8 +199,8 @@ def unstrided_layers(arch: Architecture, proxy: ProxyConfig, strict: bool = Fals
 
     A name for a layer that has stride 1 already is harmless (the setting is written for a space, whose choices
     never change strides), and so, unless `strict`, is a name for a block that `arch` lacks (the default names
-    block 6; a smaller network trains with its stem's stride removed). `blind_spots`, which a search runs on its
-    space before it starts, is strict: a name beyond the space's blocks is a mistake in the config.
+    block 6; a smaller network trains with its stem's stride removed). A search checks its config's own names
+    strictly against its space before it starts (`blind_spots`).
     """
     strided = (["stem"] if arch.stem_stride > 1 else []) + \
         [f"b{k}" for k, block in enumerate(arch.blocks, 1) if block.stride > 1]
@@ -276,16 +282,18 @@ def model_signature(arch: Architecture, input_channels: int = 3) -> tuple:
     return tuple(rows)
 
 
-def blind_spots(space: SearchSpace, proxy: ProxyConfig) -> list[str]:
+def blind_spots(space: SearchSpace, proxy: ProxyConfig, strict: bool = True) -> list[str]:
     """The choices of `space` that change the deployment model but not the proxy model, one sentence each.
 
     Checked block by block, analytically: two kernel options the proxy's feature map cannot tell apart, and two
     filter options that the proxy's width rounding merges. The test suite checks the same property by changing
     every decision of random children and comparing `model_signature`s; an empty list means the proxy sees
-    every decision that the deployment model sees.
+    every decision that the deployment model sees. `strict` refuses a `strides_removed` name for a block the space
+    lacks (a search is strict when its config writes the names out; the default's "b6" may not exist in a small
+    space).
     """
     base = space.decode([0] * len(space.decisions))
-    unstrided = unstrided_layers(base, proxy, strict=True)
+    unstrided = unstrided_layers(base, proxy, strict=strict)
     side = -(-proxy.image_size // (1 if "stem" in unstrided else base.stem_stride))
     found = []
     for number, (block, scaled) in enumerate(zip(space.blocks, base.scaled_blocks()), 1):

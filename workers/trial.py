@@ -18,7 +18,7 @@ import traceback
 from typing import Any, Mapping
 
 from search.counts import count
-from search.space import Architecture
+from search.space import Architecture, echo
 
 _LATENCY_MODELS: dict[str, Any] = {}
 
@@ -45,7 +45,10 @@ def check_faults(faults: Mapping[str, Any]) -> None:
     rate = faults.get("rate", 0)
     if not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
         raise ValueError(f"faults: rate must be between 0 and 1, got {rate!r}")
-    bad = [k for k in faults.get("kinds") or [] if k not in FAULT_KINDS]
+    kinds = faults.get("kinds") or []
+    if not isinstance(kinds, list):
+        raise ValueError(f"faults: kinds must be a list (known: {', '.join(FAULT_KINDS)}), got {echo(kinds)}")
+    bad = [k for k in kinds if not isinstance(k, str) or k not in FAULT_KINDS]
     if bad:
         raise ValueError(f"faults: unknown kind(s) {', '.join(map(str, bad))} (known: {', '.join(FAULT_KINDS)})")
 

@@ -1,0 +1,121 @@
+"""Proxy fidelity: does the one-minute proxy rank children as a much longer training of the same children does?
+
+Children: the first N trained children of the MNAS-Bench table (uniformly random children of the `mnasnet` space,
+already scored on the default proxy) plus MnasNet-A1, MobileNetV2 and mnasnet-small (scored on the default proxy
+here). Each is then trained much longer -- the same adaptation and recipe, 2 epochs over 50,000 training images
+(2.5x the proxy's images, 5x its steps) and scored on the other 10,000 -- and the two rankings are compared:
+Spearman's rho and Kendall's tau, with the long training's cost.
+
+    .venv/bin/python benchmarks/proxy_fidelity.py --children 27 --jsonl fidelity.jsonl [--write]
+
+Hours of CPU (about 4 minutes of one core a long training, 30 of them): run it in the background, resumable --
+`--jsonl` keeps one line a training and a re-run skips what the file holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.common import machine, report, today  # noqa: E402
+from benchmarks.mnas_bench import DEFAULT_TABLE  # noqa: E402
+
+REFERENCES = ("mnasnet-a1", "mobilenetv2", "mnasnet-small")
+LONG = {"epochs": 2, "train_subset": 50000, "heldout": 10000}
+
+
+def children(table: str, count: int) -> list[tuple[str, object, float | None]]:
+    """(label, architecture, proxy accuracy or None) for the table's first `count` trained children and the
+    references."""
+    import pandas as pd
+
+    from search.registry import ARCHITECTURES, load_space
+
+    frame = pd.read_csv(table)
+    ok = frame[frame["status"] == "ok"].sort_values("sample").head(count)
+    if len(ok) < count:
+        raise ValueError(f"{table} has {len(ok)} trained children; {count} asked for")
+    space = load_space("mnasnet")
+    chosen = [(f"bench-{int(row.sample)}", space.decode(json.loads(row.indices)), float(row.accuracy))
+              for row in ok.itertuples()]
+    return chosen + [(name, ARCHITECTURES[name], None) for name in REFERENCES]
+
+
+def _train(label: str, arch, config) -> dict:
+    from workers.proxy import ChildFailed, train_child
+
+    started = time.perf_counter()
+    try:
+        result = train_child(arch, config)
+        out = {"status": "ok", "accuracy": result.accuracy, "cpu_seconds": result.cpu_seconds}
+    except ChildFailed as err:
+        out = {"status": err.reason, "message": err.message}
+    out.update(label=label, kind="long" if config.heldout == LONG["heldout"] else "proxy",
+               wall_seconds=time.perf_counter() - started)
+    print(json.dumps(out), file=sys.stderr, flush=True)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--children", type=int, default=27, help="children of the table (plus the 3 references)")
+    parser.add_argument("--table", default=DEFAULT_TABLE)
+    parser.add_argument("--jsonl", required=True, help="one JSON line a training; a re-run skips what it holds")
+    parser.add_argument("--write", action="store_true", help="put the section into BENCHMARKS.md")
+    args = parser.parse_args(argv)
+
+    from search.surrogate import kendall, spearman
+    from workers.proxy import ProxyConfig
+
+    try:
+        chosen = children(args.table, args.children)
+    except (OSError, ValueError) as err:
+        print(f"proxy_fidelity: {err}", file=sys.stderr)
+        return 2
+    runs = []
+    if os.path.exists(args.jsonl):
+        with open(args.jsonl, encoding="utf-8") as handle:
+            runs = [json.loads(line) for line in handle if line.strip()]
+    done = {(r["label"], r["kind"]) for r in runs}
+    proxy, long = ProxyConfig(), ProxyConfig(**LONG)
+    for label, arch, proxy_accuracy in chosen:
+        todo = [("long", long)] + ([("proxy", proxy)] if proxy_accuracy is None else [])
+        for kind, config in todo:
+            if (label, kind) not in done:
+                runs.append(_train(label, arch, config))
+                with open(args.jsonl, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(runs[-1]) + "\n")
+    by = {(r["label"], r["kind"]): r for r in runs if r["status"] == "ok"}
+    rows = []
+    for label, _, proxy_accuracy in chosen:
+        short = proxy_accuracy if proxy_accuracy is not None else by.get((label, "proxy"), {}).get("accuracy")
+        longer = by.get((label, "long"), {}).get("accuracy")
+        if short is not None and longer is not None:
+            rows.append((label, short, longer, by[(label, "long")]["cpu_seconds"]))
+    if len(rows) < 3:
+        print("too few children trained both ways")
+        return 1
+    shorts, longs = [r[1] for r in rows], [r[2] for r in rows]
+    lines = [f"`python benchmarks/proxy_fidelity.py --children {args.children}`", "",
+             f"{machine()}; {today()}. Long training: the proxy's adaptation and recipe with "
+             f"`{json.dumps(LONG)}` (2.5x the proxy's images, 5x its steps).", "",
+             "| child | proxy accuracy | long-training accuracy | long-training CPU s |", "|---|---|---|---|"]
+    lines += [f"| {label} | {s:.4f} | {lo:.4f} | {cpu:.0f} |" for label, s, lo, cpu in rows]
+    lines += ["", f"* **{len(rows)} children**: Spearman {spearman(shorts, longs):.3f}, Kendall "
+              f"{kendall(shorts, longs):.3f} between the proxy's accuracy and the long training's.",
+              f"* **Cost of the long training**: median {statistics.median(r[3] for r in rows):.0f} CPU s a child, "
+              f"{sum(r[3] for r in rows) / 3600:.1f} CPU hours in all."]
+    report("\n".join(lines), "proxy:fidelity", args.write)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
