@@ -298,3 +298,29 @@ def test_a_ray_folder_that_cannot_hold_ray_stops_the_search_before_any_write(tmp
                             env=dict(os.environ, MNAS_RAY_TMPDIR=str(a_file)))
     _one_line_error(result, "cannot hold Ray's session")
     assert not out.exists()
+
+
+def test_an_out_folder_that_cannot_be_made_is_one_line(tmp_path, surrogate_model, monkeypatch, capsys):
+    """--out with a component over 255 characters, or on a read-only file system: one line, nothing written."""
+    import errno
+
+    import launch
+
+    monkeypatch.chdir(ROOT)
+    config = str(_config(tmp_path, surrogate_model))
+    too_long = tmp_path / ("x" * 300)
+    assert launch.main(["search", "--config", config, "--out", str(too_long)]) == 2
+    assert "cannot create the run folder" in capsys.readouterr().err
+    real = os.makedirs
+
+    def read_only(path, *args, **kwargs):
+        if str(path).startswith(str(tmp_path / "ro")):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "makedirs", read_only)
+    assert launch.main(["search", "--config", config, "--out", str(tmp_path / "ro" / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Read-only file system" in err[0] and not (tmp_path / "ro").exists()
+    record_reliability("run_folder", case="--out too long a name, or on a read-only file system", refused=2,
+                       written=0)
