@@ -181,13 +181,21 @@ def test_a_store_with_garbage_in_its_middle_pages_is_named_corrupt(finished_run)
     record_reliability("run_folder", case="a store with a garbage page", refused=1, written=0)
 
 
+_SETPRIV = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
 def _unprivileged(command):
-    """`command` as a user who may not write the folders root made (root itself may write anywhere)."""
+    """`command` as a user who may not write the folders root made (root itself may write anywhere); skips when
+    that user cannot run this checkout's interpreter or read its code (a clone in a private home folder)."""
     if os.geteuid() != 0:
         return command
     if not shutil.which("setpriv"):
         pytest.skip("running as root without setpriv: cannot act as an unprivileged user")
-    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    probe = subprocess.run([*_SETPRIV, sys.executable, "-c", "open('launch.py').close()"], cwd=ROOT,
+                           capture_output=True, timeout=60)
+    if probe.returncode != 0:
+        pytest.skip("the unprivileged user cannot run this checkout's Python or read its code")
+    return [*_SETPRIV, *command]
 
 
 def _shared_folder():
@@ -271,11 +279,7 @@ def test_a_run_in_a_folder_the_reader_cannot_write_can_be_read(surrogate_model):
         for name in os.listdir(run):
             os.chmod(os.path.join(run, name), 0o644)
         os.chmod(run, 0o555)
-        reader = [sys.executable, "launch.py", "results", run, "--json"]
-        if os.geteuid() == 0:      # root writes anywhere: read as an unprivileged user instead
-            if not shutil.which("setpriv"):
-                pytest.skip("running as root without setpriv: cannot read as an unprivileged user")
-            reader = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *reader]
+        reader = _unprivileged([sys.executable, "launch.py", "results", run, "--json"])   # root writes anywhere
         env = dict(os.environ, HOME=base, KERAS_HOME=os.path.join(base, "k"), MPLCONFIGDIR=os.path.join(base, "m"))
         result = subprocess.run(reader, capture_output=True, text=True, cwd=ROOT, timeout=120, env=env)
         assert result.returncode == 0, result.stderr
