@@ -15,14 +15,31 @@ logits are padded to the largest number of options (padding masked out) so that 
 entropy at once; an architecture's log-probability is the sum over its decisions. The recurrences run in `tf.scan`
 loops inside `tf.function`s: a graph of constant size traces in well under a second for any number of decisions.
 
-PPO on whole architectures. An architecture is one action of a one-step episode, so the PPO ratio is
-exp(log pi_new(a) - log pi_old(a)) over the whole sequence and the advantage is reward - baseline. Children finish
-out of order while the policy keeps changing, so every sample carries the log-probability it had when it was drawn
-and the update uses that stored value as pi_old (the clipping then limits how far a stale child can push).
+PPO on architectures. Every decision of a child shares one advantage, reward - baseline (standardized per batch
+if asked). Two readings of PPO's probability ratio are available. With `ratio_per_decision` off (NASNet's preset),
+an architecture is one action of a one-step episode: one ratio exp(log pi_new(a) - log pi_old(a)) over the whole
+sequence, clipped to 1 +- clip, so an update may change an architecture's probability, a product over all
+decisions, by about 20% -- about half a percent per decision of a 42-decision space, which makes a slow learner.
+With it on, each decision is an action of a T-step episode whose one reward arrives at the end, the way PPO
+trains token sequences: one ratio per decision, each clipped on its own. Children finish out of order while the
+policy keeps changing, so pi_old is what the policy gave the child when it was drawn: the sample's stored
+log-probability, and per decision the values the controller remembers from `sample` (a child it did not draw, or
+has forgotten, gets the current per-decision values shifted to sum to its stored log-probability). The clipping
+then limits how far a stale child can push.
+
+Keeping the search alive. A fast policy soon puts all its mass on one architecture and stops finding better ones.
+`entropy_floor` sets a floor on its mean entropy per decision, as a fraction of the uniform policy's: below it a
+penalty pushes the entropy back up, above it nothing changes, so the policy stays a cloud of variations around its
+best architectures (each sample differs from the most likely architecture in a few decisions), which keeps it
+improving. `target_kl` stops an update's epochs early once the policy has moved that far (cleanrl's early
+stopping). Per-decision ratios, the floor and early stopping depart from NASNet, whose controller the paper reuses;
+the `nasnet` preset (PPOConfig's defaults) has none of them. configs/default.yaml turns them on, and BENCHMARKS.md
+("Controller against evolution on interacting decisions") measures both settings against regularized evolution.
 
 The controller only knows `choice_counts`, one int a decision; it imports neither the model builder, the trainer,
-the workers nor Ray. Its state (weights, Adam slots, baseline, sampling RNG, pending children) round-trips exactly
-through `get_state` / `set_state` and `save` / `load`, so a resumed search continues as if never stopped.
+the workers nor Ray. Its state (weights, Adam slots, baseline, sampling RNG, pending children, the per-decision
+log-probabilities of children in flight) round-trips exactly through `get_state` / `set_state` and `save` / `load`,
+so a resumed search continues as if never stopped.
 """
 
 from __future__ import annotations
@@ -46,6 +63,9 @@ STATE_VERSION = 1
 # Config fields that fix the shapes of the weights: a state can only be restored into the same shapes.
 _SHAPE_FIELDS = ("lstm_units", "lstm_layers", "embedding_dim")
 _STATE_KEYS = ("choice_counts", "config", "weights", "optimizer", "baseline", "step", "rng", "pending")
+# Children drawn but not yet observed whose per-decision log-probabilities are remembered (ratio_per_decision):
+# enough for every child in flight on a large cluster; beyond it the oldest are forgotten (see the module docstring).
+DRAWN_LIMIT = 512
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +101,21 @@ class PPOConfig:
     normalize_advantages: bool = False
     """Standardize each batch's advantages (cleanrl's norm_adv). NASNet does not; but proxy rewards of a small
     search often differ by a few hundredths, and raw advantages that small barely move the policy."""
+    ratio_per_decision: bool = False
+    """One PPO ratio per decision, each clipped on its own, instead of one per architecture (module docstring). Off
+    (NASNet's preset, and how this controller began): clipping the architecture's ratio leaves each of its decisions
+    a tiny share of the trust region, so the policy learns slowly. On: PPO as it is run on token sequences."""
+    target_kl: float | None = None
+    """Stop an update's epochs once the approximate KL divergence of the policy from the one that began the update
+    exceeds this, in nats over a whole architecture (cleanrl's target_kl): with per-decision ratios the clipping
+    bounds each decision, not the architecture, and this bounds the whole. None: always update_epochs epochs."""
+    entropy_floor: float | None = None
+    """A floor on the policy's mean entropy per decision, as a fraction of the uniform policy's; below it a penalty
+    pushes the entropy back up, above it nothing (module docstring). None: no floor, as NASNet, whose policy may
+    collapse onto one architecture and stop finding better ones."""
+    entropy_floor_weight: float = 10.0
+    """Weight of that penalty, per nat below the floor. Large next to standardized advantages (about 1 each), so the
+    floor holds against the policy gradient's pull toward certainty."""
     seed: int = 0
     """Seeds the initial weights and the sampling RNG: same seed and same observations, same search."""
 
@@ -97,17 +132,56 @@ class PPOConfig:
                  f"PPO config: baseline_decay must be in [0, 1), got {self.baseline_decay!r}")
         _require(self.tanh_constant is None or (_is_real(self.tanh_constant) and self.tanh_constant > 0),
                  f"PPO config: tanh_constant must be None or a positive number, got {self.tanh_constant!r}")
-        _require(isinstance(self.normalize_advantages, bool),
-                 f"PPO config: normalize_advantages must be true or false, got {self.normalize_advantages!r}")
+        for name in ("normalize_advantages", "ratio_per_decision"):
+            _require(isinstance(getattr(self, name), bool),
+                     f"PPO config: {name} must be true or false, got {getattr(self, name)!r}")
+        _require(self.target_kl is None or (_is_real(self.target_kl) and 0 < self.target_kl < float("inf")),
+                 f"PPO config: target_kl must be None or a positive number, got {self.target_kl!r}")
+        _require(self.entropy_floor is None or (_is_real(self.entropy_floor) and 0 < self.entropy_floor <= 1),
+                 f"PPO config: entropy_floor must be None or a fraction in (0, 1] of the uniform policy's entropy, "
+                 f"got {self.entropy_floor!r}")
+        _require(_is_real(self.entropy_floor_weight) and 0 < self.entropy_floor_weight < float("inf"),
+                 f"PPO config: entropy_floor_weight must be a positive number, got {self.entropy_floor_weight!r}")
         _require(_is_int(self.seed) and self.seed >= 0,
                  f"PPO config: seed must be an integer >= 0, got {self.seed!r}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "PPOConfig":
-        """The inverse of `dataclasses.asdict`; an unknown field is a ValueError naming it."""
+        """The inverse of `dataclasses.asdict`; an unknown field is a ValueError naming it.
+
+        A state saved before a field existed lacks it and gets the field's default, which is the behaviour it was
+        saved with: every field added later defaults to off."""
         unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
         _require(not unknown, f"PPO config: unknown field(s) {', '.join(unknown)}")
         return cls(**data)
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any] | None, seed: int = 0) -> "PPOConfig":
+        """A config file's `controller:` section: PPOConfig fields, on top of a named preset if it has `preset`.
+
+        `{preset: nasnet, batch_size: 20}` is NASNet's settings with batches of 20. `seed` applies unless the
+        section sets its own.
+        """
+        _require(settings is None or isinstance(settings, Mapping),
+                 f"controller: the settings must be a mapping, got {settings!r}")
+        settings = dict(settings or {})
+        name = settings.pop("preset", None)
+        _require(name is None or (isinstance(name, str) and name in PRESETS),
+                 f"controller: unknown preset {name!r} (known: {', '.join(PRESETS)})")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(settings) - known)
+        _require(not unknown, f"controller: unknown setting(s) {', '.join(map(str, unknown))} "
+                              f"(known: preset, {', '.join(sorted(known))})")
+        merged = {"seed": seed, **(PRESETS[name] if name else {}), **settings}
+        return cls(**merged)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # PPOConfig's defaults are NASNet's (Zoph et al., CVPR 2018) where NASNet states them: LSTM of 100 units,
+    # Adam 3.5e-4, entropy weight 1e-5, baseline decay 0.95; one ratio per architecture, no floor, no early stop.
+    "nasnet": {},
+}
+"""Named controller settings for a config's `controller: {preset: NAME}`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,11 +319,15 @@ class Controller:
         self._optimizer = keras.optimizers.Adam(learning_rate=self.config.learning_rate)
         self._optimizer.build(self._policy.variable_list)
         self._rng = np.random.Generator(np.random.PCG64([self.config.seed, 1]))
-        self._pending: list[tuple[list[int], float, float]] = []
+        # (indices, log_prob, reward, per-decision log-probs at sampling time or None)
+        self._pending: list[tuple[list[int], float, float, np.ndarray | None]] = []
+        # Children drawn and not yet observed, oldest first: (indices, log_prob, per-decision log-probs).
+        self._drawn: list[tuple[tuple[int, ...], float, np.ndarray]] = []
         self.step = 0
         """Number of PPO updates done."""
         self.baseline: float | None = None
         """Moving-average reward baseline; None until the first update sets it to that batch's mean reward."""
+        self._uniform_entropy = float(np.mean(np.log(self.choice_counts)))  # nats a decision, the floor's unit
         self._build_functions()
 
     # -- graphs
@@ -262,6 +340,7 @@ class Controller:
         self._log_prob_fn = graph(self._log_prob_graph, input_signature=[tf.TensorSpec([None, steps], tf.int32)])
         self._train_fn = graph(self._train_graph, input_signature=[
             tf.TensorSpec([None, steps], tf.int32), tf.TensorSpec([None], tf.float32),
+            tf.TensorSpec([None, steps], tf.float32), tf.TensorSpec([None, steps], tf.float32),
             tf.TensorSpec([None], tf.float32)])
 
     def _sample_graph(self, seed):
@@ -271,7 +350,8 @@ class Controller:
             return tf.random.stateless_categorical(logits, 1, seed, dtype=tf.int32)[:, 0]
 
         choices, logits = self._policy.sequential(draw, seeds)
-        return choices, tf.reduce_sum(tfd.Categorical(logits=logits).log_prob(choices))
+        decision_log_probs = tfd.Categorical(logits=logits).log_prob(choices)
+        return choices, tf.reduce_sum(decision_log_probs), decision_log_probs
 
     def _greedy_graph(self):
         unused_seeds = tf.zeros([len(self.choice_counts), 2], tf.int32)
@@ -280,30 +360,49 @@ class Controller:
         return choices, tf.reduce_mean(tfd.Categorical(logits=logits).entropy())
 
     def _log_prob_graph(self, indices):
-        dist = tfd.Categorical(logits=self._policy.teacher_forced(indices))  # batch [B, T]: one per decision
-        return tf.reduce_sum(dist.log_prob(indices), 1)
+        """Per-decision log-probabilities [B, T] of architectures `indices` [B, T]."""
+        return tfd.Categorical(logits=self._policy.teacher_forced(indices)).log_prob(indices)
 
-    def _train_graph(self, indices, old_log_prob, advantages):
-        """One PPO gradient step on a batch of whole architectures (cleanrl's names)."""
+    def _train_graph(self, indices, old_log_prob, old_decision_log_prob, start_log_prob, advantages):
+        """One PPO gradient step (cleanrl's names) on a batch of architectures, one ratio per architecture or per
+        decision; every decision carries its architecture's advantage.
+
+        `old_*` are the log-probabilities the children were drawn with (PPO's pi_old); `start_log_prob` [B, T] is
+        what the policy gave them when this update began, the reference of approx_kl: children drawn before the
+        previous update would otherwise count that update's movement against this one."""
         config, variables = self.config, self._policy.variable_list
+        steps = len(self.choice_counts)
         with tf.GradientTape() as tape:
             dist = tfd.Categorical(logits=self._policy.teacher_forced(indices))
             entropy = dist.entropy()  # [B, T]
-            logratio = tf.reduce_sum(dist.log_prob(indices), 1) - old_log_prob
+            decision_log_prob = dist.log_prob(indices)  # [B, T]
+            if config.ratio_per_decision:
+                logratio = decision_log_prob - old_decision_log_prob  # [B, T]
+                advantage = advantages[:, None]
+            else:
+                logratio = tf.reduce_sum(decision_log_prob, 1) - old_log_prob  # [B]
+                advantage = advantages
             ratio = tf.exp(logratio)
-            pg_loss1 = -advantages * ratio
-            pg_loss2 = -advantages * tf.clip_by_value(ratio, 1 - config.clip, 1 + config.clip)
+            pg_loss1 = -advantage * ratio
+            pg_loss2 = -advantage * tf.clip_by_value(ratio, 1 - config.clip, 1 + config.clip)
             pg_loss = tf.reduce_mean(tf.maximum(pg_loss1, pg_loss2))
+            if config.ratio_per_decision:
+                pg_loss *= steps  # a sum over decisions, like the architecture's log-probability: same gradient
             sequence_entropy = tf.reduce_mean(tf.reduce_sum(entropy, 1))
             loss = pg_loss - config.entropy_weight * sequence_entropy
+            if config.entropy_floor is not None:
+                floor = config.entropy_floor * self._uniform_entropy
+                loss += config.entropy_floor_weight * tf.nn.relu(floor - tf.reduce_mean(entropy))
         grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]  # embedding rows come sparse
         grads, grad_norm = tf.clip_by_global_norm(grads, config.max_grad_norm)
         self._optimizer.apply_gradients(zip(grads, variables))
+        moved = tf.stop_gradient(decision_log_prob) - start_log_prob
+        kl = tf.reduce_sum(tf.exp(moved) - 1 - moved, 1)  # k3 per decision, summed: the architecture's KL (chain rule)
         return {
             "loss": loss,
             "pg_loss": pg_loss,
             "entropy": tf.reduce_mean(entropy),
-            "approx_kl": tf.reduce_mean((ratio - 1) - logratio),
+            "approx_kl": tf.reduce_mean(kl),
             "clipfrac": tf.reduce_mean(tf.cast(tf.abs(ratio - 1) > config.clip, tf.float32)),
             "grad_norm": grad_norm,
             "ratio_dev": tf.reduce_max(tf.abs(ratio - 1)),
@@ -313,8 +412,12 @@ class Controller:
     def sample(self) -> Sample:
         """Draws one architecture from the current policy (advances the sampling RNG)."""
         seed = self._rng.integers(0, 2**31 - 1, size=2, dtype=np.int64).astype(np.int32)
-        choices, log_prob = self._sample_fn(tf.constant(seed))
-        return Sample(indices=[int(c) for c in choices.numpy()], log_prob=float(log_prob.numpy()))
+        choices, log_prob, decision_log_probs = self._sample_fn(tf.constant(seed))
+        sample = Sample(indices=[int(c) for c in choices.numpy()], log_prob=float(log_prob.numpy()))
+        if self.config.ratio_per_decision:
+            self._drawn.append((tuple(sample.indices), sample.log_prob, decision_log_probs.numpy()))
+            del self._drawn[:-DRAWN_LIMIT]
+        return sample
 
     def greedy(self) -> list[int]:
         """The most probable choice at every step, each conditioned on the previous argmax choices."""
@@ -327,7 +430,7 @@ class Controller:
     def log_prob(self, indices: Sequence[int]) -> float:
         """Log-probability of an architecture under the current policy."""
         indices = self._check_indices(indices)
-        return float(self._log_prob_fn(tf.constant([indices], tf.int32))[0].numpy())
+        return float(tf.reduce_sum(self._log_prob_fn(tf.constant([indices], tf.int32))[0]).numpy())
 
     def observe(self, indices: Sequence[int], log_prob: float, reward: float) -> dict | None:
         """Adds a completed child to the pending batch; runs a PPO update when the batch is full.
@@ -345,9 +448,21 @@ class Controller:
                  f"log_prob must be a finite number <= 0 (the sample's log-probability), got {log_prob!r}")
         _require(_is_real(reward) and np.isfinite(reward),
                  f"reward must be a finite number (give failed children the failed reward), got {reward!r}")
-        self._pending.append((indices, float(log_prob), float(reward)))
+        self._pending.append((indices, float(log_prob), float(reward), self._recall(indices, float(log_prob))))
         if len(self._pending) >= self.config.batch_size:
             return self.update()
+        return None
+
+    def _recall(self, indices: list[int], log_prob: float) -> np.ndarray | None:
+        """The per-decision log-probabilities this child was drawn with, forgotten once recalled; None if unknown.
+
+        A child is known by its indices and its log-probability: two draws that agree in both came from the same
+        policy (or from policies that agree on them), so either one's values serve."""
+        key = tuple(indices)
+        for position, (drawn, drawn_log_prob, values) in enumerate(self._drawn):
+            if drawn == key and drawn_log_prob == log_prob:
+                del self._drawn[position]
+                return values
         return None
 
     @property
@@ -358,11 +473,14 @@ class Controller:
     def update(self) -> dict:
         """Runs a PPO update on the pending children, however many; an empty dict if there are none.
 
-        The advantage is reward - baseline with the baseline as it was before this batch; the baseline then
-        follows each reward in arrival order (the first batch sets it to its mean reward instead).
+        The advantage is reward - baseline with the baseline as it was before this batch (standardized over the
+        batch with `normalize_advantages`); the baseline then follows each reward in arrival order (the first
+        batch sets it to its mean reward instead). Up to `update_epochs` gradient steps, fewer with `target_kl`.
 
         Returns:
-            step, pg_loss, entropy (mean per decision), approx_kl, clipfrac, grad_norm, loss from the last epoch;
+            From the last epoch run: step, pg_loss, entropy (mean per decision), approx_kl (of the policy before
+            that epoch's step from the policy that began the update, in nats over whole architectures), clipfrac
+            (of architectures, or of decisions with `ratio_per_decision`), grad_norm, loss. Also: epochs (run),
             baseline (after the update), mean_reward, batch_size; and first_ratio_dev, the largest |ratio - 1|
             before any gradient step: about 0 (float rounding, < 1e-4) for children drawn from the current policy,
             clearly > 0 for stale ones.
@@ -372,6 +490,8 @@ class Controller:
         batch = list(self._pending)
         indices = tf.constant([b[0] for b in batch], tf.int32)
         old_log_prob = tf.constant([b[1] for b in batch], tf.float32)
+        start_log_prob = self._log_prob_fn(indices)  # [B, T], the policy as this update begins
+        old_decision_log_prob = tf.constant(self._old_decision_log_probs(batch, start_log_prob.numpy()), tf.float32)
         rewards = np.array([b[2] for b in batch], np.float64)
         first_batch = self.baseline is None
         if first_batch:
@@ -381,10 +501,12 @@ class Controller:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         advantages = tf.constant(advantages, tf.float32)
         first_ratio_dev = None
-        for _ in range(self.config.update_epochs):
-            metrics = self._train_fn(indices, old_log_prob, advantages)
+        for epoch in range(1, self.config.update_epochs + 1):
+            metrics = self._train_fn(indices, old_log_prob, old_decision_log_prob, start_log_prob, advantages)
             if first_ratio_dev is None:
                 first_ratio_dev = float(metrics["ratio_dev"])
+            if self.config.target_kl is not None and float(metrics["approx_kl"]) > self.config.target_kl:
+                break  # as cleanrl: measured before the epoch's step, so that step is the last
         if not first_batch:
             for reward in rewards:
                 self.baseline = self.config.baseline_decay * self.baseline + (1 - self.config.baseline_decay) * reward
@@ -392,15 +514,31 @@ class Controller:
         self._pending = []
         stats = {name: float(value) for name, value in metrics.items() if name != "ratio_dev"}
         stats.update(step=self.step, baseline=float(self.baseline), mean_reward=float(rewards.mean()),
-                     batch_size=len(batch), first_ratio_dev=first_ratio_dev)
+                     batch_size=len(batch), first_ratio_dev=first_ratio_dev, epochs=epoch)
         return stats
+
+    def _old_decision_log_probs(self, batch, current: np.ndarray) -> np.ndarray:
+        """pi_old per decision [B, T]: the values each child was drawn with; for a child whose values are unknown,
+        the `current` ones shifted evenly to sum to its stored log-probability (exact when the policy has not moved
+        since it was drawn). Zeros when the ratio is per architecture, which never reads them."""
+        steps = len(self.choice_counts)
+        if not self.config.ratio_per_decision:
+            return np.zeros([len(batch), steps], np.float32)
+        rows = []
+        for row, (_, log_prob, _, values) in enumerate(batch):
+            if values is None:
+                values = current[row] + (log_prob - float(current[row].sum())) / steps
+            rows.append(np.asarray(values, np.float32))
+        return np.stack(rows)
 
     # -- state
     def get_state(self) -> dict:
         """Everything needed to continue exactly, as plain Python and numpy values (copies).
 
         `optimizer` lists Keras Adam's variables in its order: iteration count, learning rate, then the first and
-        second moments of each weight in `weights` order.
+        second moments of each weight in `weights` order. `drawn` lists the children drawn and not yet observed
+        whose per-decision log-probabilities are remembered (`ratio_per_decision` only; a state without it, from
+        before it existed, restores with none remembered).
         """
         return {
             "version": STATE_VERSION,
@@ -411,7 +549,10 @@ class Controller:
             "baseline": self.baseline,
             "step": self.step,
             "rng": copy.deepcopy(self._rng.bit_generator.state),
-            "pending": [{"indices": list(i), "log_prob": lp, "reward": r} for i, lp, r in self._pending],
+            "pending": [{"indices": list(i), "log_prob": lp, "reward": r, "decision_log_probs": _floats(values)}
+                        for i, lp, r, values in self._pending],
+            "drawn": [{"indices": list(i), "log_prob": lp, "decision_log_probs": _floats(values)}
+                      for i, lp, values in self._drawn],
         }
 
     def set_state(self, state: Mapping[str, Any]) -> None:
@@ -442,14 +583,19 @@ class Controller:
             rng.bit_generator.state = copy.deepcopy(dict(state["rng"]))
         except (TypeError, ValueError, KeyError) as err:
             raise ValueError(f"controller state: bad sampling RNG state ({err})") from None
-        pending = [(self._check_indices(p["indices"]), float(p["log_prob"]), float(p["reward"]))
+        pending = [(self._check_indices(p["indices"]), float(p["log_prob"]), float(p["reward"]),
+                    self._check_decision_log_probs(p.get("decision_log_probs"), optional=True))
                    for p in state["pending"]]
+        drawn = [(tuple(self._check_indices(d["indices"])), float(d["log_prob"]),
+                  self._check_decision_log_probs(d["decision_log_probs"], optional=False))
+                 for d in state.get("drawn", [])]
         for variable, value in weights + slots:
             variable.assign(value)
         self._rng = rng
         self.baseline = None if state["baseline"] is None else float(state["baseline"])
         self.step = int(state["step"])
         self._pending = pending
+        self._drawn = drawn
         if config != self.config:
             self.config = config
             self._policy.config = config
@@ -495,6 +641,17 @@ class Controller:
                      f"index {index!r} of decision {t} is out of range 0..{count - 1}")
         return [int(i) for i in indices]
 
+    def _check_decision_log_probs(self, values, optional: bool) -> np.ndarray | None:
+        if values is None and optional:
+            return None
+        try:
+            array = np.asarray(values, np.float32) if isinstance(values, (list, tuple, np.ndarray)) else None
+        except (TypeError, ValueError):
+            array = None
+        _require(array is not None and array.shape == (len(self.choice_counts),) and np.all(array <= 0),
+                 f"controller state: decision_log_probs must be {len(self.choice_counts)} numbers <= 0, got {values!r}")
+        return array
+
     def __repr__(self) -> str:
         return (f"Controller({len(self.choice_counts)} decisions, step={self.step}, baseline={self.baseline}, "
                 f"pending={len(self._pending)})")
@@ -513,6 +670,11 @@ def _match_arrays(variables: Mapping, values: Mapping, what: str) -> list[tuple[
         dtype = getattr(variable.dtype, "as_numpy_dtype", variable.dtype)  # tf.DType, or Keras' dtype name
         pairs.append((variable, value.astype(dtype)))
     return pairs
+
+
+def _floats(values: np.ndarray | None) -> list[float] | None:
+    """float32 values as Python floats (exact both ways): JSON-friendly, for the state."""
+    return None if values is None else [float(v) for v in values]
 
 
 def _check_counts(choice_counts: Sequence[int]) -> list[int]:

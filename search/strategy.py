@@ -127,21 +127,17 @@ class EvolutionStrategy(_SeededStrategy):
 
 
 class ControllerStrategy:
-    """The MnasNet controller (LSTM + PPO) behind the strategy interface."""
+    """The MnasNet controller (LSTM + PPO) behind the strategy interface.
+
+    Its settings are PPOConfig fields, optionally on top of a named preset: `{preset: nasnet}` is NASNet's."""
 
     name = "mnas"
 
     def __init__(self, choice_counts: Sequence[int], seed: int = 0, settings: Mapping[str, Any] | None = None):
         from search.controller import Controller, PPOConfig  # TensorFlow: only when this strategy is used
 
-        settings = dict(settings or {})
-        settings.setdefault("seed", seed)
-        known = {f.name for f in dataclasses.fields(PPOConfig)}
-        unknown = sorted(set(settings) - known)
-        if unknown:
-            raise ValueError(f"controller: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         self.choice_counts = list(choice_counts)
-        self.controller = Controller(self.choice_counts, PPOConfig(**settings))
+        self.controller = Controller(self.choice_counts, PPOConfig.from_settings(settings, seed=seed))
 
     def propose(self) -> Proposal:
         sample = self.controller.sample()
@@ -173,8 +169,8 @@ STRATEGIES: dict[str, Callable[..., Any]] = {
 
 def make_strategy(name: str, choice_counts: Sequence[int], seed: int = 0,
                   settings: Mapping[str, Any] | None = None):
-    """The strategy `name`, configured by its own settings (PPOConfig fields for mnas, population and
-    sample_size for evolution, none for random)."""
+    """The strategy `name`, configured by its own settings (PPOConfig fields and an optional `preset` for mnas,
+    population and sample_size for evolution, none for random)."""
     try:
         factory = STRATEGIES[name]
     except KeyError:

@@ -75,3 +75,12 @@ def test_bad_settings_are_clear():
         EvolutionStrategy(COUNTS, settings={"mutation": 0.5})
     with pytest.raises(ValueError, match="lstm_unitz"):
         make_strategy("mnas", COUNTS, settings={"lstm_unitz": 4})
+
+
+def test_mnas_settings_may_start_from_a_named_preset():
+    from search.controller import PPOConfig
+
+    strategy = make_strategy("mnas", COUNTS, seed=3, settings={"preset": "nasnet", "batch_size": 4})
+    assert strategy.controller.config == PPOConfig(batch_size=4, seed=3)
+    with pytest.raises(ValueError, match="unknown preset 'fast'"):
+        make_strategy("mnas", COUNTS, settings={"preset": "fast"})
