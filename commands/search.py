@@ -261,7 +261,7 @@ def _check_resumable(run_dir: str, config, space) -> None:
     state file and the store must agree on which children are done.
     """
     from results.store import ResultStore
-    from search.config import resume_differences
+    from search.config import RESUME_FREE, resume_differences
     from search.driver import STATE_FILE, read_json
 
     store_file = os.path.join(run_dir, "results.sqlite")
@@ -282,7 +282,7 @@ def _check_resumable(run_dir: str, config, space) -> None:
                              "configured") from None
     differences = resume_differences(saved, config, saved_space, space.to_dict() if saved_space else None)
     if differences:
-        raise ValueError(f"cannot resume {run_dir} with other settings (only {', '.join(_free())} may change): "
+        raise ValueError(f"cannot resume {run_dir} with other settings (only {', '.join(RESUME_FREE)} may change): "
                          + "; ".join(differences))
     issued = state["issued"]
     waiting = {int(entry["sample"]) for entry in [*state["in_flight"].values(), *state["retry"]]}
@@ -297,12 +297,6 @@ def _check_resumable(run_dir: str, config, space) -> None:
     if foreign:
         raise ValueError(f"cannot resume {run_dir}: its store holds samples the search state never proposed "
                          f"({', '.join(map(str, foreign[:8]))}): the store and the state come from different runs")
-
-
-def _free() -> tuple[str, ...]:
-    from search.config import RESUME_FREE
-
-    return RESUME_FREE
 
 
 def _read_state(path: str) -> dict:
