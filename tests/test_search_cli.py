@@ -95,7 +95,9 @@ def test_smoke_search_end_to_end_through_ray_then_resume_extends_it(tmp_path):
         # Ctrl-C: the search says how to continue it (our --resume, not Tune's Tuner.restore advice)
         process = subprocess.Popen([sys.executable, "launch.py", "search", "--out", str(run_dir), "--samples", "40",
                                     "--resume"], cwd=ROOT, env=dict(os.environ, **env), text=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   # a test run in the background inherits SIGINT ignored: give the search Ctrl-C
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             for line in process.stderr:              # the event: the first new child is in
                 if "[   5/40]" in line:
