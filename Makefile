@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 .PHONY: search test bench system-deps clean
 
 search: $(STAMP) system-deps
-	$(BIN)/python launch.py search --config configs/default.yaml $(SEARCH_ARGS)
+	MNAS_VIA_MAKE=1 $(BIN)/python launch.py search --config configs/default.yaml $(SEARCH_ARGS)
 
 test: $(STAMP) system-deps
 	@scripts/system-deps.sh --browser

@@ -1,17 +1,20 @@
 #!/usr/bin/env python
 """MNAS command line: platform-aware neural architecture search (MnasNet, Tan et al. CVPR 2019).
 
-    python launch.py describe mnasnet-a1            # per-layer table, params, multiply-adds
-    python launch.py search --config configs/default.yaml
-    python launch.py results runs/default --pareto
+    mnas describe mnasnet-a1            # per-layer table, params, multiply-adds
+    mnas search --config configs/default.yaml
+    mnas results runs/default --pareto
 
-Installed, the same commands run as `mnas ...`. Run `python launch.py COMMAND --help` for each command.
+`mnas` is the console script of the checkout's virtualenv: `.venv/bin/mnas`, or plain `mnas` after
+`source .venv/bin/activate` (`.venv/bin/python launch.py` is the same). Run `mnas COMMAND --help` for each
+command. Library start-up chatter (TensorFlow's C++ logs, Ray's notices) is silenced unless --verbose is given.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.machinery
 import os
 import sys
 
@@ -28,6 +31,9 @@ COMMANDS: dict[str, str] = {
 }
 
 
+VERBOSE_ENV = "MNAS_VERBOSE"  # "1": show library logs (set from --verbose; read where TensorFlow is imported)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line (plus the usage) and exits with status 2."""
 
@@ -38,20 +44,96 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mnas", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    verbose_help = "show the libraries' own logs (TensorFlow's C++ start-up lines, Ray's notices)"
+    parser.add_argument("--verbose", action="store_true", help=verbose_help)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
         sub = subparsers.add_parser(name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(sub)
+        _add_verbose(sub, verbose_help)
         sub.set_defaults(_run=module.run)
     return parser
 
 
+def _add_verbose(parser: argparse.ArgumentParser, text: str) -> None:
+    """--verbose after the command too (`mnas train --verbose ...`, `mnas latency build-lut --verbose ...`), on a
+    command's own subcommands as well; SUPPRESS keeps a --verbose given before the command."""
+    parser.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=text)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in {id(p): p for p in action._name_parser_map.values()}.values():
+                _add_verbose(sub, text)
+
+
+def quiet_libraries(verbose: bool, local_ray: bool = True) -> None:
+    """Silences the libraries' start-up chatter (the default), or lets it through (--verbose).
+
+    Environment variables, so it must run before TensorFlow or Ray is imported; a value the user exported is
+    kept. Only logs are hidden -- nothing that changes results (oneDNN stays on: TF_ENABLE_ONEDNN_OPTS would
+    change the numerics, not just the log line).
+
+    * TF_CPP_MIN_LOG_LEVEL=3: TensorFlow's C++ logs below FATAL, e.g. `E0000 ... failed call to cuInit` on a
+      machine without a GPU. The lines TensorFlow prints while it loads, before its log settings apply (oneDNN,
+      "Could not find cuda drivers"), are caught by redirecting its import (_QuietTensorFlowImport).
+    * RAY_AUTH_MODE=token for a cluster this process starts: Ray 2.59+ turns token authentication on for local
+      clusters by itself and says so in a warning at every start; naming the mode keeps that behaviour and
+      drops the warning. Not set when joining a cluster (--address), which has its own mode.
+    """
+    os.environ[VERBOSE_ENV] = "1" if verbose else "0"
+    if verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if local_ray:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
+class _QuietTensorFlowImport:
+    """A finder on sys.meta_path that runs TensorFlow's import, whenever and wherever it happens, inside
+    trainer.tflite.quiet(): the C++ lines TensorFlow prints while it loads (oneDNN, CUDA drivers) come
+    before TF_CPP_MIN_LOG_LEVEL applies and only a redirect of the file descriptors hides them (quiet() prints
+    them after all if the import fails). Lazy: commands that never import TensorFlow pay nothing."""
+
+    used = False
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow" or self.used:
+            return None
+        self.used = True  # once (then inert: removing it from sys.meta_path mid-search would skip the next finder)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return None  # let the other finders look
+        spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+class _QuietLoader:
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        from trainer.tflite import quiet
+
+        with quiet():
+            self.loader.exec_module(module)
+
+    def __getattr__(self, name):  # everything else (resource readers, is_package) from the real loader
+        return getattr(self.loader, name)
+
+
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     parser = build_parser()
     args = parser.parse_args(argv)
+    verbose = getattr(args, "verbose", False) or os.environ.get(VERBOSE_ENV) == "1"
+    quiet_libraries(verbose, local_ray=not getattr(args, "address", None))
+    if not verbose and "tensorflow" not in sys.modules \
+            and not any(isinstance(finder, _QuietTensorFlowImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

@@ -4,7 +4,7 @@
     python benchmarks/child_throughput.py [--steps 60] [--warmup 10] [--write]
 
 For each child (MnasNet-A1, MobileNetV2 and two random children of the `mnasnet` space, as the proxy trains them:
-`workers.proxy.proxy_architecture`, 28x28 Fashion-MNIST), in a fresh process per thread count (TensorFlow's
+`search.proxy.proxy_architecture`, 28x28 Fashion-MNIST), in a fresh process per thread count (TensorFlow's
 thread pools are set once a process):
 
 * the worker's way: `workers.proxy.ProxyTraining` (a hand-written `tf.function` step, one host sync a step for
@@ -44,7 +44,8 @@ def child(name: str):
 
 def measure(name: str, threads: int, steps: int, warmup: int) -> dict:
     """Images/s of the proxy's own step and of model.fit for one child, in this process."""
-    from workers.proxy import ProxyConfig, ProxyTraining, _optimizer
+    from search.proxy import ProxyConfig
+    from workers.proxy import ProxyTraining, _optimizer
 
     proxy = ProxyConfig(threads=threads, steps=warmup + steps, train_subset=64 * (warmup + steps), heldout=500)
     arch = child(name)

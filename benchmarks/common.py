@@ -11,10 +11,15 @@ import datetime as dt
 import os
 import platform
 import re
-import tempfile
+import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:                      # benchmarks run as scripts from any folder
+    sys.path.insert(0, ROOT)
+
+from search.fileio import atomic_write  # noqa: E402
+
 BENCHMARKS_MD = os.path.join(ROOT, "BENCHMARKS.md")
 
 
@@ -25,7 +30,7 @@ def machine(shared: bool = True) -> str:
     after its own work: a load near the benchmark's own worker count means nothing else ran); `shared=False` says
     that nothing else was running, for benchmarks whose author made sure of it."""
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    from search.latency.host import cpu_model   # no TensorFlow: host.py imports it only to measure
+    from measure.host import cpu_model   # no TensorFlow: host.py imports it only to measure
 
     line = f"{os.cpu_count()} cores ({platform.machine()}, {cpu_model()}), {memory:.0f} GiB, no GPU"
     pinned = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -57,16 +62,7 @@ def update_block(tag: str, text: str, path: str = BENCHMARKS_MD) -> None:
         current = pattern.sub(lambda _: block, current)
     else:
         current = current.rstrip() + "\n\n" + block + "\n"
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".BENCHMARKS.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(current)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, current.encode("utf-8"))
 
 
 def timed_fit(model, batches, steps: int, warmup: int, batch_size: int) -> float:

@@ -115,15 +115,15 @@ class SurrogateObjective:
     name = "surrogate"
 
     def __init__(self, path: str, space, seed: int, target_ms: float = 75.0):
-        from search.latency import get_latency_model
-        from search.reward import RewardConfig
+        from measure import get_latency_model
+        from search.reward import Reward
         from search.surrogate import Surrogate
 
         self.surrogate = Surrogate.load(path)
         self.surrogate.check_space(space)
         self.space, self.seed = space, seed
         self.latency = get_latency_model("pixel1")
-        self.reward = RewardConfig.preset("soft", target_ms)
+        self.reward = Reward.from_settings({"preset": "soft", "target_ms": target_ms}, ["pixel1"])
         self.cache: dict[tuple, float] = {}
 
     def __call__(self, indices) -> float:
@@ -131,7 +131,7 @@ class SurrogateObjective:
         if key not in self.cache:
             arch = self.space.decode(list(key))
             accuracy = self.surrogate.evaluate(arch, list(key), seed=self.seed, noisy=True)
-            self.cache[key] = self.reward(accuracy, self.latency.latency_ms(arch, 224))
+            self.cache[key] = self.reward(accuracy, {"pixel1": self.latency.latency_ms(arch, 224)})
         return self.cache[key]
 
 

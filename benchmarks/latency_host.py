@@ -5,7 +5,7 @@
 
 Ground truth: Keras -> TFLite float32 -> LiteRT, one thread, each network the fastest of --passes passes of 30
 timed runs over all the networks, each layer the same over a chunk of networks' layers
-(`search.latency.host`, `search.latency.lut.host_layer_measurer`); the layer chunks are measured between the
+(`measure.host`, `measure.layers.host_layer_measurer`); the layer chunks are measured between the
 networks' passes, so that these span the whole run. Architectures: `--test` random ones of the
 `mnasnet` space (seeds 20000...) to judge on, `--calib` others (seeds 10000...) to calibrate on -- the few-shot
 case of a user with one device and an hour -- and `--train` more (seeds 30000...) whose layers, and only their
@@ -52,9 +52,9 @@ import numpy as np  # noqa: E402
 from benchmarks.common import report  # noqa: E402
 from benchmarks.latency_report import machine, spearman, today  # noqa: E402
 from search.counts import count  # noqa: E402
-from search.latency.host import HostTFLite  # noqa: E402
-from search.latency.lut import (LookupTable, build_lut, host_layer_measurer, layer_keys, row_of,  # noqa: E402
-                                same_device)
+from measure.host import HostTFLite  # noqa: E402
+from measure.layers import host_layer_measurer  # noqa: E402
+from search.latency.lut import LookupTable, build_lut, layer_keys, row_of, same_device  # noqa: E402
 from search.latency.predictor import CalibratedPredictor  # noqa: E402
 from search.registry import load_space  # noqa: E402
 
@@ -239,7 +239,7 @@ def analyse(args, data: dict, space, calib, test, train) -> tuple[dict, str]:
 `python benchmarks/latency_host.py --test {len(test)} --calib {len(calib)} --train {len(train)} --write` --
 {machine(shared=False)}; {today()}. Ground truth: MnasNet-space networks at {args.resolution}x{args.resolution},
 float32, LiteRT on one thread, each the fastest of {passes} passes of 30 timed runs, each pass over all
-{len(calib) + len(test)} networks (`search.latency.host`){pass_text}. {len(test)} random test networks; the models are calibrated on
+{len(calib) + len(test)} networks (`measure.host`){pass_text}. {len(test)} random test networks; the models are calibrated on
 {len(calib)} other random networks. The table holds every distinct layer of the test and calibration networks, each
 timed alone, the fastest of {passes} passes over the layers of {data.get('layer_chunk')} networks at a time; the layer model learns
 only from the layers of the calibration networks and of {len(train)} further random networks ({len(seen)} layers),
@@ -310,7 +310,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="networks re-measured from scratch for the spread")
     parser.add_argument("--passes", type=int, default=5,
                         help="timing passes over all the networks, and over each chunk's layers; each keeps its "
-                             "fastest (default 5, as search.latency.host)")
+                             "fastest (default 5, as measure.host)")
     parser.add_argument("--layer-chunk", type=int, default=55,
                         help="networks whose new layers are measured (and saved) together (default 55)")
     parser.add_argument("--draws", type=int, default=40, help="random calibration draws for the spread (default 40)")

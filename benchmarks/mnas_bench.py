@@ -16,7 +16,8 @@ refused, so that one table never mixes children scored under different rules. Co
 decision, in the space's decision order), `indices` (the same as a JSON list), `arch` (block strings),
 `accuracy` and `heldout_loss` (the proxy's held-out slice), `final_loss`, `latency_pixel1_ms` (predicted, at the
 deployment resolution), `params` and `madds` (deployment model), `proxy_params`, `train_seconds`,
-`cpu_seconds` (the whole child, one thread), `proxy_seed`, `status`, `failure_reason`, `run`, `trial_id`, `sample`.
+`cpu_seconds` (the whole child, one thread), `proxy_seed`, `status`, `failure_code`, `failure_detail`, `run`,
+`trial_id`, `sample`.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ from benchmarks.common import ROOT, today  # noqa: E402
 
 DEFAULT_TABLE = os.path.join(ROOT, "benchmarks", "results", "mnas_bench.csv")
 DEFAULT_SURROGATE = os.path.join(ROOT, "benchmarks", "results", "mnas_bench_surrogate.json")
-COLUMNS = ("run", "trial_id", "sample", "genotype", "indices", "arch", "status", "failure_reason", "accuracy",
-           "heldout_loss", "final_loss", "latency_pixel1_ms", "params", "madds", "proxy_params", "train_seconds",
-           "cpu_seconds", "proxy_seed", "finished_at")
+COLUMNS = ("run", "trial_id", "sample", "genotype", "indices", "arch", "status", "failure_code", "failure_detail",
+           "accuracy", "heldout_loss", "final_loss", "latency_pixel1_ms", "params", "madds", "proxy_params",
+           "train_seconds", "cpu_seconds", "proxy_seed", "finished_at")
 # What must agree between runs merged into one table: everything that decides a child's score.
 RULES = ("space", "proxy", "deploy")
 
@@ -61,7 +62,8 @@ def run_rows(run_dir: str) -> tuple[list[dict], dict]:
         rows.append({
             "run": name, "trial_id": record["trial_id"], "sample": record.get("sample"),
             "genotype": "".join(str(int(i)) for i in indices), "indices": json.dumps(list(indices)),
-            "arch": record["arch"], "status": record["status"], "failure_reason": record.get("failure_reason"),
+            "arch": record["arch"], "status": record["status"], "failure_code": record.get("failure_code"),
+            "failure_detail": record.get("failure_detail"),
             "accuracy": record.get("accuracy"), "heldout_loss": extra.get("heldout_loss"),
             "final_loss": extra.get("final_loss"), "latency_pixel1_ms": latencies.get("pixel1"),
             "params": record.get("params"), "madds": record.get("madds"), "proxy_params": extra.get("proxy_params"),
@@ -97,7 +99,6 @@ def fit(table: str, out: str, noise: float, folds: int = 5, seed: int = 0) -> di
     import pandas as pd
 
     from search.registry import load_space
-    from search.space import Architecture
     from search.surrogate import Surrogate, cross_validate
 
     frame = pd.read_csv(table) if table.endswith(".csv") else pd.read_parquet(table)

@@ -49,14 +49,15 @@ def children(table: str, count: int) -> list[tuple[str, object, float | None]]:
 
 
 def _train(label: str, arch, config) -> dict:
-    from workers.proxy import ChildFailed, train_child
+    from search.failures import ChildFailed
+    from workers.proxy import train_child
 
     started = time.perf_counter()
     try:
         result = train_child(arch, config)
         out = {"status": "ok", "accuracy": result.accuracy, "cpu_seconds": result.cpu_seconds}
     except ChildFailed as err:
-        out = {"status": err.reason, "message": err.message}
+        out = {"status": err.code.value, "message": err.message}
     out.update(label=label, kind="long" if config.heldout == LONG["heldout"] else "proxy",
                wall_seconds=time.perf_counter() - started)
     print(json.dumps(out), file=sys.stderr, flush=True)
@@ -73,7 +74,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from search.surrogate import kendall, spearman
-    from workers.proxy import ProxyConfig
+    from search.proxy import ProxyConfig
 
     try:
         chosen = children(args.table, args.children)

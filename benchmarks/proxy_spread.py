@@ -27,7 +27,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import machine, report, today  # noqa: E402
 from search.registry import ARCHITECTURES, load_space  # noqa: E402
-from workers.proxy import ChildFailed, ProxyConfig, train_child  # noqa: E402
+from search.failures import ChildFailed  # noqa: E402
+from search.proxy import ProxyConfig  # noqa: E402
+from workers.proxy import train_child  # noqa: E402
 
 REFERENCES = ("mnasnet-a1", "mobilenetv2", "mnasnet-small")
 
@@ -38,7 +40,7 @@ def _run(label: str, arch, config: ProxyConfig) -> dict:
         result = train_child(arch, config).to_dict()
         result["status"] = "ok"
     except ChildFailed as err:
-        result = {"status": err.reason, "message": err.message}
+        result = {"status": err.code.value, "message": err.message}
     result.update(label=label, seed=config.seed, arch=str(arch), total_seconds=time.perf_counter() - started)
     print(json.dumps(result), file=sys.stderr, flush=True)
     return result

@@ -56,9 +56,9 @@ sys.path.insert(0, ROOT)
 from benchmarks.common import machine, report  # noqa: E402
 from search.config import SearchConfig  # noqa: E402
 from search.counts import count  # noqa: E402
-from search.latency import get_latency_model  # noqa: E402
+from measure import get_latency_model  # noqa: E402
 from search.registry import load_architecture, load_space  # noqa: E402
-from search.reward import RewardConfig  # noqa: E402
+from search.reward import Reward  # noqa: E402
 from search.strategy import make_strategy  # noqa: E402
 
 # MobileNetV2 at 224 px, width 0.5 ... 1.4: (multiply-adds, ImageNet top-1), TF-slim's published checkpoints.
@@ -129,7 +129,7 @@ class Evaluator:
         return self.cache[key]
 
 
-def run(strategy, evaluate: Evaluator, reward: RewardConfig | None, samples: int, in_flight: int = 2):
+def run(strategy, evaluate: Evaluator, reward: Reward | None, samples: int, in_flight: int = 2):
     """`samples` children with `in_flight` outstanding at a time; their (latency, accuracy, clipped) in the order
     they finished. With `reward` None nothing is observed (random search)."""
     records, pending = [], []
@@ -140,7 +140,7 @@ def run(strategy, evaluate: Evaluator, reward: RewardConfig | None, samples: int
         done = pending.pop(0)
         latency, acc, clipped = evaluate(done.indices)
         if reward is not None:
-            strategy.observe(done, reward(acc, latency))
+            strategy.observe(done, reward(acc, {"pixel1": latency}))
         records.append((latency, acc, clipped))
     return records
 
@@ -155,9 +155,9 @@ def summarize(records, target: float) -> dict:
             "near": float(np.mean(np.abs(ratio - 1) <= 0.1)), "acc": float(acc.mean()), "hist": hist}
 
 
-def best(records, reward: RewardConfig) -> tuple[float, float]:
+def best(records, reward: Reward) -> tuple[float, float]:
     """(accuracy, latency) of the record with the highest `reward`."""
-    latency, acc, _ = max(records, key=lambda r: reward(r[1], r[0]))
+    latency, acc, _ = max(records, key=lambda r: reward(r[1], {"pixel1": r[0]}))
     return acc, latency
 
 
@@ -233,7 +233,8 @@ def main() -> int:
     target = args.target
     space = load_space(SPACE)
     latency_model = get_latency_model("pixel1")
-    rewards = {name: RewardConfig.preset(name, target) for name in ("soft", "hard")}
+    rewards = {name: Reward.from_settings({"preset": name, "target_ms": target}, ["pixel1"])
+               for name in ("soft", "hard")}
 
     # run key -> (strategy, reward preset or None, controller setting or None)
     runs = {"random": ("random", None, None)}

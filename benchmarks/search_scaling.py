@@ -88,9 +88,10 @@ def run_search(config: dict, out: str, address: str | None = None) -> dict:
 def plain_loop(run_dir: str) -> dict:
     """Trains a finished run's children one after another in this process; the loop's time, imports excluded."""
     from results.store import ResultStore
-    from search.latency import get_latency_model
+    from measure import get_latency_model
     from search.registry import load_space
-    from workers.proxy import ProxyConfig, train_child
+    from search.proxy import ProxyConfig
+    from workers.proxy import train_child
 
     store = ResultStore(run_dir, readonly=True)
     config = store.get_meta("config")

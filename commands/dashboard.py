@@ -10,8 +10,9 @@ DESCRIPTION = """Serve a web page of one or more search runs (RUN_DIR/results.sq
 
 The page shows accuracy against latency of every child with each run's Pareto frontier and the latency target T;
 reward, accuracy, latency and controller entropy over the search; failed children by reason; a sortable table of
-the frontier and the top children with the `launch.py train` command that replays each; and, for a child you click,
-its architecture block by block. Give several runs (e.g. a soft and a hard reward search) to compare them.
+the frontier and the top children with the `mnas train` command that replays each (spelled as it runs from where
+the dashboard was started); and, for a child you click, its architecture block by block. Give several runs (e.g. a
+soft and a hard reward search) to compare them.
 
 The page refreshes by itself while a search writes: the stores are read-only snapshots, the search is never
 blocked. The server answers GET only, serves nothing but these runs, and only to requests addressed to the names it

@@ -9,15 +9,17 @@ DESCRIPTION = """Print an architecture layer by layer, with parameters and multi
 (no model is built, no TensorFlow is imported).
 
 ARCH is a registry name (mnasnet-a1, mnasnet-b1, mnasnet-small, mnasnet-d1, mnasnet-d1-320, mobilenetv2), a
-path to a text file with one block string a line (optional lines 'stem: N' and 'head: N'), or block strings
-given inline in quotes.
+path to a text file with one block string a line (optional lines 'stem: N' and 'head: N'), block strings
+given inline in quotes, or a child of a search: RUN_DIR:RANK (by reward) or RUN_DIR:pareto:I (the I-th of the
+Pareto front, fastest first), as `results RUN_DIR` numbers them -- every command reads ARCH the same way.
 
 Params are trainable parameters as the paper counts them; 'weights' adds batch norm's moving statistics (what
 Keras count_params() reports)."""
 
 
 def add_arguments(parser):
-    parser.add_argument("arch", metavar="ARCH", help="registry name, block-string file, or inline block strings")
+    parser.add_argument("arch", metavar="ARCH", help="registry name, block-string file, inline block strings, "
+                                                     "RUN_DIR:RANK or RUN_DIR:pareto:I")
     parser.add_argument("--resolution", type=int, default=None, help="input size (default: the architecture's, 224)")
     parser.add_argument("--depth-multiplier", type=float, default=None,
                         help="width multiplier with the official rounding (default: the architecture's, 1.0)")
@@ -27,11 +29,12 @@ def add_arguments(parser):
 
 
 def resolve(args):
-    """The architecture named by args.arch with --resolution / --depth-multiplier applied."""
-    from search.registry import load_architecture
-    from search.space import MAX_DEPTH_MULTIPLIER
+    """The architecture named by args.arch (any ARCH form: trainer.replay.resolve_arch, the one resolver of every
+    command) with --resolution / --depth-multiplier applied."""
+    from search.arch import MAX_DEPTH_MULTIPLIER
+    from trainer.replay import resolve_arch
 
-    arch = load_architecture(args.arch)
+    arch = resolve_arch(args.arch).arch
     changes = {}
     if args.resolution is not None:
         if args.resolution < 1:

@@ -26,7 +26,8 @@ DESCRIPTION = """Latency in milliseconds, batch 1, from one of the backends of s
       --prior (pixel1 or a predictor file, repeatable), as a mix of devices already known (best from a
       handful of measurements)
 
-ARCH is a registry name (mnasnet-a1, mobilenetv2, ...), a block-string file, or block strings in quotes.
+ARCH is a registry name (mnasnet-a1, mobilenetv2, ...), a block-string file, block strings in quotes, or a
+search's child, RUN_DIR:RANK or RUN_DIR:pareto:I (as `results RUN_DIR` numbers them).
 Run 'latency build-lut --help' or 'latency calibrate --help' for their options. Long work reports progress on
 stderr; results go to stdout."""
 
@@ -70,7 +71,8 @@ def add_arguments(parser):
                                 action=_Subcommands, required=True)
     predict = sub.add_parser("predict", help="latency of one architecture (default when ARCH comes first)",
                              formatter_class=argparse.RawDescriptionHelpFormatter, description=DESCRIPTION)
-    predict.add_argument("arch", metavar="ARCH", help="registry name, block-string file, or inline block strings")
+    predict.add_argument("arch", metavar="ARCH", help="registry name, block-string file, inline block strings, "
+                                                      "RUN_DIR:RANK or RUN_DIR:pareto:I")
     predict.add_argument("--backend", default="pixel1", help="pixel1 (default), host, lut:FILE, calibrated:FILE, "
                                                              "adb, adb:SERIAL")
     predict.add_argument("--resolution", type=int, default=None, help="input size (default: the architecture's)")
@@ -145,7 +147,7 @@ def _backend_options(args, backend: str) -> dict:
 
 def _predict(args) -> int:
     from commands.describe import resolve
-    from search.latency import get_latency_model
+    from measure import get_latency_model
 
     arch = resolve(args)
     model = get_latency_model(args.backend, **_backend_options(args, args.backend))
@@ -157,6 +159,9 @@ def _predict(args) -> int:
                "backend": args.backend, "resolution": arch.resolution, "depth_multiplier": arch.depth_multiplier}
         if result:
             out["measurement"] = result.to_dict()
+        uncertainty = getattr(model, "uncertainty", None)   # predictors: how far the arch is from their fitted data
+        if uncertainty and not result:
+            out["uncertainty"] = uncertainty([arch])[0]
         out["model"] = model.describe()
         print(json.dumps(out, indent=2))
     else:
@@ -167,10 +172,12 @@ def _predict(args) -> int:
 
 
 def _build_lut(args) -> int:
-    from search.latency.lut import LookupTable, adb_layer_measurer, build_lut, host_layer_measurer
-    from search.registry import load_architecture, load_space
+    from measure.layers import adb_layer_measurer, host_layer_measurer
+    from search.latency.lut import LookupTable, build_lut
+    from search.registry import load_space
+    from trainer.replay import resolve_arch
 
-    archs = [load_architecture(a) for a in args.arch]
+    archs = [resolve_arch(a).arch for a in args.arch]
     if args.space:
         space = load_space(args.space)
         archs += [space.sample(args.seed + i) for i in range(args.samples)]
@@ -182,7 +189,7 @@ def _build_lut(args) -> int:
     kind = args.backend.split(":", 1)[0]
     options = _backend_options(args, args.backend)
     if kind == "host":
-        from search.latency.host import HostTFLite
+        from measure.host import HostTFLite
 
         model = HostTFLite(**options)
         measure_layers = host_layer_measurer(args.threads, args.quantize, progress=True,
@@ -193,7 +200,7 @@ def _build_lut(args) -> int:
 
         passes = model.passes
     elif kind == "adb":
-        from search.latency.adb import AdbLatency
+        from measure.adb import AdbLatency
 
         model = AdbLatency(serial=args.backend.partition(":")[2] or None, **options)
         measure_layers = adb_layer_measurer(model.device, args.quantize, progress=True)
@@ -237,7 +244,8 @@ def _calibrate(args) -> int:
 
 def _prior(spec: str):
     """--prior: 'pixel1', 'calibrated:FILE' or FILE."""
-    from search.latency import get_latency_model, load_predictor
+    from measure import get_latency_model
+    from search.latency import load_predictor
 
     if spec == "pixel1" or spec.startswith("calibrated:"):
         return get_latency_model(spec)
@@ -245,7 +253,7 @@ def _prior(spec: str):
 
 
 def run(args) -> int:
-    from search.latency.adb import DeviceError
+    from measure.adb import DeviceError
 
     commands = {"predict": _predict, "build-lut": _build_lut, "calibrate": _calibrate}
     try:

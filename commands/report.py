@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 HELP = "write the dashboard's views of search runs to one self-contained HTML file"
-DESCRIPTION = """Write the views of the dashboard (`launch.py dashboard`) for one or more runs to a single HTML file:
+DESCRIPTION = """Write the views of the dashboard (`mnas dashboard`) for one or more runs to a single HTML file:
 the accuracy-latency scatter with Pareto frontiers and latency targets, progress over the search, failures, the
 table of top and frontier children with their replay commands, and the architecture of any child you click.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from collections import Counter
 
@@ -16,6 +17,10 @@ last); by reward or accuracy, fully trained children come first, then those an e
 (scored part-way through training), then failures. --pareto keeps the 'ok' children on the accuracy-latency
 frontier, ranked by latency unless --sort says otherwise. --export writes the rows shown (after --status,
 --pareto, --top) to .parquet or .csv, atomically.
+
+The table names each child the way every command takes it as ARCH (`train --arch`, `describe`, `latency`),
+whatever the order of the rows: 'rank' is RUN_DIR:RANK, the run's 'ok' children by reward, best first; 'pareto'
+is RUN_DIR:pareto:I, the Pareto front by latency, fastest first ('-': not ranked, or not on the front).
 
 The last line counts the whole run's children by status, and the failures by reason."""
 
@@ -68,13 +73,11 @@ def summary(children) -> str:
     by_status = Counter(children["status"])
     parts = [f"{by_status[status]} {status}" for status in ("ok", "failed", "pruned") if by_status[status]]
     line = f"{len(children)} children: {', '.join(parts)}"
-    failed = children[children["status"] == "failed"]
-    if len(failed):
-        reasons = Counter(reason if isinstance(reason, str) and reason else "(no reason)"
-                          for reason in failed["failure_reason"])
-        line += "; failures: " + ", ".join(f"{n} x {reason}" for reason, n in
-                                           sorted(reasons.items(), key=lambda item: (-item[1], item[0])))
-    from results.views import predicted_by
+    from results.views import failure_counts, predicted_by
+
+    failures = failure_counts(children)
+    if failures:
+        line += "; failures: " + ", ".join(f"{n} x {code}" for code, n in failures)
 
     predicted = predicted_by(children)
     if predicted:
@@ -109,12 +112,20 @@ def _cell(value, fmt: str) -> str:
     return format(value, fmt) if fmt else str(value)
 
 
-def table(rows) -> list[str]:
-    """The rows as aligned text lines; the long block strings come last so the numbers line up."""
+def table(rows, children=None) -> list[str]:
+    """The rows as aligned text lines; the long block strings come last so the numbers line up.
+
+    'rank' and 'pareto' are each child's RUN_DIR:RANK and RUN_DIR:pareto:I (results.views.reward_ranks and
+    frontier, computed over `children`, the whole run: default `rows`), not the row's position."""
+    from results.views import frontier, reward_ranks
+
     if len(rows) == 0:
         return ["(no children)"]
+    children = rows if children is None else children
+    ranks, front = reward_ranks(children).to_dict(), frontier(children)["pareto"].to_dict()
     # (header, cells, right-aligned)
-    columns = [("rank", [str(i) for i in range(1, len(rows) + 1)], True),
+    columns = [("rank", [str(ranks.get(index, "-")) for index in rows.index], True),
+               ("pareto", [str(front.get(index, "-")) for index in rows.index], True),
                ("trial", [_cell(v, "") for v in rows["trial_id"]], False),
                ("reward", [_cell(v, ".4f") for v in rows["reward"]], True),
                ("accuracy", [_cell(v, ".4f") for v in rows["accuracy"]], True),
@@ -147,7 +158,13 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(to_json(rows), indent=2))
     else:
-        for text in table(rows):
+        from results.views import mnas_command, rank_legend
+
+        if len(rows):
+            run = (os.path.dirname(args.run_dir) or ".") if os.path.isfile(args.run_dir) else args.run_dir  # a store
+            key = run + (":pareto:I" if args.pareto else ":RANK")
+            print(f"# {rank_legend(run)}; replay: {mnas_command('train', '--arch', key)}")
+        for text in table(rows, children):
             print(text)
         print(summary(children))
     if args.export:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import sqlite3
 import sys
@@ -74,17 +73,16 @@ def load_config(args):
 
 
 def run(args) -> int:
-    from search.config import make_reward
     from search.driver import STATE_FILE
     from search.registry import load_space
     from search.runlock import LOCK_FILE, RunLock
     from search.strategy import make_strategy
-    from workers.proxy import ProxyConfig, blind_spots
+    from search.proxy import ProxyConfig, blind_spots
     from workers.trial import check_faults
 
     config = load_config(args)
     space = load_space(config.space)
-    reward = make_reward(config.reward, config.latency)
+    reward = config.make_reward()
     proxy = ProxyConfig.from_dict(config.proxy)          # fail now, not in the first worker
     _check_rungs(config.rungs, proxy)
     check_faults(config.faults)
@@ -94,7 +92,7 @@ def run(args) -> int:
         if not os.path.exists(state_path):
             raise ValueError(f"--resume: no search to continue in {run_dir} (no {STATE_FILE})")
     else:
-        _check_new_folder(run_dir, allow=(LOCK_FILE,))
+        _check_new_folder(run_dir, allow=(LOCK_FILE,), resume=_resume_command(args, run_dir))
     _check_latency_backends(config.latency)
     surrogate = _load_surrogate(config.surrogate, space) if config.surrogate else None
     if surrogate is None:
@@ -120,7 +118,7 @@ def run(args) -> int:
         if args.resume:
             _check_resumable(run_dir, config, space)
         else:
-            _check_new_folder(run_dir, allow=(LOCK_FILE,))    # a second search may have raced us here
+            _check_new_folder(run_dir, allow=(LOCK_FILE,), resume=_resume_command(args, run_dir))  # a race
         return _search(args, config, space, reward, proxy, strategy, surrogate, run_dir, state_path)
     except KeyboardInterrupt:
         # Every child is stored and the state saved as it finishes: an interrupted search resumes exactly.
@@ -129,13 +127,13 @@ def run(args) -> int:
         return 130
     except OSError as err:
         if err.errno == errno.ENOSPC:
-            raise ValueError(f"the disk is full ({err.filename or run_dir}): free some space, then add --resume "
-                             "to continue; every child stored so far is kept") from None
+            raise ValueError(f"the disk is full ({err.filename or run_dir}): free some space, then continue with "
+                             f"{_resume_command(args, run_dir)}; every child stored so far is kept") from None
         raise
     except sqlite3.OperationalError as err:
         if "full" in str(err):
-            raise ValueError(f"the disk is full ({run_dir}): free some space, then add --resume to continue; "
-                             "every child stored so far is kept") from None
+            raise ValueError(f"the disk is full ({run_dir}): free some space, then continue with "
+                             f"{_resume_command(args, run_dir)}; every child stored so far is kept") from None
         raise
     finally:
         lock.release()
@@ -143,9 +141,9 @@ def run(args) -> int:
 
 def _search(args, config, space, reward, proxy, strategy, surrogate, run_dir, state_path) -> int:
     from results.store import ResultStore
-    from search.config import describe_reward
+    from results.views import mnas_command
     from search.driver import SearchRun, run_in_process, write_json_atomic
-    from workers.trial import SurrogateEvaluator
+    from workers.trial import SurrogateEvaluator, TrialSettings
 
     write_json_atomic(os.path.join(run_dir, "config.json"), config.to_dict())
     store = ResultStore(os.path.join(run_dir, "results.sqlite"))
@@ -153,8 +151,11 @@ def _search(args, config, space, reward, proxy, strategy, surrogate, run_dir, st
     store.set_meta("space", space.to_dict())
     progress = Progress(quiet=args.quiet)
     search = SearchRun(space, strategy, reward, store, samples=config.samples, run_dir=run_dir,
-                       num_classes=config.num_classes, input_channels=config.input_channels,
-                       feed_failures=config.feed_failures, on_record=progress)
+                       deployment=config.deployment, feed_failures=config.feed_failures,
+                       max_consecutive_failures=config.max_consecutive_failures, on_record=progress)
+    scheduler = config.scheduler_settings()
+    settings = TrialSettings(proxy=proxy, reward=reward, latency=tuple(config.latency), limits=dict(config.limits),
+                             faults=dict(config.faults), rungs=config.rungs, rung_heldout=scheduler["rung_heldout"])
     if args.resume:
         search.load(state_path)
         print(f"resuming {run_dir}: {search.completed} children done, {len(search.retry)} to redo, "
@@ -171,11 +172,11 @@ def _search(args, config, space, reward, proxy, strategy, surrogate, run_dir, st
         source = f"surrogate:{os.path.basename(config.surrogate['model'])}"
         store.set_meta("surrogate", {"model": os.path.abspath(config.surrogate["model"]), **surrogate.info})
         print(f"search {config.name!r}: {config.samples} children of space {space.name!r}, strategy "
-              f"{config.strategy}, reward ACC * {describe_reward(reward)}; accuracies PREDICTED by {source} "
+              f"{config.strategy}, reward ACC * {reward.describe()}; accuracies PREDICTED by {source} "
               f"(nothing is trained; noise {'on' if config.surrogate.get('noise', True) else 'off'}), in this "
               f"process; results in {run_dir}", file=sys.stderr)
-        evaluate = SurrogateEvaluator(surrogate, source, list(config.latency), config.resolution, config.limits,
-                                      proxy_seed=proxy.seed, noisy=config.surrogate.get("noise", True))
+        evaluate = SurrogateEvaluator(surrogate, source, settings, proxy_seed=proxy.seed,
+                                      noisy=config.surrogate.get("noise", True))
         run_in_process(search, evaluate)
         return _finish(search, store, run_dir, attempt=0)
 
@@ -185,17 +186,13 @@ def _search(args, config, space, reward, proxy, strategy, surrogate, run_dir, st
     from workers.trial import make_child_trainable
 
     print(f"search {config.name!r}: {config.samples} children of space {space.name!r} ({space.size:.2e} "
-          f"genotypes), strategy {config.strategy}, reward ACC * {describe_reward(reward)}, latency {config.latency[0]}, "
+          f"genotypes), strategy {config.strategy}, reward ACC * {reward.describe()}, latency {config.latency[0]}, "
           f"{config.workers} worker(s); results in {run_dir}", file=sys.stderr)
-    print(f"watch it live: python launch.py dashboard {run_dir}  (in another terminal; then open "
+    print(f"watch it live: {mnas_command('dashboard', _shown(run_dir))}  (in another terminal; then open "
           f"http://127.0.0.1:{DEFAULT_PORT})", file=sys.stderr)
     init_ray(args.address, num_cpus=None if args.address else max(config.workers * config.cpus_per_worker,
                                                                     os.cpu_count() or 1))
-    scheduler = config.scheduler_settings()
-    trainable = tune.with_parameters(make_child_trainable(), proxy=proxy.to_dict(), latency=list(config.latency),
-                                     resolution=config.resolution, limits=dict(config.limits),
-                                     faults=dict(config.faults), reward=dict(config.reward), rungs=config.rungs,
-                                     rung_heldout=scheduler["rung_heldout"])
+    trainable = tune.with_parameters(make_child_trainable(), settings=settings)
     tune_dir = os.path.join(run_dir, "tune")
     attempt = len(os.listdir(tune_dir)) if os.path.isdir(tune_dir) else 0   # one Tune experiment per (re)start
     run_trials(search, trainable, workers=config.workers, cpus_per_worker=config.cpus_per_worker,
@@ -205,6 +202,8 @@ def _search(args, config, space, reward, proxy, strategy, surrogate, run_dir, st
 
 def _finish(search, store, run_dir: str, attempt: int) -> int:
     """Records the end of a (re)start and prints where the results are."""
+    from results.views import mnas_command
+
     summary = search.summary()
     store.set_meta("finished_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     # the driver's own seconds (strategy, store, state), one entry per (re)start: the search's overhead, measured
@@ -213,31 +212,63 @@ def _finish(search, store, run_dir: str, attempt: int) -> int:
     pruned = f", {summary['pruned']} stopped early" if summary.get("pruned") else ""
     print(f"\ndone: {summary['done']} children ({summary['failed']} failed{pruned}) in {_clock(summary['elapsed'])}; "
           f"best reward {_fmt(summary['best_reward'])}", file=sys.stderr)
+    if summary["stopped"]:
+        print(f"STOPPED early: {summary['stopped']}", file=sys.stderr)
     print(f"results:   {os.path.join(run_dir, 'results.sqlite')}")
-    print(f"  table:     python launch.py results {run_dir} --top 10")
-    print(f"  frontier:  python launch.py results {run_dir} --pareto")
-    print(f"  pandas:    ResultStore('{run_dir}').children()  (from results.store)")
-    print(f"dashboard: python launch.py dashboard {run_dir}  (then open http://127.0.0.1:{DEFAULT_PORT}; "
-          f"a file to share: python launch.py report {run_dir} --out report.html)")
+    shown = _shown(run_dir)
+    print(f"  table:     {mnas_command('results', shown, '--top', '10')}")
+    print(f"  frontier:  {mnas_command('results', shown, '--pareto')}")
+    print(f"  pandas:    ResultStore({shown!r}).children()  (from results.store)")
+    print(f"dashboard: {mnas_command('dashboard', shown)}  (then open http://127.0.0.1:{DEFAULT_PORT}; "
+          f"a file to share: {mnas_command('report', shown, '--out', 'report.html')})")
     return 0 if summary["done"] >= search.samples else 1
 
 
+MAKE_ENV = "MNAS_VIA_MAKE"   # the Makefile's search line sets it to 1
+MAKE_CONFIG = "configs/default.yaml"   # the --config that line passes
+# search options a resume under make repeats (the make line passes MAKE_CONFIG again, so the user's overrides must
+# come again too); a resume from the command line needs only --out (the run's config.json holds the rest)
+_REPEATED = (("config", "--config"), ("out", "--out"), ("samples", "--samples"), ("workers", "--workers"),
+             ("target_ms", "--target-ms"), ("reward", "--reward"), ("latency", "--latency"),
+             ("strategy", "--strategy"), ("seed", "--seed"), ("scheduler", "--scheduler"), ("address", "--address"))
+
+
 def _resume_command(args, run_dir: str) -> str:
-    """The command that continues this search, as it can be pasted (the interpreter that runs us, absolute)."""
+    """The command that continues this search, as it can be pasted where the search was started.
+
+    Under `make search` (MNAS_VIA_MAKE=1): `make search SEARCH_ARGS=...` with the options the user gave plus
+    --resume -- `make search --resume` would be make's own (unknown) option. Otherwise `mnas search --out RUN_DIR
+    --resume` as mnas_prefix() spells it.
+    """
     import shlex
 
-    if os.path.abspath(os.path.join("runs", "default")) == run_dir and os.path.isfile("Makefile") \
-            and args.config in (None, "configs/default.yaml"):
-        return "make search SEARCH_ARGS=--resume"
-    return f"{shlex.quote(sys.executable)} launch.py search --out {shlex.quote(run_dir)} --resume"
+    from results.views import mnas_command
+
+    if os.environ.get(MAKE_ENV) == "1":
+        words = []
+        for dest, flag in _REPEATED:
+            value = getattr(args, dest, None)
+            if value is not None and not (dest == "config" and value == MAKE_CONFIG):
+                words += [flag, format(value, "g") if isinstance(value, float) else str(value)]
+        words += ["--quiet"] * bool(getattr(args, "quiet", False)) + ["--resume"]
+        return "make search SEARCH_ARGS=" + shlex.quote(" ".join(shlex.quote(word) for word in words))
+    return mnas_command("search", "--out", _shown(run_dir), *(["--address", args.address] if args.address else []),
+                        "--resume")
+
+
+def _shown(path: str) -> str:
+    """A run folder as printed commands name it: relative to the current folder when inside it."""
+    relative = os.path.relpath(path)
+    return path if relative == os.pardir or relative.startswith(os.pardir + os.sep) else relative
 
 
 def _run_dir(args, config) -> str:
     return os.path.abspath(args.out or os.path.join("runs", config.name))
 
 
-def _check_new_folder(run_dir: str, allow: tuple[str, ...] = ()) -> None:
-    """A search starts only in a new or empty folder: never over another run, a training run or a file."""
+def _check_new_folder(run_dir: str, allow: tuple[str, ...] = (), resume: str | None = None) -> None:
+    """A search starts only in a new or empty folder: never over another run, a training run or a file.
+    `resume`: the command that would continue the search found there, for the error message."""
     if not os.path.lexists(run_dir):
         return
     if not os.path.isdir(run_dir):
@@ -247,7 +278,8 @@ def _check_new_folder(run_dir: str, allow: tuple[str, ...] = ()) -> None:
     except OSError as err:
         raise ValueError(f"cannot read the run folder {run_dir}: {err.strerror or err}") from None
     if "searcher_state.json" in entries or "results.sqlite" in entries:
-        raise ValueError(f"{run_dir} already holds a search: add --resume to continue it, or choose another --out")
+        raise ValueError(f"{run_dir} already holds a search: continue it with "
+                         f"{resume or 'the same command and --resume'}, or choose another --out")
     if entries:
         shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
         raise ValueError(f"{run_dir} is not empty ({shown}): a search starts in a new or empty folder; "
@@ -348,7 +380,7 @@ def _check_rungs(rungs: int, proxy) -> None:
 
 
 def _check_latency_backends(backends) -> None:
-    from search.latency import get_latency_model
+    from measure import get_latency_model
 
     for spec in backends:
         get_latency_model(spec)   # raises ValueError naming a bad backend before any work starts
@@ -391,7 +423,7 @@ class Progress:
             what = (f"stopped at rung {rung}: reward so far {record['reward']:.4f}  acc {record['accuracy']:.4f}  "
                     f"lat {record['latency_ms']:.1f} ms")
         else:
-            what = f"FAILED ({(record['failure_reason'] or '')[:60]})"
+            what = f"FAILED {record['failure_code']} ({(record['failure_detail'] or '')[:60]})"
         entropy = summary.get("entropy")
         print(f"[{done:>4}/{total}] {what} | best {_fmt(summary['best_reward'])} | "
               f"entropy {_fmt(entropy, 3)} | step {summary['step']} | {_clock(summary['elapsed'])} elapsed, "

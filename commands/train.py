@@ -11,11 +11,14 @@ linear warm-up over 5 epochs (at most a tenth of the run), x0.97 every 2.4 epoch
 non-batch-norm weights), label smoothing 0.1, batch-norm momentum 0.99, the architecture's dropout (0.2 for
 MnasNet-A1), and an exponential moving average of the weights (decay 0.9999 with the official warm-up
 min(decay, (1+t)/(10+t)), which makes it average about the last 11% of a short run) used for evaluation and export.
-Every value can be overridden (the recipe options below). Evaluation reports top-1 and top-5 after every epoch.
+Every value can be overridden (the recipe options below). Evaluation reports top-1 and top-5 (from 6 classes)
+after every epoch. The last lines say which accuracy to read -- the averaged weights' -- and warn when the run is
+too short (under 1,000 steps) for any of its accuracies to measure the architecture, with the --epochs that would.
 
 ARCH: a registry name (mnasnet-a1, mnasnet-small, ...), a file of block strings, block strings inline in quotes,
-or a child of a search: RUN_DIR:RANK (1-based, by reward, as `results RUN_DIR --status ok` lists them) or
-RUN_DIR:pareto:I (the I-th child of the Pareto front by increasing latency) -- the commands the dashboard shows.
+or a child of a search: RUN_DIR:RANK (1-based, by reward among 'ok' children) or RUN_DIR:pareto:I (the I-th
+child of the Pareto front by increasing latency) -- the 'rank' and 'pareto' columns of `results RUN_DIR` and of
+the dashboard, whose replay commands these are.
 
 Datasets: fashion-mnist (default: Debian's IDX files, 28x28 grey, evaluated on its 10,000 test images), cifar /
 cifar100 (the python pickle batches, or one .npz of x_train, y_train, x_test, y_test), imagenet (TFRecord shards
@@ -23,7 +26,7 @@ train-* and validation-* with image/encoded and image/class/label; Inception cro
 and DIR/val/<class>/ images; or DIR/<class>/ with every 10th image held out). Images below 64 pixels train with
 the stem's stride removed (--stem-stride to choose).
 
-The run directory (--out, default runs/train/<name>) gets config.json, checkpoint.npz after every epoch,
+The run directory (--out, default runs/train/<name>-<dataset>) gets config.json, checkpoint.npz after every epoch,
 metrics.csv (pandas.read_csv), summary.json and tensorboard/. After a crash, run the same command with --resume.
 Training, evaluation and LiteRT runs show a progress bar on a terminal (a line a minute in a log file).
 --export-dir DIR then writes a SavedModel, float32 and int8 TFLite models (--weight-only adds a dynamic-range one)
@@ -60,7 +63,8 @@ def add_arguments(parser):
     parser.add_argument("--epochs", type=int, default=None, metavar="N", help="epochs (default 350, the paper's)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="B",
                         help="images per step (default 128); the learning rate scales with it")
-    parser.add_argument("--out", default=None, metavar="DIR", help="run directory (default runs/train/<arch name>)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="run directory (default runs/train/<arch name>-<dataset>)")
     parser.add_argument("--export-dir", default=None, metavar="DIR",
                         help="after training, export SavedModel and TFLite models here (see `export --help`)")
     parser.add_argument("--resume", action="store_true",
@@ -109,7 +113,7 @@ def check_export_options(args) -> None:
 def build_config(args):
     """TrainConfig from the command line; raises ValueError on any bad value before anything is written."""
     from trainer.recipe import Recipe
-    from search.space import MAX_DEPTH_MULTIPLIER
+    from search.arch import MAX_DEPTH_MULTIPLIER
     from trainer.replay import resolve_arch
     from trainer.train import TrainConfig
 
@@ -131,11 +135,11 @@ def build_config(args):
 def run(args) -> int:
     from pathlib import Path
 
-    from trainer.train import open_data, set_up_tensorflow, train
+    from trainer.train import open_data, reading, set_up_tensorflow, train
 
     check_export_options(args)
     config, slug = build_config(args)  # a bad ARCH or value fails here, before TensorFlow is even imported
-    out = args.out or os.path.join("runs", "train", slug)
+    out = args.out or os.path.join("runs", "train", f"{slug}-{config.dataset}")  # one child on two datasets: two
     if args.export_dir:
         from trainer.export import check_export_dir
 
@@ -148,10 +152,10 @@ def run(args) -> int:
     print(f"training {config.arch_source} on {data.name} ({data.num_train} training, {data.num_eval} evaluation "
           f"images of {'x'.join(map(str, data.image_shape))}) for {config.epochs} epochs -> {out}", flush=True)
     summary = train(config, out, resume=args.resume, threads=args.threads, data=data)
-    final = summary["final"]
-    if final:
-        print(f"done: eval top-1 {100 * final['eval_top1']:.2f}%, top-5 {100 * final['eval_top5']:.2f}% after "
-              f"{summary['epochs']} epochs; metrics in {os.path.join(out, 'metrics.csv')}")
+    for line in reading(summary, config):
+        print(line)
+    if summary["final"]:
+        print(f"metrics: {os.path.join(out, 'metrics.csv')}")
     if args.export_dir:
         import contextlib
 

@@ -104,6 +104,7 @@ def scatter_figure(snapshots: Sequence[RunSnapshot]) -> go.Figure:
                                  marker={"symbol": "circle-open", "size": 15, "color": color, "line": {"width": 2}},
                                  **_points(i, views.frontier(snap.children))))
     step_title = step_titles.pop() if len(step_titles) == 1 else "search step"
+    x_title, y_title = views.axis_titles(snapshots)  # what the run measured: its proxy task, its latency backend
     buttons = _colour_buttons(colors, (low, high), step_title, child_traces)
     for target, runs in _targets(snapshots).items():
         color = "#444" if len(runs) == len(snapshots) else views.RUN_COLORS[runs[0] % len(views.RUN_COLORS)]
@@ -113,7 +114,7 @@ def scatter_figure(snapshots: Sequence[RunSnapshot]) -> go.Figure:
     fig.update_layout(
         template=_TEMPLATE, uirevision="keep", hovermode="closest", height=480,
         margin={"l": 60, "r": 20, "t": 56, "b": 50}, legend={"orientation": "h", "y": -0.16},
-        xaxis={"title": {"text": "latency (ms)"}}, yaxis={"title": {"text": "accuracy"}},
+        xaxis={"title": {"text": x_title}}, yaxis={"title": {"text": y_title}},
         coloraxis={"colorscale": "Viridis", "cmin": low, "cmax": high, "showscale": bool(child_traces),
                    "colorbar": {"title": {"text": "reward"}, "thickness": 14}},
         updatemenus=[{"type": "buttons", "direction": "right", "buttons": buttons, "active": 0, "x": 0.0,

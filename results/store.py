@@ -12,8 +12,9 @@ Rules the store enforces, because resuming a search depends on them (issue 7):
 
 * a child is evaluated once: re-adding a ``trial_id`` with identical content is a no-op (a replayed write after a
   crash), with different content it is a ``ValueError`` -- a result is never silently overwritten;
-* a failed child keeps its reason (``failure_reason`` is required when ``status == 'failed'``), and an ``ok`` child
-  has the accuracy and latency the reward was computed from.
+* a failed child keeps why: ``failure_code`` (one of `search.failures.CODES`) is required when
+  ``status == 'failed'`` and allowed only then, with ``failure_detail`` free text; an ``ok`` child has the accuracy
+  and latency the reward was computed from.
 """
 
 from __future__ import annotations
@@ -36,15 +37,24 @@ from typing import Any, Callable, Iterable, Mapping
 
 import pandas as pd
 
+from search.failures import CODES, split_reason
 from search.fileio import atomic_write, current_umask
 
 STORE_FILENAME = "results.sqlite"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # What brings a store of version N - 1 to version N. New columns go at the end of COLUMNS, so an added column
 # lands where the schema expects it; a reader of an older store (which it may not change) sees them as missing.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE children ADD COLUMN accuracy_source TEXT",),
+    # Version 3 splits the free-text reason "code: message" into a code to group by and its detail. The right-hand
+    # sides of an UPDATE read the row as it was, so both halves come from the old text.
+    3: ("ALTER TABLE children RENAME COLUMN failure_reason TO failure_code",
+        "ALTER TABLE children ADD COLUMN failure_detail TEXT",
+        "UPDATE children SET failure_detail = mnas_failure_detail(failure_code), "
+        "failure_code = mnas_failure_code(failure_code) WHERE failure_code IS NOT NULL"),
 }
+# Before version 3 the failure column was free text under another name; readers of such a store split it.
+_LEGACY_FAILURE = "failure_reason"
 STATUSES = ("ok", "failed", "pruned")
 BUSY_TIMEOUT_S = 30.0  # how long a reader or the writer waits on a lock before giving up
 _STORE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
@@ -70,7 +80,7 @@ class Column:
     doc: str
 
 
-# The schema, in table order. Kinds: id/text/time/arch/status -> TEXT, int -> INTEGER, real -> REAL,
+# The schema, in table order. Kinds: id/text/time/arch/status/failure -> TEXT, int -> INTEGER, real -> REAL,
 # indices/latencies/extra -> TEXT holding JSON.
 COLUMNS: tuple[Column, ...] = (
     Column("trial_id", "id", "unique id of the child (the Ray Tune trial id)"),
@@ -87,7 +97,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("params", "int", "trainable parameters, counted analytically"),
     Column("madds", "int", "multiply-adds at the deployment resolution"),
     Column("status", "status", "'ok', 'failed' or 'pruned' (stopped early by a scheduler)"),
-    Column("failure_reason", "text", "why a child failed (required for 'failed')"),
+    Column("failure_code", "failure", "why a child failed, one of search.failures.CODES (only for 'failed')"),
     Column("train_seconds", "real", "proxy training time"),
     Column("eval_seconds", "real", "evaluation time"),
     Column("latency_seconds", "real", "time spent measuring or predicting latency"),
@@ -99,6 +109,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("accuracy_source", "text", "what measured `accuracy`: 'proxy' (the child was trained) or "
                                       "'surrogate:<model file>' (predicted; nothing was trained); missing in "
                                       "stores written before version 2, whose children were all trained"),
+    # schema version 3
+    Column("failure_detail", "text", "the failure's message (a step number, the file and line, ...)"),
 )
 COLUMN_NAMES: tuple[str, ...] = tuple(column.name for column in COLUMNS)
 REQUIRED = ("trial_id", "arch", "status")
@@ -114,9 +126,19 @@ _SELECT = f"SELECT {', '.join(COLUMN_NAMES)} FROM children"
 
 
 def _select(present: tuple[str, ...]) -> str:
-    """The SELECT of every column of the schema, with NULL for those an older store lacks."""
-    return "SELECT " + ", ".join(name if name in present else f"NULL AS {name}" for name in COLUMN_NAMES) + \
-        " FROM children"
+    """The SELECT of every column of the schema from an older store: NULL for the columns it lacks, and its
+    free-text failure reason split into code and detail."""
+    legacy = {"failure_code": f"mnas_failure_code({_LEGACY_FAILURE}) AS failure_code",
+              "failure_detail": f"mnas_failure_detail({_LEGACY_FAILURE}) AS failure_detail"}
+    columns = [legacy[name] if _LEGACY_FAILURE in present and name in legacy else
+               name if name in present else f"NULL AS {name}" for name in COLUMN_NAMES]
+    return "SELECT " + ", ".join(columns) + " FROM children"
+
+
+def _add_functions(conn: sqlite3.Connection) -> None:
+    """The SQL functions that read a failure reason of a store before version 3 (migration and old readers)."""
+    conn.create_function("mnas_failure_code", 1, lambda text: split_reason(text)[0], deterministic=True)
+    conn.create_function("mnas_failure_detail", 1, lambda text: split_reason(text)[1], deterministic=True)
 
 
 def utc_now() -> str:
@@ -168,13 +190,15 @@ def _encode_value(column: Column, value, where: str):
     name, kind = column.name, column.kind
     if value is None:
         return None
-    if kind in ("id", "text", "status"):
+    if kind in ("id", "text", "status", "failure"):
         if not isinstance(value, str):
             raise ValueError(f"{where}: field '{name}' must be a string, got {type(value).__name__} {value!r}")
         if kind == "id" and not value.strip():
             raise ValueError(f"{where}: field '{name}' must not be empty")
         if kind == "status" and value not in STATUSES:
             raise ValueError(f"{where}: status must be one of {', '.join(STATUSES)}, got {value!r}")
+        if kind == "failure" and value not in CODES:
+            raise ValueError(f"{where}: failure_code must be one of {', '.join(CODES)}, got {value!r}")
         return value
     if kind == "arch":
         tokens = value.split() if isinstance(value, str) else value
@@ -256,8 +280,10 @@ def encode_child(record: Mapping[str, Any]) -> tuple:
         raise ValueError(f"{where}: missing required field(s): {', '.join(missing)}")
     row = tuple(_encode_value(column, record.get(column.name), where) for column in COLUMNS)
     values = dict(zip(COLUMN_NAMES, row))
-    if values["status"] == "failed" and not (values["failure_reason"] or "").strip():
-        raise ValueError(f"{where}: a failed child needs a failure_reason")
+    if (values["status"] == "failed") != (values["failure_code"] is not None):
+        raise ValueError(f"{where}: a failed child needs a failure_code, and only a failed child has one"
+                         if values["status"] == "failed" else
+                         f"{where}: only a failed child has a failure_code, not one with status {values['status']!r}")
     if values["status"] == "ok":
         lacking = [name for name in ("accuracy", "latency_ms") if values[name] is None]
         if lacking:
@@ -300,8 +326,21 @@ def _check_status(status: str | None) -> str | None:
 # Export.
 
 
+# Parquet keeps the structured columns typed, as children() gives them: indices a list<int64>, latencies a
+# map<string, double> ({source: ms}; a map because the sources vary by run). extra (any JSON object) stays JSON
+# text, as every column of a CSV export does.
+_ARROW_COLUMNS = ("indices", "latencies")
+
+
 def _write_parquet(frame: pd.DataFrame, path: str) -> None:
-    frame.to_parquet(path, index=False)
+    import pyarrow as pa
+
+    types = {"indices": pa.list_(pa.int64()), "latencies": pa.map_(pa.string(), pa.float64())}
+    typed = [name for name in _ARROW_COLUMNS if name in frame.columns]
+    schema = pa.Schema.from_pandas(frame.assign(**{name: None for name in typed}), preserve_index=False)
+    for name in typed:
+        schema = schema.set(schema.get_field_index(name), pa.field(name, types[name]))
+    frame.to_parquet(path, index=False, schema=schema)
 
 
 def _write_csv(frame: pd.DataFrame, path: str) -> None:
@@ -332,14 +371,15 @@ def export_frame(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Writes `frame` to .parquet or .csv (chosen by the suffix), atomically.
 
     The file is written under a temporary name in the same directory and moved into place with os.replace, so a
-    reader (or a crash) sees the old file or the whole new one, never a partial one. JSON columns (indices,
-    latencies, extra) are written as JSON text -- portable to any reader; read_export() decodes them again.
+    reader (or a crash) sees the old file or the whole new one, never a partial one. In Parquet, indices and
+    latencies are Arrow list and map columns (pandas reads them as arrays and (source, ms) pairs); extra, and in
+    CSV all three, are JSON text -- portable to any reader. read_export() gives back what children() gave.
     """
     path = Path(path)
     suffix = check_export_path(path)
     flat = frame.copy()
     for name in JSON_COLUMNS:
-        if name in flat.columns:
+        if name in flat.columns and not (suffix == ".parquet" and name in _ARROW_COLUMNS):
             flat[name] = pd.Series([value if value is None or isinstance(value, str) else _dumps(value)
                                     for value in flat[name]], index=flat.index, dtype=object)
     buffer = io.BytesIO()  # written whole, then through the project's one atomic writer (which sets the mode)
@@ -366,7 +406,13 @@ def read_export(path: str | os.PathLike) -> pd.DataFrame:
         frame = pd.read_csv(path, dtype=dtypes, keep_default_na=False, na_values=[""], float_precision="round_trip")
     for name in frame.columns:
         kind = kinds.get(name)
-        if name in JSON_COLUMNS:
+        if name == "indices" and suffix == ".parquet":
+            frame[name] = pd.Series([None if value is None else [int(item) for item in value]
+                                     for value in frame[name]], index=frame.index, dtype=object)
+        elif name == "latencies" and suffix == ".parquet":
+            frame[name] = pd.Series([None if value is None else {str(key): float(ms) for key, ms in value}
+                                     for value in frame[name]], index=frame.index, dtype=object)
+        elif name in JSON_COLUMNS:
             frame[name] = pd.Series([_decode_json(value) for value in frame[name]], index=frame.index, dtype=object)
         elif kind is not None:
             frame[name] = frame[name].astype(_PANDAS_DTYPES.get(kind, _TEXT_DTYPE))
@@ -459,6 +505,7 @@ class ResultStore:
                                    check_same_thread=False)
             conn.execute("PRAGMA query_only = ON")
             conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()   # opens the file (and its WAL index)
+            _add_functions(conn)
         except sqlite3.DatabaseError as err:
             if conn is not None:
                 conn.close()
@@ -483,6 +530,7 @@ class ResultStore:
         try:
             conn.execute("PRAGMA query_only = ON")
             conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            _add_functions(conn)
         except sqlite3.DatabaseError as again:
             conn.close()
             raise _open_error(self.path, again) from None
@@ -495,6 +543,7 @@ class ResultStore:
         conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                check_same_thread=False)
         try:
+            _add_functions(conn)
             # FULL: a child reported as stored survives a power cut, so a resumed search never re-runs it.
             conn.execute("PRAGMA synchronous = FULL")
             if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
@@ -558,7 +607,8 @@ class ResultStore:
             if version < SCHEMA_VERSION and not self.readonly:
                 self._migrate(version)
             columns = tuple(row[1] for row in self._conn.execute("PRAGMA table_info(children)"))
-            if columns != COLUMN_NAMES[:len(columns)] or (not self.readonly and columns != COLUMN_NAMES):
+            named = tuple("failure_code" if name == _LEGACY_FAILURE else name for name in columns)
+            if named != COLUMN_NAMES[:len(named)] or (not self.readonly and columns != COLUMN_NAMES):
                 raise ValueError(f"{self.path}: table 'children' has columns ({', '.join(columns)}) that differ "
                                  f"from schema version {SCHEMA_VERSION}")
             self._select = _SELECT if columns == COLUMN_NAMES else _select(columns)

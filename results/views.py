@@ -5,25 +5,30 @@ store), so it is tested without a server or a browser. The live dashboard (resul
 (results/dashboard.py) render exactly the same views from these functions; only the way the page gets its data
 differs.
 
-Ranks are the ones a user types to replay a child (issue 5): ``RUN_DIR:RANK`` is the RANK-th child of
-``ResultStore.top(k, by="reward")`` -- 'ok' children, best reward first, ties in storage order -- which is also the
-order of ``launch.py results RUN_DIR --status ok``; ``RUN_DIR:pareto:I`` is the I-th child of the Pareto front by
-increasing latency, as ``launch.py results RUN_DIR --pareto`` lists it. Both are 1-based.
+Ranks are the ones a user types to replay a child (issue 5), and one vocabulary everywhere (issue 23): ``RUN_DIR:RANK``
+is the RANK-th child of ``ResultStore.top(k, by="reward")`` -- 'ok' children, best reward first, ties in storage
+order; ``RUN_DIR:pareto:I`` is the I-th child of the Pareto front by increasing latency. Both are 1-based, and
+every table calls its columns 'rank' and 'pareto' after them (`mnas results`, the dashboard), whatever the order
+of its rows.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import html
+import importlib.util
 import math
+import os
 import shlex
+import shutil
+import sys
 from collections import Counter
 from typing import Any, Iterable
 
 import pandas as pd
 
 from results.pareto import pareto_front
-from search.space import decode_block
+from search.arch import decode_block
 
 TOP_K = 15  # the paper trained its top 15 children fully; the table lists as many
 ROLLING_WINDOW = 10  # children averaged in the trend line over the search
@@ -108,7 +113,55 @@ def frontier(children: pd.DataFrame) -> pd.DataFrame:
 def replay_command(run_dir: str, rank: int | None = None, pareto: int | None = None) -> str:
     """The command that trains a child of the run fully (issue 5), quoted for a POSIX shell."""
     key = f"{run_dir}:{rank}" if rank is not None else f"{run_dir}:pareto:{pareto}"
-    return f"python launch.py train --arch {shlex.quote(key)}"
+    return mnas_command("train", "--arch", key)
+
+
+def rank_legend(run_dir: str = "RUN_DIR") -> str:
+    """The two ways to name a search's child, as a table's header states them: its columns are called what the
+    ARCH forms call them (the dashboard's table says the same in its hint)."""
+    return (f"rank = {run_dir}:RANK (the 'ok' children by reward, best first), "
+            f"pareto = {run_dir}:pareto:I (the Pareto front by latency, fastest first)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Commands as printed: every command the project prints (the end of a search, replay commands, hints) starts
+# with mnas_prefix(), so that it works when pasted into the shell the user is in.
+
+
+def _shell_path(path: str) -> str:
+    """An executable's path as a command line shows it: relative when under the current folder ('./' in front
+    where the shell would otherwise search PATH), absolute otherwise; quoted for a POSIX shell."""
+    absolute = os.path.abspath(path)
+    relative = os.path.relpath(absolute)
+    if relative == os.pardir or relative.startswith(os.pardir + os.sep):
+        return shlex.quote(absolute)
+    return shlex.quote(relative if os.sep in relative else os.curdir + os.sep + relative)
+
+
+def mnas_prefix() -> str:
+    """How to run this project's command line from the current shell, as a printed command starts.
+
+    `mnas` when the console script found on PATH is the running interpreter's own (an activated virtualenv);
+    else that script by its path (`.venv/bin/mnas` from the checkout, after `make search`); else the running
+    interpreter with launch.py. Never a bare `python launch.py`: outside the virtualenv that fails with "No
+    module named 'pandas'".
+    """
+    script = os.path.join(os.path.dirname(sys.executable or ""), "mnas")
+    if sys.executable and os.path.isfile(script) and os.access(script, os.X_OK):
+        found = shutil.which("mnas")
+        if found and os.path.exists(found) and os.path.samefile(found, script):
+            return "mnas"
+        return _shell_path(script)
+    spec = importlib.util.find_spec("launch")
+    python = _shell_path(sys.executable) if sys.executable else "python3"
+    if spec is not None and spec.origin and os.path.isfile(spec.origin):
+        return f"{python} {_shell_path(spec.origin)}"
+    return f"{python} -m launch"
+
+
+def mnas_command(*words: str) -> str:
+    """`mnas WORDS...` as it can be pasted into the current shell (see mnas_prefix); each word quoted."""
+    return " ".join([mnas_prefix(), *(shlex.quote(str(word)) for word in words)])
 
 
 def status_counts(children: pd.DataFrame) -> dict[str, int]:
@@ -123,11 +176,10 @@ def predicted_by(children: pd.DataFrame) -> list[str]:
 
 
 def failure_counts(children: pd.DataFrame) -> list[tuple[str, int]]:
-    """Failed children by reason, most frequent first (ties by reason), as `launch.py results` sums them up."""
+    """Failed children by failure code (`search.failures`), most frequent first (ties by code)."""
     failed = children[children["status"] == "failed"]
-    reasons = Counter(reason if isinstance(reason, str) and reason.strip() else "(no reason)"
-                      for reason in failed["failure_reason"])
-    return sorted(reasons.items(), key=lambda item: (-item[1], item[0]))
+    codes = Counter(code if isinstance(code, str) and code else "(no code)" for code in failed["failure_code"])
+    return sorted(codes.items(), key=lambda item: (-item[1], item[0]))
 
 
 def json_number(value) -> float | int | None:
@@ -157,7 +209,7 @@ def child_summaries(snapshot: RunSnapshot) -> dict[str, dict[str, Any]]:
                    replay_command(snapshot.run_dir, pareto=front) if front is not None else None)
         summaries[row["trial_id"]] = {
             "trial_id": row["trial_id"], "arch": row["arch"].split(), "status": row["status"],
-            "failure_reason": _text(row["failure_reason"]), "accuracy": json_number(row["accuracy"]),
+            "failure_code": _text(row["failure_code"]), "failure_detail": _text(row["failure_detail"]), "accuracy": json_number(row["accuracy"]),
             "latency_ms": json_number(row["latency_ms"]), "latency_source": _text(row["latency_source"]),
             "reward": json_number(row["reward"]), "params": json_number(row["params"]),
             "madds": json_number(row["madds"]),
@@ -193,10 +245,47 @@ def table_rows(snapshot: RunSnapshot, top_k: int = TOP_K,
     return rows
 
 
+_DATASET_NAMES = {"fashion-mnist": "Fashion-MNIST", "cifar": "CIFAR-10", "cifar100": "CIFAR-100",
+                  "imagenet": "ImageNet"}
+
+
+def _latency_words(spec: str) -> str:
+    """A latency backend spec as an axis says it: 'predicted Pixel 1', 'measured on this host', ..."""
+    kind, _, rest = spec.partition(":")
+    name = os.path.basename(rest)
+    return {"pixel1": "predicted Pixel 1", "host": "measured on this host", "adb": "measured on a phone",
+            "lut": f"lookup table {name}", "calibrated": f"predicted by {name}"}.get(kind, spec)
+
+
+def axis_titles(snapshots: Iterable[RunSnapshot]) -> tuple[str, str]:
+    """(x, y) titles of the accuracy-latency plot, from the runs' configs: which latency the search's reward used
+    and which task measured the accuracy, e.g. ('latency (ms, predicted Pixel 1)', 'proxy accuracy
+    (Fashion-MNIST, 1 epoch)'). Plain 'latency (ms)' / 'accuracy' when the runs differ or do not say."""
+    from search.proxy import ProxyConfig  # the proxy's own defaults, not a copy of them
+
+    xs, ys = set(), set()
+    for snap in snapshots:
+        latency = snap.config.get("latency")
+        spec = latency[0] if isinstance(latency, list) and latency else latency
+        xs.add(f"latency (ms, {_latency_words(spec)})" if isinstance(spec, str) and spec else "latency (ms)")
+        surrogates = predicted_by(snap.children)
+        if surrogates:
+            ys.add(f"accuracy PREDICTED by {', '.join(surrogates)}")
+            continue
+        try:
+            proxy = ProxyConfig.from_dict(snap.config.get("proxy") or {})
+        except (TypeError, ValueError):  # a config of another version
+            ys.add("accuracy")
+            continue
+        budget = f"{proxy.steps} steps" if proxy.steps else f"{proxy.epochs} epoch{'s' if proxy.epochs != 1 else ''}"
+        ys.add(f"proxy accuracy ({_DATASET_NAMES.get(proxy.dataset, proxy.dataset)}, {budget})")
+    return (xs.pop() if len(xs) == 1 else "latency (ms)"), (ys.pop() if len(ys) == 1 else "accuracy")
+
+
 def block_view(block_string: str) -> dict[str, Any]:
     """One block as the architecture diagram draws it: op, kernel, expansion, SE, filters, repeats, stride, skip.
 
-    Decoded by search.space, so the diagram can never disagree with the model the string builds. A string that
+    Decoded by search.arch, so the diagram can never disagree with the model the string builds. A string that
     does not decode (a store written by a newer grammar) is shown as such rather than failing the page.
     """
     try:

@@ -1,5 +1,5 @@
 """The search side of MNAS: architectures, search spaces, counts, reward, controller, latency.
 
-`search.space`, `search.counts`, `search.registry` and `search.reward` are pure Python: they import no
-TensorFlow and no Ray, so the controller loop and the latency predictors never build a graph.
+Everything here but `search.controller` (TensorFlow) and `search.tune` (the Ray Tune glue) is pure Python, so the
+driver, the strategies and the latency predictors never build a graph.
 """

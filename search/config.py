@@ -14,8 +14,10 @@
     reward: {preset: soft, target_ms: 75}      # or alpha/beta; more terms under `extra_targets`
     controller: {batch_size: 5}   # search.controller.PPOConfig fields (strategy mnas)
     evolution: {population: 20, sample_size: 5}   # (strategy evolution)
-    proxy: {epochs: 1}            # workers.proxy.ProxyConfig fields
-    limits: {max_params: 8000000} # children larger than this fail as too_large before they are built
+    proxy: {epochs: 1}            # search.proxy.ProxyConfig fields
+    limits: {max_params: 8000000} # children larger than this fail as too_large before they are built;
+                                  # max_consecutive_failures (default 10, 0: never) stops a search whose
+                                  # children all fail
     faults: {rate: 0.2}           # inject failures into a fraction of children (testing the search's resilience)
     scheduler: {name: asha}       # stop weak children early (Ray Tune ASHA); default none: every child trains fully
     surrogate: {model: benchmarks/results/mnas_bench_surrogate.json}   # score children with a surrogate of the
@@ -32,7 +34,7 @@ import math
 import os
 from typing import Any, Mapping
 
-from search.space import echo
+from search.arch import echo
 
 _TOP_KEYS = {"name", "space", "strategy", "samples", "workers", "cpus_per_worker", "seed", "deploy", "latency",
              "reward", "controller", "evolution", "proxy", "feed_failures", "limits", "faults", "scheduler",
@@ -48,6 +50,11 @@ SCHEDULERS = ("none", "asha")
 
 
 MAX_NAME = 100
+# limits: max_params (children larger fail as too_large before anything is built); max_consecutive_failures (the
+# search stops when that many children in a row failed: something is broken for every child, such as a missing
+# dataset, and carrying on would only record the same failure; 0 never stops).
+LIMITS = ("max_params", "max_consecutive_failures")
+DEFAULT_MAX_CONSECUTIVE_FAILURES = 10
 
 
 def check_run_name(name: Any, source: str = "config") -> str:
@@ -143,11 +150,17 @@ class SearchConfig:
         for key in ("resolution", "num_classes", "input_channels"):
             if key in self.deploy:
                 positive_int(f"deploy.{key}", self.deploy[key])
-        unknown = sorted(set(self.limits) - {"max_params"})
+        unknown = sorted(set(self.limits) - set(LIMITS), key=str)
         if unknown:
-            raise ValueError(f"{source}: limits: unknown setting(s) {', '.join(unknown)} (known: max_params)")
+            raise ValueError(f"{source}: limits: unknown setting(s) {', '.join(map(echo, unknown))} "
+                             f"(known: {', '.join(LIMITS)})")
         if "max_params" in self.limits:
             positive_int("limits.max_params", self.limits["max_params"])
+        failures = self.limits.get("max_consecutive_failures", 0)
+        if isinstance(failures, bool) or not isinstance(failures, int) or failures < 0:
+            raise ValueError(f"{source}: limits.max_consecutive_failures must be a whole number (0: never stop), "
+                             f"got {echo(failures)}")
+        self.make_reward()
 
         self.scheduler_settings(source)
         if self.surrogate:
@@ -198,69 +211,24 @@ class SearchConfig:
         return dict({"mnas": self.controller, "evolution": self.evolution}.get(self.strategy, {}))
 
     @property
-    def resolution(self) -> int:
-        return int(self.deploy.get("resolution", 224))
+    def deployment(self):
+        """What the phone runs (`search.driver.Deployment`): every child is built with it applied, once."""
+        from search.driver import Deployment
+
+        return Deployment(**self.deploy)
 
     @property
-    def num_classes(self) -> int:
-        return int(self.deploy.get("num_classes", 1000))
+    def max_consecutive_failures(self) -> int:
+        return int(self.limits.get("max_consecutive_failures", DEFAULT_MAX_CONSECUTIVE_FAILURES))
 
-    @property
-    def input_channels(self) -> int:
-        return int(self.deploy.get("input_channels", 3))
+    def make_reward(self):
+        """The `search.reward.Reward` of the `reward` section, on the backends of `latency`."""
+        from search.reward import Reward
+
+        return Reward.from_settings(self.reward, self.latency)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-_REWARD_KEYS = {"preset", "target_ms", "alpha", "beta", "failed_reward", "extra_targets"}
-
-
-def _term(raw: Mapping[str, Any], source: str, where: str):
-    from search.reward import PRESETS, LatencyTerm
-
-    if "target_ms" not in raw:
-        raise ValueError(f"{where}: target_ms is required")
-    preset = raw.get("preset")
-    if preset is not None and (not isinstance(preset, str) or preset not in PRESETS):
-        raise ValueError(f"{where}: unknown reward preset {echo(preset)} (known: {', '.join(PRESETS)})")
-    alpha, beta = PRESETS[preset] if preset else (None, None)
-    alpha = raw.get("alpha", alpha)
-    beta = raw.get("beta", beta)
-    if alpha is None or beta is None:
-        raise ValueError(f"{where}: give a preset (soft, hard) or both alpha and beta")
-    try:
-        return LatencyTerm(source=source, target_ms=float(raw["target_ms"]), alpha=float(alpha), beta=float(beta))
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}: {err}") from None
-
-
-def make_reward(reward: Mapping[str, Any], latency: list[str]):
-    """The `search.reward.Reward` of a config's `reward` section; its first term reads `latency[0]`.
-
-    `extra_targets` adds terms on other backends of `latency` (the paper uses one target; several multiply):
-    ``extra_targets: [{latency: host, target_ms: 20, preset: soft}]``.
-    """
-    from search.reward import Reward
-
-    unknown = sorted(set(reward) - _REWARD_KEYS)
-    if unknown:
-        raise ValueError(f"reward: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(_REWARD_KEYS))})")
-    terms = [_term(reward, latency[0], "reward")]
-    extras = reward.get("extra_targets") or []
-    if not isinstance(extras, list):
-        raise ValueError(f"reward: extra_targets must be a list of {{latency, target_ms, ...}} mappings, "
-                         f"got {echo(extras)}")
-    for number, extra in enumerate(extras, 1):
-        where = f"reward.extra_targets[{number}]"
-        if not isinstance(extra, Mapping) or extra.get("latency") not in latency:
-            raise ValueError(f"{where}: 'latency' must name one of the search's latency backends {latency}")
-        terms.append(_term(extra, extra["latency"], where))
-    return Reward(terms, failed_reward=reward.get("failed_reward", 0.0))  # Reward checks it is a finite number
-
-
-def describe_reward(reward) -> str:
-    return " * ".join(f"({t.source}/{t.target_ms:g}ms)^({t.alpha:g}|{t.beta:g})" for t in reward.terms) or "accuracy"
 
 
 # What a resumed search may change: where it runs and how many children it evaluates in all. Everything else
@@ -277,7 +245,7 @@ def resume_differences(saved: Mapping[str, Any], current: SearchConfig, saved_sp
     compared by its content (`saved_space` and `current_space`, the resolved specs) when both are given, so a
     different space with the same choice counts is caught even under the same file name.
     """
-    from workers.proxy import ProxyConfig
+    from search.proxy import ProxyConfig
 
     old = SearchConfig.from_dict({k: v for k, v in saved.items() if k in _TOP_KEYS}, source="the run's config")
     differences = []

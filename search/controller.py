@@ -47,15 +47,17 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import io
 import json
 import os
-import tempfile
 from typing import Any, Mapping, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+
+from search.fileio import atomic_write
 
 tfd = tfp.distributions
 
@@ -607,19 +609,9 @@ class Controller:
         arrays = {f"weights/{name}": value for name, value in state.pop("weights").items()}
         arrays.update({f"optimizer/{i:04d}": value for i, value in enumerate(state.pop("optimizer"))})
         arrays["meta"] = np.array(json.dumps(state))
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        handle, temp = tempfile.mkstemp(dir=folder, prefix=".controller-", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                np.savez(file, **arrays)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            if os.path.exists(temp):
-                os.unlink(temp)
-            raise
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        atomic_write(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Controller":

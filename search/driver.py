@@ -20,15 +20,17 @@ an underestimate, but of children that were already behind their peers at the sa
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as _dt
-import json
 import os
 import time
 from typing import Any, Callable, Mapping
 
 from search import fileio
 from search.counts import count
-from search.space import Architecture, SearchSpace
+from search.failures import Failure, detail, failure
+from search.arch import Architecture
+from search.space import SearchSpace
 from search.strategy import Proposal
 
 STATE_FILE = "searcher_state.json"
@@ -71,56 +73,76 @@ def _jsonable(value):
     raise TypeError(f"cannot store {type(value).__name__} in the searcher state")
 
 
-def _from_json(value):
-    if isinstance(value, dict):
-        if "__ndarray__" in value:
-            import numpy as np
+def _array(value: dict):
+    """The numpy array `_jsonable` wrote as a mapping; any other mapping as it is."""
+    if "__ndarray__" not in value:
+        return value
+    import numpy as np
 
-            data = value["__ndarray__"]
-            if isinstance(data, str):
-                raw = np.frombuffer(base64.b64decode(data), dtype=value["dtype"])
-                return raw.reshape(value["shape"]).copy()
-            return np.asarray(data, dtype=value["dtype"])      # a state written before base64 (a list)
-        return {k: _from_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_from_json(v) for v in value]
-    return value
+    data = value["__ndarray__"]
+    if isinstance(data, str):
+        raw = np.frombuffer(base64.b64decode(data), dtype=value["dtype"])
+        return raw.reshape(value["shape"]).copy()
+    return np.asarray(data, dtype=value["dtype"])      # a state written before base64 (a list)
 
 
 def read_json(path: str) -> Any:
-    with open(path, encoding="utf-8") as handle:
-        return _from_json(json.load(handle))
+    """A JSON file of the run (numpy arrays decoded); ValueError in one line if missing or unreadable."""
+    return fileio.read_json(path, object_hook=_array)
 
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+@dataclasses.dataclass(frozen=True)
+class Deployment:
+    """What the phone runs: a child is built once with these applied, and that one object is sent to the worker
+    (latency), counted (params, multiply-adds) and recorded.
+
+    Attributes:
+        resolution: input size of the deployed model; None keeps the search space's.
+        num_classes, input_channels: of the deployment task, for the analytic params and multiply-adds.
+    """
+
+    resolution: int | None = None
+    num_classes: int = 1000
+    input_channels: int = 3
+
+    def child(self, space: SearchSpace, indices) -> Architecture:
+        arch = space.decode(indices)
+        return arch if self.resolution is None else arch.replace(resolution=self.resolution)
+
+
 class SearchRun:
     """Proposes children, records finished ones, feeds the strategy, and saves state after each.
 
     Args:
-        space: the search space (decodes genotypes into deployment architectures).
+        space: the search space (decodes genotypes into architectures).
         strategy: a `search.strategy` object (mnas controller, random, ...).
         reward: a callable (accuracy, {latency source: ms}) -> reward, with a `failed_reward` attribute.
         store: a `results.store.ResultStore` opened for writing.
         samples: how many children the search evaluates in all.
         run_dir: where `searcher_state.json` lives (None: state is kept in memory only).
-        num_classes, input_channels: of the deployment task, for the analytic params / multiply-adds.
+        deployment: what the phone runs (resolution, classes, channels), applied to every child.
+        max_consecutive_failures: stop proposing when this many children in a row failed (0: never).
         on_record: called with each stored record and a summary dict (progress display).
     """
 
     def __init__(self, space: SearchSpace, strategy, reward, store, samples: int, run_dir: str | None = None,
-                 num_classes: int = 1000, input_channels: int = 3, feed_failures: bool = True,
-                 on_record: Callable[[dict, dict], None] | None = None):
+                 deployment: Deployment = Deployment(), feed_failures: bool = True,
+                 max_consecutive_failures: int = 0, on_record: Callable[[dict, dict], None] | None = None):
         if samples < 1:
             raise ValueError(f"samples must be a positive integer, got {samples}")
         self.space, self.strategy, self.reward, self.store = space, strategy, reward, store
-        self.samples, self.run_dir = samples, run_dir
-        self.num_classes, self.input_channels = num_classes, input_channels
+        self.samples, self.run_dir, self.deployment = samples, run_dir, deployment
         self.feed_failures, self.on_record = feed_failures, on_record
+        self.max_consecutive_failures = max_consecutive_failures
+        self.consecutive_failures = 0
+        self.stopped: str | None = None     # why the search stopped proposing before `samples`, if it did
         self.issued = 0
         self.in_flight: dict[str, dict] = {}
+        self.children: dict[str, Architecture] = {}   # trial id -> the child built at proposal, until recorded
         self.retry: list[dict] = []
         self.best_reward: float | None = None
         self.last_stats: dict = {}
@@ -133,14 +155,17 @@ class SearchRun:
     @property
     def finished(self) -> bool:
         """Nothing left to propose (children may still be running)."""
-        return not self.retry and self.issued >= self.samples
+        return self.stopped is not None or (not self.retry and self.issued >= self.samples)
 
     @property
     def completed(self) -> int:
         return self.store.count()
 
     def next_config(self, trial_id: str) -> dict | None:
-        """The config of the next child for `trial_id`, or None when every sample has been proposed."""
+        """The config of the next child for `trial_id`, or None when every sample has been proposed (or the
+        search stopped after too many failures in a row)."""
+        if self.stopped is not None:
+            return None
         if self.retry:
             entry = self.retry.pop(0)
         elif self.issued < self.samples:
@@ -153,15 +178,20 @@ class SearchRun:
         else:
             return None
         entry = dict(entry, started_at=_now())
+        arch = self.deployment.child(self.space, entry["indices"])
         self.in_flight[trial_id] = entry
+        self.children[trial_id] = arch
         self.save()   # write-ahead: a child that finishes is always one the saved state knows
-        arch = self.space.decode(entry["indices"])
         return {"arch": arch.to_dict(), "indices": entry["indices"], "sample": entry["sample"],
                 "controller_step": entry["step"]}
 
     # ------------------------------------------------------------------------------------------- results
-    def complete(self, trial_id: str, result: Mapping[str, Any] | None, error: str | None = None) -> dict | None:
-        """Records a finished child (ok or failed) and feeds the strategy. Unknown trial ids are ignored."""
+    def complete(self, trial_id: str, result: Mapping[str, Any] | None,
+                 error: tuple[Failure, str] | None = None) -> dict | None:
+        """Records a finished child (ok or failed) and feeds the strategy. Unknown trial ids are ignored.
+
+        `error` is (code, detail) when the engine saw the trial fail without a report of its own.
+        """
         entry = self.in_flight.get(trial_id)
         if entry is None:
             return None
@@ -173,33 +203,54 @@ class SearchRun:
         crash_point("feed")
         self._feed(entry, record)
         del self.in_flight[trial_id]
+        self.children.pop(trial_id, None)
+        self._count_failure(record)
         self.save()
         if self.on_record is not None:
             self.on_record(record, self.summary())
         return record
 
-    def _record(self, trial_id: str, entry: dict, result: dict, error: str | None) -> dict:
-        arch = self.space.decode(entry["indices"])
-        counts = count(arch, self.num_classes, self.input_channels)
+    def _count_failure(self, record: dict) -> None:
+        """Stops proposing after `max_consecutive_failures` failed children in a row (in completion order)."""
+        self.consecutive_failures = self.consecutive_failures + 1 if record["status"] == "failed" else 0
+        limit = self.max_consecutive_failures
+        if limit and self.consecutive_failures >= limit and self.stopped is None:
+            self.stopped = (f"the last {self.consecutive_failures} children all failed (the last: "
+                            f"{record['failure_code']}: {record['failure_detail'] or 'no detail'}); something "
+                            "breaks every child: fix it, then resume (limits.max_consecutive_failures: "
+                            f"{limit}, 0 never stops)")
+
+    def _record(self, trial_id: str, entry: dict, result: dict, error: tuple[Failure, str] | None) -> dict:
+        arch = self.children.get(trial_id) or self.deployment.child(self.space, entry["indices"])
+        deployment = self.deployment
+        counts = count(arch, deployment.num_classes, deployment.input_channels)
         status = result.get("status", "ok")
-        reason = result.get("failure_reason")
+        code, why = result.get("failure_code"), result.get("failure_detail")
         if error is not None:
-            status, reason = "failed", error
+            status, (code, why) = "failed", error
         latencies = {str(k): float(v) for k, v in (result.get("latencies") or {}).items()}
         accuracy = result.get("accuracy")
         primary = result.get("latency_source") or (next(iter(latencies)) if latencies else None)
         if status == "pruned" and accuracy is None:
-            status, reason = "failed", "bad_result: a pruned child reported no accuracy"
+            status, code, why = "failed", Failure.BAD_RESULT, "a pruned child reported no accuracy"
         if status in ("ok", "pruned") and (primary is None or primary not in latencies):
-            status, reason = "failed", f"no_latency: the worker reported no {primary or 'latency'} measurement"
+            status, code = "failed", Failure.NO_LATENCY
+            why = f"the worker reported no {primary or 'latency'} measurement"
         reward = None
         if status in ("ok", "pruned"):   # pruned: the reward on the accuracy at the rung where it was stopped
             try:
                 reward = float(self.reward(accuracy, latencies))
             except (TypeError, ValueError) as err:
-                status, reason = "failed", f"bad_result: {err}"
+                status, code, why = "failed", Failure.BAD_RESULT, str(err)
         if status == "failed":
             reward = float(self.reward.failed_reward)
+            try:
+                code = failure(code).value
+            except ValueError:                       # a worker of another version: keep what it said
+                code, why = Failure.UNEXPECTED_ERROR.value, f"{code}: {why}"
+            why = detail(why or "")
+        else:
+            code = why = None
         extra = {"log_prob": entry.get("log_prob"), **(result.get("extra") or {})}
         source = (result.get("accuracy_source") or "proxy") if accuracy is not None else None
         return {
@@ -208,7 +259,7 @@ class SearchRun:
             "accuracy": None if accuracy is None else float(accuracy),
             "latency_ms": latencies.get(primary), "latency_source": primary,
             "latencies": latencies, "reward": reward, "params": counts.params, "madds": counts.madds,
-            "status": status, "failure_reason": reason,
+            "status": status, "failure_code": code, "failure_detail": why,
             "train_seconds": result.get("train_seconds"), "eval_seconds": result.get("eval_seconds"),
             "latency_seconds": result.get("latency_seconds"), "total_seconds": result.get("total_seconds"),
             "started_at": entry.get("started_at"), "finished_at": _now(), "extra": extra,
@@ -235,7 +286,7 @@ class SearchRun:
         failed = self.store.count(status="failed")
         pruned = self.store.count(status="pruned")
         return {"done": done, "samples": self.samples, "failed": failed, "pruned": pruned,
-                "best_reward": self.best_reward,
+                "best_reward": self.best_reward, "stopped": self.stopped,
                 "entropy": self.last_stats.get("entropy"), "step": self.strategy.step, "elapsed": elapsed,
                 "in_flight": len(self.in_flight), "timings": dict(self.timings)}
 
@@ -266,6 +317,8 @@ class SearchRun:
         self.best_reward = state.get("best_reward")
         self.last_stats = dict(state.get("last_stats") or {})
         self.retry = list(state.get("retry") or [])
+        # A resume is a new chance: children that keep failing stop it again after the limit, not at once.
+        self.consecutive_failures = 0
         self.in_flight = {}
         for trial_id, entry in sorted((state.get("in_flight") or {}).items(), key=lambda kv: kv[1]["sample"]):
             row = self.store.child(trial_id)
@@ -282,11 +335,11 @@ class SearchRun:
         for name in os.listdir(folder) if os.path.isdir(folder) else ():
             if name.startswith(".tmp-") and name.endswith(".part"):   # a state write the crash interrupted
                 os.unlink(os.path.join(folder, name))
+        if not os.path.isfile(path):
+            raise ValueError(f"cannot resume: no {STATE_FILE} in {os.path.dirname(path) or '.'}")
         try:
             state = read_json(path)
-        except FileNotFoundError:
-            raise ValueError(f"cannot resume: no {STATE_FILE} in {os.path.dirname(path) or '.'}") from None
-        except (OSError, json.JSONDecodeError) as err:
+        except ValueError as err:
             raise ValueError(f"cannot resume: {path} is unreadable ({err})") from None
         self.restore(state)
 
@@ -305,8 +358,3 @@ def run_in_process(run: SearchRun, evaluate: Callable[[dict], dict]) -> None:
         if config is None:
             break
         run.complete(trial_id, evaluate(config))
-
-
-def deployment_arch(config: Mapping[str, Any]) -> Architecture:
-    """The architecture a child's config describes (what the phone runs)."""
-    return Architecture.from_dict(config["arch"])

@@ -43,7 +43,22 @@ def atomic_write(path: str | os.PathLike, data: bytes, before_replace: Callable[
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any, default: Callable[[Any], Any] | None = None,
-                      indent: int | None = None, before_replace: Callable[[], None] | None = None) -> None:
+                      indent: int | None = None, sort_keys: bool = False,
+                      before_replace: Callable[[], None] | None = None) -> None:
     """JSON through `atomic_write`."""
-    text = json.dumps(data, default=default, indent=indent)
+    text = json.dumps(data, default=default, indent=indent, sort_keys=sort_keys)
     atomic_write(path, (text + "\n").encode("utf-8"), before_replace)
+
+
+def read_json(path: str | os.PathLike, object_hook: Callable[[dict], Any] | None = None) -> Any:
+    """A JSON file's content; ValueError in one line when it is missing, unreadable or not JSON."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"no such file: {path}")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle, object_hook=object_hook)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read {path}: {err}") from None

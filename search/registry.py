@@ -10,7 +10,8 @@ import os
 from importlib import resources
 from typing import Any, Mapping
 
-from search.space import Architecture, SearchSpace, echo, parse_arch_text
+from search.arch import Architecture, echo, parse_arch_text
+from search.space import SearchSpace
 
 # name -> (block strings, non-default architecture fields)
 _DEFINITIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {

@@ -26,14 +26,16 @@ of real rewards, as a large negative value would. It is configurable for searche
 Bad numbers are errors, not failures: calling a reward with a NaN, infinite or out-of-range accuracy or latency
 raises ``ValueError``, because such a value almost always means a bug upstream (a percentage instead of a fraction,
 a latency of -1 used as "unknown") that silently scoring 0 would hide. The worker that sees a genuinely failed child
-reports it as failed; `Reward.score` does that conversion for callers who want it, and returns the reason.
+reports it as failed, with its reason (`search.failures`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
+
+from search.arch import echo
 
 # name -> (alpha, beta), from Sec. 3.1 of the paper.
 PRESETS: dict[str, tuple[float, float]] = {
@@ -72,45 +74,6 @@ def _latency_factor(latency_ms: float, target_ms: float, alpha: float, beta: flo
 
 
 @dataclasses.dataclass(frozen=True)
-class RewardConfig:
-    """The paper's reward for one latency target.
-
-    Attributes:
-        target_ms: the target latency T in milliseconds (75 for the paper's Pixel 1 search).
-        alpha: exponent of LAT/T when LAT <= T (0 or negative: being faster than T is worth at most a small bonus).
-        beta: exponent of LAT/T when LAT > T (negative: slower than T costs reward).
-        failed_reward: the reward of a child that failed; see the module docstring for why 0.0.
-    """
-
-    target_ms: float
-    alpha: float
-    beta: float
-    failed_reward: float = 0.0
-
-    def __post_init__(self):
-        _check_term(self.target_ms, self.alpha, self.beta, "reward config")
-        if not _is_number(self.failed_reward) or not math.isfinite(self.failed_reward):
-            raise ValueError(f"reward config: failed_reward must be a finite number, got {self.failed_reward!r}")
-
-    @classmethod
-    def preset(cls, name: str, target_ms: float, failed_reward: float = 0.0) -> "RewardConfig":
-        """The paper's 'soft' or 'hard' constraint at `target_ms`."""
-        if not isinstance(name, str) or name not in PRESETS:
-            raise ValueError(f"unknown reward preset {name!r} (known: {', '.join(PRESETS)})")
-        alpha, beta = PRESETS[name]
-        return cls(target_ms=target_ms, alpha=alpha, beta=beta, failed_reward=failed_reward)
-
-    def __call__(self, accuracy: float, latency_ms: float) -> float:
-        """ACC * (LAT / T) ** w. Raises ValueError on a NaN, infinite or out-of-range input."""
-        factor = _latency_factor(latency_ms, self.target_ms, self.alpha, self.beta, "latency")
-        return _check_accuracy(accuracy) * factor
-
-    def term(self, source: str) -> "LatencyTerm":
-        """This config's target and exponents as one term of a multi-target `Reward`."""
-        return LatencyTerm(source=source, target_ms=self.target_ms, alpha=self.alpha, beta=self.beta)
-
-
-@dataclasses.dataclass(frozen=True)
 class LatencyTerm:
     """One factor (LAT_source / T) ** w of a multi-target reward.
 
@@ -131,25 +94,8 @@ class LatencyTerm:
             raise ValueError(f"a latency term needs a non-empty source name, got {self.source!r}")
         _check_term(self.target_ms, self.alpha, self.beta, f"latency term {self.source!r}")
 
-    @classmethod
-    def preset(cls, source: str, name: str, target_ms: float) -> "LatencyTerm":
-        """The paper's 'soft' or 'hard' constraint on `source` at `target_ms`."""
-        return RewardConfig.preset(name, target_ms).term(source)
-
     def factor(self, latency_ms: float) -> float:
         return _latency_factor(latency_ms, self.target_ms, self.alpha, self.beta, self.source)
-
-
-@dataclasses.dataclass(frozen=True)
-class Score:
-    """A scored child: its reward, and why it counts as failed (None when it worked)."""
-
-    reward: float
-    failure: str | None = None
-
-    @property
-    def failed(self) -> bool:
-        return self.failure is not None
 
 
 class Reward:
@@ -176,9 +122,33 @@ class Reward:
         self.failed_reward = float(failed_reward)
 
     @classmethod
-    def from_config(cls, config: RewardConfig, source: str = "latency") -> "Reward":
-        """The single-target reward of `config`, reading its latency from `source`."""
-        return cls([config.term(source)], failed_reward=config.failed_reward)
+    def from_settings(cls, section: Mapping[str, Any], latency: Sequence[str]) -> "Reward":
+        """The reward of a search config's `reward` section; its first term reads the backend `latency[0]`.
+
+        ``{preset: soft, target_ms: 75}`` (or ``alpha`` and ``beta`` instead of a preset), ``failed_reward``, and
+        ``extra_targets: [{latency: host, target_ms: 20, preset: soft}]`` for more terms on other backends of
+        `latency` (the paper uses one target; several multiply). Errors name the setting, e.g.
+        ``reward.extra_targets[1]: target_ms is required``.
+        """
+        if not isinstance(section, Mapping):
+            raise ValueError(f"reward: must be a mapping such as {{preset: soft, target_ms: 75}}, got {echo(section)}")
+        unknown = sorted((key for key in section if key not in SETTINGS), key=str)
+        if unknown:
+            raise ValueError(f"reward: unknown setting(s) {', '.join(echo(key) for key in unknown)} "
+                             f"(known: {', '.join(sorted(SETTINGS))})")
+        latency = list(latency)
+        if not latency:
+            raise ValueError("reward: the search needs at least one latency backend")
+        terms = [_term_of(section, latency[0], "reward")]
+        extras = section.get("extra_targets") or []
+        if not isinstance(extras, list):
+            raise ValueError("reward: extra_targets must be a list of {latency, target_ms, ...} mappings")
+        for number, extra in enumerate(extras, 1):
+            where = f"reward.extra_targets[{number}]"
+            if not isinstance(extra, Mapping) or extra.get("latency") not in latency:
+                raise ValueError(f"{where}: 'latency' must name one of the search's latency backends {latency}")
+            terms.append(_term_of(extra, extra["latency"], where))
+        return cls(terms, failed_reward=section.get("failed_reward", 0.0))
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -201,25 +171,37 @@ class Reward:
             reward *= term.factor(latencies[term.source])
         return reward
 
-    def score(self, accuracy: float | None, latencies: Mapping[str, float] | None,
-              failure: str | None = None) -> Score:
-        """Scores a child that may have failed, never raising: the failed reward comes with its reason.
-
-        A child fails when `failure` names a reason (the worker's), or when its numbers are unusable (missing,
-        NaN, infinite, out of range); the reason then is the ValueError's message.
-        """
-        if failure is not None:
-            return Score(self.failed_reward, str(failure))
-        if accuracy is None or latencies is None:
-            return Score(self.failed_reward, "no accuracy or latency reported")
-        try:
-            return Score(self(accuracy, latencies))
-        except ValueError as err:
-            return Score(self.failed_reward, str(err))
+    def describe(self) -> str:
+        """The latency terms as one line, e.g. '(pixel1/75ms)^(-0.07|-0.07)'; 'accuracy' with none."""
+        return " * ".join(f"({t.source}/{t.target_ms:g}ms)^({t.alpha:g}|{t.beta:g})" for t in self.terms) or "accuracy"
 
     def __repr__(self) -> str:
         terms = ", ".join(f"({t.source!r}, {t.target_ms}, {t.alpha}, {t.beta})" for t in self.terms)
         return f"Reward([{terms}], failed_reward={self.failed_reward})"
+
+
+SETTINGS = frozenset({"preset", "target_ms", "alpha", "beta", "failed_reward", "extra_targets"})
+
+
+def _term_of(raw: Mapping[str, Any], source: str, where: str) -> LatencyTerm:
+    """One term from its settings: a preset, or alpha and beta (which override a preset's)."""
+    if "target_ms" not in raw:
+        raise ValueError(f"{where}: target_ms is required")
+    preset = raw.get("preset")
+    if preset is not None and (not isinstance(preset, str) or preset not in PRESETS):
+        raise ValueError(f"{where}: unknown reward preset {echo(preset)} (known: {', '.join(PRESETS)})")
+    alpha, beta = PRESETS[preset] if preset else (None, None)
+    alpha, beta = raw.get("alpha", alpha), raw.get("beta", beta)
+    if alpha is None or beta is None:
+        raise ValueError(f"{where}: give a preset ({', '.join(PRESETS)}) or both alpha and beta")
+    target = raw["target_ms"]
+    if not all(_is_number(value) for value in (target, alpha, beta)):
+        raise ValueError(f"{where}: target_ms, alpha and beta must be numbers, got {echo(target)}, {echo(alpha)}, "
+                         f"{echo(beta)}")
+    try:
+        return LatencyTerm(source=source, target_ms=float(target), alpha=float(alpha), beta=float(beta))
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
 
 
 def _term_from(raw: Sequence) -> LatencyTerm:

@@ -26,7 +26,8 @@ import numpy as np
 from search import fileio
 from search.counts import count
 from search.latency.trees import BoostedTrees
-from search.space import CONV_REGULAR, SKIPS, Architecture, SearchSpace
+from search.arch import CONV_REGULAR, SKIPS, Architecture
+from search.space import SearchSpace
 
 FORMAT = "mnas-surrogate/1"
 BLOCK_FEATURES = ("expand", "regular_conv", "kernel", "se", "skip", "filters", "layers")

@@ -14,7 +14,8 @@ import tempfile
 from ray.tune.search import Searcher
 
 from search.driver import SearchRun, read_json, write_json_atomic
-from search.space import echo
+from search.failures import Failure
+from search.arch import echo
 
 
 class MnasSearcher(Searcher):
@@ -42,12 +43,12 @@ class MnasSearcher(Searcher):
         return self.run.next_config(trial_id)
 
     def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
-        reason = None
+        failed = None
         if error:
-            reason = "worker_error: the trial raised or its worker died (see the Tune trial's error.txt)"
+            failed = (Failure.WORKER_ERROR, "see the Tune trial's error.txt")
         elif not result or "accuracy" not in result and result.get("status", "ok") == "ok":
-            reason = "no_result: the trial ended without reporting"
-        self.run.complete(trial_id, _unflatten(result or {}), reason)
+            failed = (Failure.NO_RESULT, "")
+        self.run.complete(trial_id, _unflatten(result or {}), failed)
 
     def save(self, checkpoint_path: str) -> None:
         write_json_atomic(checkpoint_path, self.run.state())

@@ -83,3 +83,14 @@ def surrogate_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("surrogate") / "bench_surrogate.json"
     Surrogate.fit(space, archs, accuracy, noise=0.01, info={"children": 80}).save(str(path))
     return path
+
+
+def trial_settings(proxy: dict, reward: dict | None = None, **fields):
+    """The `TrialSettings` a search would send its workers, from a proxy section (and a reward section)."""
+    from search.reward import Reward
+    from search.proxy import ProxyConfig
+    from workers.trial import TrialSettings
+
+    return TrialSettings(proxy=ProxyConfig.from_dict(proxy), latency=("pixel1",),
+                         reward=Reward.from_settings(reward or {"preset": "soft", "target_ms": 75}, ["pixel1"]),
+                         **fields)

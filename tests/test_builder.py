@@ -9,7 +9,7 @@ keras = pytest.importorskip("keras")
 
 from search.counts import count  # noqa: E402
 from search.registry import ARCHITECTURES, load_space  # noqa: E402
-from search.space import Architecture  # noqa: E402
+from search.arch import Architecture  # noqa: E402
 from trainer.builder import build_model  # noqa: E402
 
 

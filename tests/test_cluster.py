@@ -67,7 +67,7 @@ def test_search_on_a_three_node_cluster_survives_losing_a_node(tmp_path, monkeyp
                              cwd=ROOT, capture_output=True, text=True, check=True)
     children = json.loads(listing.stdout)
     assert sorted(c["sample"] for c in children) == [0, 1, 2, 3]      # nothing lost, nothing twice
-    assert all(c["status"] == "ok" for c in children), [c["failure_reason"] for c in children]
+    assert all(c["status"] == "ok" for c in children), [c["failure_detail"] for c in children]
     # The node really took a running trial with it: Tune recorded the failure and retried that trial elsewhere,
     # and the retry finished (its result is the one stored above).
     retried = [d.name for d in (run_dir / "tune" / "attempt-0").glob("child-*")

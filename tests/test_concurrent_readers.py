@@ -29,8 +29,9 @@ PACE_S = 0.02          # the writer's pause between children (a real search writ
 MAX_CHILDREN = 2_000   # the writer stops here if it is never told to stop earlier
 DEADLINE_S = 15.0      # ... or when this much time has passed
 ENDPOINTS = ("/api/data", "/api/runs", "/api/runs/0")
-CHILD_FIELDS = ("trial_id", "arch", "status", "failure_reason", "accuracy", "latency_ms", "latency_source",
-                "reward", "params", "madds", "sample", "controller_step")  # what the dashboard shows of a child
+CHILD_FIELDS = ("trial_id", "arch", "status", "failure_code", "failure_detail", "accuracy", "latency_ms",
+                "latency_source", "reward", "params", "madds", "sample",
+                "controller_step")  # what the dashboard shows of a child
 
 
 def child(i: int) -> dict:
@@ -43,11 +44,12 @@ def child(i: int) -> dict:
         "extra": {"log_prob": -i / 8, "check": f"child_{i:05d}"},
     }
     if i % 6 == 5:
-        return {**record, "status": "failed", "failure_reason": f"nan_loss: loss is NaN at step {i}", "reward": 0.0}
+        return {**record, "status": "failed", "failure_code": "nan_loss",
+                "failure_detail": f"loss is NaN at step {i}", "reward": 0.0}
     latency = 20.0 + (i % 37) / 4
     return {**record, "status": "ok", "accuracy": 0.5 + (i % 97) / 250, "latency_ms": latency,
             "latency_source": "pixel1", "latencies": {"pixel1": latency, "host": i / 16},
-            "reward": (0.5 + (i % 97) / 250) * (latency / 75) ** -0.07, "failure_reason": None,
+            "reward": (0.5 + (i % 97) / 250) * (latency / 75) ** -0.07, "failure_code": None,
             "train_seconds": 1.0 + i / 100, "eval_seconds": 0.5, "latency_seconds": 0.01, "total_seconds": 2.0}
 
 

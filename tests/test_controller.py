@@ -403,8 +403,8 @@ def test_tanh_clipping_bounds_how_sure_the_policy_gets():
 def test_controller_imports_no_ray_builder_trainer_or_workers():
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "search", "controller.py")
     tree = ast.parse(open(path).read())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom) and node.module}
-    assert not imported & {"ray", "trainer", "workers", "search"}, imported
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    # the controller sees choice counts only: of the project, it uses the one atomic writer and nothing else
+    project = {name for name in imported if name.split(".")[0] in {"ray", "trainer", "workers", "search"}}
+    assert project == {"search.fileio"}, imported

@@ -27,15 +27,15 @@ DRIVER = textwrap.dedent(f"""
     import os, sys, time
     sys.path.insert(0, {ROOT!r})
     from results.store import ResultStore
-    from search.config import make_reward
     from search.driver import SearchRun, STATE_FILE
     from search.registry import load_space
+    from search.reward import Reward
     from search.strategy import make_strategy
 
     run_dir = sys.argv[1]
     space = load_space("mnasnet-small")
     strategy = make_strategy("mnas", space.choice_counts, seed=0, settings={{"batch_size": {BATCH}}})
-    run = SearchRun(space, strategy, make_reward({{"preset": "soft", "target_ms": 75}}, ["pixel1"]),
+    run = SearchRun(space, strategy, Reward.from_settings({{"preset": "soft", "target_ms": 75}}, ["pixel1"]),
                     ResultStore(run_dir), samples={SAMPLES}, run_dir=run_dir)
     if os.path.exists(os.path.join(run_dir, STATE_FILE)):
         run.load()

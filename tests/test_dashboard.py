@@ -40,7 +40,8 @@ SMALL = ("r1_k3_s11_e1_i16_o8 r1_k3_s22_e3_i8_o16 r2_k3_s22_e6_i16_o16 r4_k5_s22
          "r3_k3_s11_e6_i32_o32_se0.25 r3_k5_s22_e6_i32_o88_se0.25 r1_k3_s11_e6_i88_o144")
 # The paper's space has a regular conv and a pooling skip too: one child shows them in the diagram.
 CONV = "r1_k3_s11_e1_i32_o16_conv r2_k5_s22_e1_i16_o24_poolskip r3_k3_s22_e3_i24_o40_se0.25 r2_k3_s22_e6_i40_o80"
-FAILURES = {"failed_0": "out of memory", "failed_1": "nan loss", "failed_2": "out of memory"}
+FAILURES = {"failed_0": ("oom", "12 GiB at step 3"), "failed_1": ("nan_loss", "at step 7"),
+            "failed_2": ("oom", "13 GiB at step 9")}   # one group per code, whatever the detail says
 TARGET_MS = 75.0
 
 
@@ -71,10 +72,10 @@ def make_run(path: Path, ok: int = 16, seed: int = 0, preset: str = "soft") -> P
                                   "space": {"name": "mnasnet", "stem": 32, "head": 1280}})
         for i in range(ok):
             store.add_child(ok_child(i, rng))
-        for j, (trial_id, reason) in enumerate(FAILURES.items()):
+        for j, (trial_id, (code, detail)) in enumerate(FAILURES.items()):
             store.add_child({"trial_id": trial_id, "sample": ok + j, "controller_step": (ok + j) // 4,
-                             "arch": child_arch(ok + j), "status": "failed", "failure_reason": reason,
-                             "reward": -1.0})
+                             "arch": child_arch(ok + j), "status": "failed", "failure_code": code,
+                             "failure_detail": detail, "reward": -1.0})
         store.add_child({"trial_id": "pruned_0", "sample": ok + 3, "arch": A1, "status": "pruned",
                          "accuracy": 0.3, "latency_ms": 50.0, "latency_source": "pixel1-predicted", "reward": 0.31})
         for step in range(5):
@@ -129,21 +130,22 @@ def test_table_lists_top_and_frontier_children_with_their_replay_commands(run_di
     for row in rows:
         if row["trial_id"] in top:
             assert "top" in row["sets"]
-            assert row["command"] == f"python launch.py train --arch {run_dir}:{top[row['trial_id']]}"
+            assert row["command"] == f"{views.mnas_prefix()} train --arch {run_dir}:{top[row['trial_id']]}"
         else:
             assert row["sets"] == ["frontier"]
-            assert row["command"] == f"python launch.py train --arch {run_dir}:pareto:{front[row['trial_id']]}"
+            assert row["command"] == f"{views.mnas_prefix()} train --arch {run_dir}:pareto:{front[row['trial_id']]}"
         assert ("frontier" in row["sets"]) == (row["trial_id"] in front)
 
 
 def test_replay_command_quotes_paths_for_the_shell():
-    assert views.replay_command("runs/a b", rank=2) == "python launch.py train --arch 'runs/a b:2'"
-    assert views.replay_command("runs/x", pareto=1) == "python launch.py train --arch runs/x:pareto:1"
+    prefix = views.mnas_prefix()  # the command as it runs from here (tests/test_newcomer.py checks its forms)
+    assert views.replay_command("runs/a b", rank=2) == f"{prefix} train --arch 'runs/a b:2'"
+    assert views.replay_command("runs/x", pareto=1) == f"{prefix} train --arch runs/x:pareto:1"
 
 
-def test_failures_are_counted_by_reason(run_dir):
+def test_failures_are_counted_by_code(run_dir):
     snap = snapshot_of(run_dir)
-    assert views.failure_counts(snap.children) == [("out of memory", 2), ("nan loss", 1)]
+    assert views.failure_counts(snap.children) == [("oom", 2), ("nan_loss", 1)]
     assert views.status_counts(snap.children) == {"total": 20, "ok": 16, "failed": 3, "pruned": 1}
 
 
@@ -228,7 +230,8 @@ def test_payload_is_strict_json_and_its_version_moves_with_the_run(run_dir):
     run = payload["runs"][0]
     assert run["counts"]["failed"] == 3 and run["target_ms"] == TARGET_MS and run["reward_preset"] == "soft"
     assert set(payload["blocks"]) >= set(CONV.split())
-    assert run["children"]["failed_1"]["failure_reason"] == "nan loss"
+    failed = run["children"]["failed_1"]
+    assert (failed["failure_code"], failed["failure_detail"]) == ("nan_loss", "at step 7")
     with ResultStore(run_dir) as store:
         store.add_child(ok_child(99, random.Random(5), "late"))
     assert build_payload([snapshot_of(run_dir)])["version"] != payload["version"]
@@ -493,7 +496,7 @@ def test_failures_figure_has_a_bar_per_reason_and_run(run_dir, tmp_path):
     fig = failures_figure([snapshot_of(run_dir), snapshot_of(clean, "clean")])
     (bars,) = fig.data
     assert bars.meta == {"run": 0, "kind": "failures"}
-    assert list(bars.y) == ["out of memory", "nan loss"] and list(bars.x) == [2, 1]
+    assert list(bars.y) == ["oom", "nan_loss"] and list(bars.x) == [2, 1]
     assert [a.text for a in failures_figure([snapshot_of(clean, "clean")]).layout.annotations] == \
         ["no failed children"]
 
@@ -505,4 +508,4 @@ def test_a_store_file_stands_for_its_run_directory(run_dir):
     finally:
         source.close()
     assert run["label"] == "soft" and run["run_dir"] == str(run_dir)
-    assert run["table"][0]["command"] == f"python launch.py train --arch {run_dir}:1"
+    assert run["table"][0]["command"] == f"{views.mnas_prefix()} train --arch {run_dir}:1"

@@ -20,7 +20,7 @@ from results.dashboard import write_report
 from results.pareto import pareto_front
 from results.server import DashboardServer
 from results.store import ResultStore
-from search.space import decode_block
+from search.arch import decode_block
 from test_dashboard import make_run, ok_child
 
 CHROMIUM = "/usr/bin/chromium"
@@ -151,7 +151,7 @@ def test_live_dashboard_in_chromium(page, tmp_path):
         page.goto(server.url)
         wait_drawn(page)
         check_frontier(page, [run_dir])
-        assert "3 failed: 2 × out of memory, 1 × nan loss" in page.inner_text("#failure-summary")
+        assert "3 failed: 2 × oom, 1 × nan_loss" in page.inner_text("#failure-summary")
         check_hover_and_click(page, run_dir)
         check_table(page, run_dir)
 
@@ -183,7 +183,7 @@ def test_static_report_in_chromium(page, tmp_path):
     hard = make_run(tmp_path / "hard", seed=3, preset="hard")
     with ResultStore(hard) as store:  # a reason that tries to be markup must stay text
         store.add_child({"trial_id": "evil", "arch": "r1_k3_s11_e1_i32_o16", "status": "failed",
-                         "failure_reason": "</script><script>alert('x')</script>"})
+                         "failure_code": "oom", "failure_detail": "</script><script>alert('x')</script>"})
     out = write_report([str(soft), str(hard)], tmp_path / "report.html")
     text = out.read_text()
     assert not re.search(r"<script[^>]+src\s*=", text, re.I)  # plotly.js and the data are inside the file
@@ -194,7 +194,9 @@ def test_static_report_in_chromium(page, tmp_path):
     wait_drawn(page)
     check_frontier(page, [soft, hard])
     assert len({t["color"] for t in traces(page, "frontier")}) == 2  # each run its own colour
-    assert "alert('x')" in page.inner_text("#failure-summary")  # shown as text, never run (see the page fixture)
+    assert "4 failed: 3 × oom, 1 × nan_loss" in page.inner_text("#failure-summary")  # counted by its code ...
+    detail = page.evaluate("() => window.mnasDashboard.payload.runs[1].children.evil.failure_detail")
+    assert detail == "</script><script>alert('x')</script>"         # ... and its detail is data, never run
     check_hover_and_click(page, soft)
     assert page.locator("#children-table th[data-key=run]").count() == 1
     screenshot(page, "report.png")

@@ -7,8 +7,11 @@ import time
 import pytest
 
 from results.store import ResultStore
-from search.driver import STATE_FILE, SearchRun
+from search.counts import count
+from search.driver import STATE_FILE, Deployment, SearchRun
+from search.failures import Failure
 from search.registry import load_space
+from search.arch import Architecture
 from search.strategy import RandomStrategy
 
 
@@ -51,19 +54,56 @@ def test_loop_records_every_child_and_stops_at_the_budget(tmp_path):
     assert run.complete("unknown", ok()) is None
 
 
-def test_failures_get_the_documented_reward_and_a_reason(tmp_path):
-    run, store = make_run(tmp_path, samples=3)
-    for i in range(3):
+def test_failures_get_the_documented_reward_and_a_code(tmp_path):
+    run, store = make_run(tmp_path, samples=4)
+    for i in range(4):
         run.next_config(f"t{i}")
-    run.complete("t0", {"status": "failed", "failure_reason": "nan_loss: diverged"})
-    run.complete("t1", None, error="worker_error: died")
+    run.complete("t0", {"status": "failed", "failure_code": "nan_loss", "failure_detail": "loss nan at step 3"})
+    run.complete("t1", None, error=(Failure.WORKER_ERROR, "died"))
     run.complete("t2", {"accuracy": 7.0, "latencies": {"pixel1": 70.0}})   # a result the reward rejects
+    run.complete("t3", {"status": "failed", "failure_code": "tired", "failure_detail": "of it"})  # not a code
     rows = {r["trial_id"]: r for r in store.records()}
-    assert rows["t0"]["status"] == "failed" and rows["t0"]["failure_reason"].startswith("nan_loss")
-    assert rows["t1"]["failure_reason"].startswith("worker_error")
-    assert rows["t2"]["failure_reason"].startswith("bad_result")
+    assert (rows["t0"]["status"], rows["t0"]["failure_code"], rows["t0"]["failure_detail"]) == \
+        ("failed", "nan_loss", "loss nan at step 3")
+    assert (rows["t1"]["failure_code"], rows["t1"]["failure_detail"]) == ("worker_error", "died")
+    assert rows["t2"]["failure_code"] == "bad_result" and "accuracy" in rows["t2"]["failure_detail"]
+    assert (rows["t3"]["failure_code"], rows["t3"]["failure_detail"]) == ("unexpected_error", "tired: of it")
     assert all(r["reward"] == 0.0 for r in rows.values())
     assert run.best_reward is None
+
+
+def test_a_search_stops_after_consecutive_failures_and_a_resume_tries_again(tmp_path):
+    space = load_space("mnasnet-small")
+    store = ResultStore(str(tmp_path / "results.sqlite"))
+    run = SearchRun(space, RandomStrategy(space.choice_counts, seed=0), ToyReward(), store, samples=20,
+                    run_dir=str(tmp_path), max_consecutive_failures=3)
+    failed = {"status": "failed", "failure_code": "data_error", "failure_detail": "no dataset"}
+    outcomes = [ok(), failed, failed, ok(), failed, failed, failed]   # the ok child resets the count
+    for i, outcome in enumerate(outcomes):
+        assert not run.finished, f"stopped before child {i}"
+        run.next_config(f"t{i}")
+        run.complete(f"t{i}", outcome)
+    assert run.finished and run.next_config("t7") is None
+    assert run.summary()["stopped"].startswith("the last 3 children all failed (the last: data_error: no dataset)")
+    assert store.count() == 7 and run.issued == 7
+    resumed = SearchRun(space, RandomStrategy(space.choice_counts, seed=0), ToyReward(), store, samples=20,
+                        run_dir=str(tmp_path), max_consecutive_failures=3)
+    resumed.load()
+    assert not resumed.finished and resumed.next_config("t7")["sample"] == 7
+
+
+def test_the_child_is_built_once_with_the_deployment_settings(tmp_path):
+    """The child sent to the worker is the one recorded: at deploy.resolution, not the space's resolution."""
+    space = load_space("mnasnet")
+    store = ResultStore(str(tmp_path / "results.sqlite"))
+    run = SearchRun(space, RandomStrategy(space.choice_counts, seed=0), ToyReward(), store, samples=1,
+                    deployment=Deployment(resolution=192, num_classes=10))
+    config = run.next_config("t0")
+    sent = Architecture.from_dict(config["arch"])
+    assert sent.resolution == 192 and space.decode(config["indices"]).resolution == 224
+    record = run.complete("t0", ok())
+    assert (record["params"], record["madds"]) == (count(sent, 10).params, count(sent, 10).madds)
+    assert record["madds"] < count(space.decode(config["indices"]), 10).madds * 0.8   # (192/224)^2 = 0.73
 
 
 def test_state_is_saved_after_each_child(tmp_path):
@@ -140,7 +180,7 @@ def test_a_child_without_its_latency_is_a_recorded_failure(tmp_path):
     run.next_config("t0")
     run.complete("t0", {"accuracy": 0.9, "latencies": {}, "latency_source": "pixel1"})
     row = store.child("t0")
-    assert row["status"] == "failed" and row["failure_reason"].startswith("no_latency")
+    assert row["status"] == "failed" and row["failure_code"] == "no_latency"
 
 
 def test_summary_accounts_for_the_drivers_own_time(tmp_path):

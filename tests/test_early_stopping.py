@@ -18,12 +18,14 @@ from types import SimpleNamespace
 import pytest
 
 from results.store import ResultStore
-from search.config import SCHEDULER_DEFAULTS, SearchConfig, make_reward
+from conftest import trial_settings
+from search.config import SCHEDULER_DEFAULTS, SearchConfig
 from search.driver import STATE_FILE, SearchRun
 from search.registry import load_space
-from search.space import Architecture
+from search.arch import Architecture
 from search.strategy import RandomStrategy
-from workers.proxy import ProxyConfig, ProxyTraining, train_child
+from search.proxy import ProxyConfig
+from workers.proxy import ProxyTraining, train_child
 from workers.trial import ChildEvaluation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,7 +82,8 @@ def test_training_in_segments_gives_the_same_result_as_one_go(tiny_data):
 
 
 def child(arch=TINY_ARCH, sample=0):
-    return {"arch": arch.to_dict(), "sample": sample}
+    """A child's config as the driver sends it: the deployment architecture (at 224 px)."""
+    return {"arch": arch.replace(resolution=224).to_dict(), "sample": sample}
 
 
 REWARD = {"preset": "soft", "target_ms": 75, "failed_reward": -0.5}   # a failed reward no real child can score
@@ -88,8 +91,9 @@ REWARD = {"preset": "soft", "target_ms": 75, "failed_reward": -0.5}   # a failed
 
 def test_child_evaluation_reports_pruned_rungs_then_ok(tiny_data):
     proxy = tiny_proxy(tiny_data)
-    evaluation = ChildEvaluation(child(), proxy, ["pixel1"], 224, reward=REWARD, rungs=3, rung_heldout=100)
-    reward = make_reward(REWARD, ["pixel1"])
+    settings = trial_settings(proxy, REWARD, rungs=3, rung_heldout=100)
+    evaluation = ChildEvaluation(child(), settings)
+    reward = settings.reward
     reports = [evaluation.step() for _ in range(3)]
     with pytest.raises(RuntimeError, match="already evaluated"):
         evaluation.step()
@@ -101,7 +105,7 @@ def test_child_evaluation_reports_pruned_rungs_then_ok(tiny_data):
             training.train_to(steps)
             expected.append(training.score(100))
     for rung, (report, (accuracy, loss)) in enumerate(zip(reports[:2], expected), 1):
-        assert report["status"] == "pruned" and report["done"] is False and report["failure_reason"] is None
+        assert report["status"] == "pruned" and report["done"] is False and report["failure_code"] is None
         assert report["extra"]["rung"] == rung and report["extra"]["rungs"] == 3
         assert report["extra"]["steps"] == (5, 11)[rung - 1] and report["extra"]["rung_heldout"] == 100
         assert report["accuracy"] == accuracy and report["extra"]["rung_heldout_loss"] == loss
@@ -118,31 +122,31 @@ def test_child_evaluation_reports_pruned_rungs_then_ok(tiny_data):
 
 
 def test_a_child_that_fails_at_rung_one_ends_failed(tiny_data):
-    evaluation = ChildEvaluation(child(), tiny_proxy(tiny_data), ["pixel1"], 224, limits={"max_params": 1000},
-                                 reward=REWARD, rungs=3)
+    evaluation = ChildEvaluation(child(), trial_settings(tiny_proxy(tiny_data), REWARD, rungs=3,
+                                                         limits={"max_params": 1000}))
     report = evaluation.step()
     assert report["status"] == "failed" and report["done"] is True
-    assert report["failure_reason"].startswith("too_large") and "accuracy" not in report
+    assert report["failure_code"] == "too_large" and "accuracy" not in report
     assert report["score"] == -0.5
     with pytest.raises(RuntimeError):
         evaluation.step()
 
 
 def test_a_child_that_diverges_ends_failed_at_its_rung(tiny_data):
-    evaluation = ChildEvaluation(child(), tiny_proxy(tiny_data), ["pixel1"], 224, reward=REWARD, rungs=3,
-                                 faults={"rate": 1.0, "kinds": ["nan_loss"]})
+    evaluation = ChildEvaluation(child(), trial_settings(tiny_proxy(tiny_data), REWARD, rungs=3,
+                                                         faults={"rate": 1.0, "kinds": ["nan_loss"]}))
     reports = []
     while not evaluation.done:
         reports.append(evaluation.step())
     assert len(reports) <= 3
     assert [r["status"] for r in reports[:-1]] == ["pruned"] * (len(reports) - 1)
     last = reports[-1]
-    assert last["status"] == "failed" and last["failure_reason"].startswith("nan_loss") and last["done"] is True
+    assert last["status"] == "failed" and last["failure_code"] == "nan_loss" and last["done"] is True
     assert "accuracy" not in last and last["score"] == -0.5
 
 
 def test_one_rung_is_the_whole_child_in_one_step(tiny_data):
-    evaluation = ChildEvaluation(child(), tiny_proxy(tiny_data), ["pixel1"], 224, rungs=1)
+    evaluation = ChildEvaluation(child(), trial_settings(tiny_proxy(tiny_data), rungs=1))
     report = evaluation.step()
     assert report["status"] == "ok" and report["done"] is True and report["extra"]["steps"] == 16
 
@@ -192,7 +196,7 @@ def test_a_pruned_child_is_stored_with_its_reward_and_fed(tmp_path):
     config = run.next_config("t0")
     record = run.complete("t0", pruned(0.4, 70.0, rung=2))
     expected = ToyReward()(0.4, {"pixel1": 70.0})
-    assert record["status"] == "pruned" and record["failure_reason"] is None
+    assert record["status"] == "pruned" and record["failure_code"] is None
     assert record["reward"] == pytest.approx(expected) and record["reward"] != ToyReward.failed_reward
     row = store.child("t0")
     assert row["status"] == "pruned" and row["accuracy"] == 0.4 and row["latency_ms"] == 70.0
@@ -206,7 +210,7 @@ def test_pruned_children_are_fed_even_when_failures_are_not(tmp_path):
     run, _, strategy = make_run(tmp_path, samples=2, feed_failures=False)
     first, _ = run.next_config("t0"), run.next_config("t1")
     run.complete("t0", pruned(0.3))
-    run.complete("t1", {"status": "failed", "failure_reason": "nan_loss: diverged"})
+    run.complete("t1", {"status": "failed", "failure_code": "nan_loss", "failure_detail": "diverged"})
     assert [indices for indices, _ in strategy.fed] == [tuple(first["indices"])]
 
 
@@ -218,9 +222,9 @@ def test_a_pruned_child_without_accuracy_or_latency_is_a_failure(tmp_path):
     run.complete("t1", dict(pruned(0.5), latencies={}))
     run.complete("t2", pruned(accuracy=3.0))                # the reward rejects it
     rows = {r["trial_id"]: r for r in store.records()}
-    assert rows["t0"]["status"] == "failed" and rows["t0"]["failure_reason"].startswith("bad_result")
-    assert rows["t1"]["status"] == "failed" and rows["t1"]["failure_reason"].startswith("no_latency")
-    assert rows["t2"]["status"] == "failed" and rows["t2"]["failure_reason"].startswith("bad_result")
+    assert rows["t0"]["status"] == "failed" and rows["t0"]["failure_code"] == "bad_result"
+    assert rows["t1"]["status"] == "failed" and rows["t1"]["failure_code"] == "no_latency"
+    assert rows["t2"]["status"] == "failed" and rows["t2"]["failure_code"] == "bad_result"
     assert all(r["reward"] == ToyReward.failed_reward for r in rows.values())
     assert [reward for _, reward in strategy.fed] == [ToyReward.failed_reward] * 3
 
@@ -232,7 +236,7 @@ def test_summary_counts_pruned_children(tmp_path):
     run.complete("t0", {"accuracy": 0.8, "latencies": {"pixel1": 70.0}, "latency_source": "pixel1"})
     run.complete("t1", pruned(0.2))
     run.complete("t2", pruned(0.3))
-    run.complete("t3", {"status": "failed", "failure_reason": "oom: out of memory"})
+    run.complete("t3", {"status": "failed", "failure_code": "oom", "failure_detail": "out of memory"})
     summary = run.summary()
     assert (summary["done"], summary["pruned"], summary["failed"]) == (4, 2, 1)
     assert summary["best_reward"] == pytest.approx(ToyReward()(0.8, {"pixel1": 70.0}))
@@ -386,7 +390,7 @@ def test_asha_search_through_ray_stops_some_children(tmp_path):
     children = json.loads(listing.stdout)
     assert sorted(c["sample"] for c in children) == list(range(SAMPLES))      # each sample exactly once
     by_status = {status: [c for c in children if c["status"] == status] for status in ("ok", "pruned", "failed")}
-    assert by_status["failed"] == [], [c["failure_reason"] for c in by_status["failed"]]
+    assert by_status["failed"] == [], [c["failure_detail"] for c in by_status["failed"]]
     assert by_status["pruned"], "ASHA stopped no child"
     assert by_status["ok"], "ASHA stopped every child"
     for c in by_status["pruned"]:

@@ -128,7 +128,7 @@ def search_run(tmp_path):
             record = {"trial_id": trial, "arch": blocks, "status": status, "accuracy": accuracy,
                       "latency_ms": latency, "reward": reward}
             if status == "failed":
-                record["failure_reason"] = "nan_loss"
+                record["failure_code"] = "nan_loss"
             store.add_child(record)
     (run / "config.json").write_text(json.dumps({"space": "mnasnet-small", "deploy": {"resolution": 192}}))
     return str(run)
@@ -159,11 +159,11 @@ def test_cli_trains_a_searchs_children_by_rank_and_by_pareto_position(search_run
                                                                       monkeypatch):
     _, data_dir = tiny
     blocks = {trial: b for trial, b, *_ in CHILDREN}
-    monkeypatch.chdir(tmp_path)  # the default run directory is runs/train/<run>-rank<R> or <run>-pareto<I>
+    monkeypatch.chdir(tmp_path)  # the default run directory is runs/train/<run>-rank<R>-<dataset> (or -pareto<I>-)
     small = ["--data-dir", data_dir, "--epochs", "1", "--batch-size", "16", "--train-limit", "32", "--eval-limit",
              "16", "--threads", "1"]
-    for spec, folder, trial, extra in ((f"{search_run}:2", "mini-rank2", "t1", []),
-                                       (f"{search_run}:pareto:1", "mini-pareto1", "t3",
+    for spec, folder, trial, extra in ((f"{search_run}:2", "mini-rank2-fashion-mnist", "t1", []),
+                                       (f"{search_run}:pareto:1", "mini-pareto1-fashion-mnist", "t3",
                                         ["--export-dir", "exported", "--no-int8", "--weight-only"])):
         code, out, err = run_cli(["train", "--arch", spec, *small, *extra], capsys)
         assert code == 0, err

@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import record_reliability
+from conftest import record_reliability, trial_settings
 from search.registry import load_space
 from workers.trial import FAULT_KINDS, check_faults, evaluate_child, injected_fault
 
@@ -38,35 +38,36 @@ def test_fault_choice_is_deterministic_and_near_the_rate():
 
 
 def test_too_large_is_refused_before_anything_is_built():
-    metrics = evaluate_child(child_config(), TINY_PROXY, ["pixel1"], 224, limits={"max_params": 1000})
-    assert metrics["status"] == "failed" and metrics["failure_reason"].startswith("too_large")
+    metrics = evaluate_child(child_config(), trial_settings(TINY_PROXY, limits={"max_params": 1000}))
+    assert metrics["status"] == "failed" and metrics["failure_code"] == "too_large"
+    assert "parameters > limits.max_params 1,000" in metrics["failure_detail"]
     assert "accuracy" not in metrics
     record_reliability("child_failure", via="evaluate_child", injected={"too_large": 1},
-                       recorded={metrics["failure_reason"].split(":")[0]: 1})
+                       recorded={metrics["failure_code"]: 1})
 
 
 def test_injected_exception_and_conversion_error_are_recorded():
     faults = {"rate": 1.0, "kinds": ["exception"]}
-    metrics = evaluate_child(child_config(), TINY_PROXY, ["pixel1"], 224, faults=faults)
-    assert metrics["status"] == "failed" and "RuntimeError: injected fault" in metrics["failure_reason"]
-    first = metrics["failure_reason"].split(":")[0]
+    metrics = evaluate_child(child_config(), trial_settings(TINY_PROXY, faults=faults))
+    assert metrics["status"] == "failed" and metrics["failure_code"] == "unexpected_error"
+    assert "RuntimeError: injected fault (trial.py:" in metrics["failure_detail"]
+    first = metrics["failure_code"]
     faults = {"rate": 1.0, "kinds": ["conversion_error"]}
-    metrics = evaluate_child(child_config(), TINY_PROXY, ["pixel1"], 224, faults=faults)
-    assert metrics["failure_reason"].startswith("latency_error")
+    metrics = evaluate_child(child_config(), trial_settings(TINY_PROXY, faults=faults))
+    assert metrics["failure_code"] == "latency_error"
     record_reliability("child_failure", via="evaluate_child", injected={"exception": 1, "conversion_error": 1},
-                       recorded={first: 1, metrics["failure_reason"].split(":")[0]: 1})
+                       recorded={first: 1, metrics["failure_code"]: 1})
 
 
 @pytest.mark.skipif(not HAVE_DATA, reason="needs dataset-fashion-mnist")
 def test_a_real_divergence_is_caught_as_nan_loss(monkeypatch, tmp_path):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    metrics = evaluate_child(child_config(1), TINY_PROXY, ["pixel1"], 224,
-                             faults={"rate": 1.0, "kinds": ["nan_loss"]})
-    assert metrics["status"] == "failed" and metrics["failure_reason"].startswith("nan_loss"), metrics
-    healthy = evaluate_child(child_config(1), TINY_PROXY, ["pixel1"], 224)
+    metrics = evaluate_child(child_config(1), trial_settings(TINY_PROXY, faults={"rate": 1.0, "kinds": ["nan_loss"]}))
+    assert metrics["status"] == "failed" and metrics["failure_code"] == "nan_loss", metrics
+    healthy = evaluate_child(child_config(1), trial_settings(TINY_PROXY))
     assert healthy["status"] == "ok" and 0 <= healthy["accuracy"] <= 1 and healthy["latencies"]["pixel1"] > 0
     record_reliability("child_failure", via="evaluate_child (real training)", injected={"nan_loss": 1},
-                       recorded={metrics["failure_reason"].split(":")[0]: 1}, healthy_ok=1)
+                       recorded={metrics["failure_code"]: 1}, healthy_ok=1)
 
 
 @pytest.mark.slow
@@ -97,12 +98,12 @@ def test_search_through_ray_survives_injected_failures(tmp_path):
     for child in children:
         fault = expected[child["sample"]]
         if fault is None:
-            assert child["status"] == "ok", child["failure_reason"]
+            assert child["status"] == "ok", child["failure_detail"]
         else:
             assert child["status"] == "failed" and child["reward"] == 0.0
-            prefix = {"exception": "error: RuntimeError", "nan_loss": "nan_loss", "conversion_error": "latency_error",
-                      "worker_death": "worker_error"}[fault]
-            assert child["failure_reason"].startswith(prefix), (fault, child["failure_reason"])
+            code = {"exception": "unexpected_error", "nan_loss": "nan_loss", "conversion_error": "latency_error",
+                    "worker_death": "worker_error"}[fault]
+            assert child["failure_code"] == code, (fault, child["failure_code"], child["failure_detail"])
     state = json.loads((tmp_path / "run" / "searcher_state.json").read_text())
     assert state["strategy"]["step"] == 4                      # every child, failed or not, fed to PPO
     assert all(math.isfinite(v) for v in state["last_stats"].values() if isinstance(v, float))
@@ -110,7 +111,7 @@ def test_search_through_ray_survives_injected_failures(tmp_path):
     record_reliability(
         "child_failure", via="search through Ray", children=len(children),
         injected=dict(Counter(f for f in expected.values() if f)),
-        recorded=dict(Counter(c["failure_reason"].split(":")[0] for c in children if c["status"] == "failed")),
+        recorded=dict(Counter(c["failure_code"] for c in children if c["status"] == "failed")),
         failed_rewards=sorted({c["reward"] for c in children if c["status"] == "failed"}),
         ok=sum(c["status"] == "ok" for c in children), step=state["strategy"]["step"], expected_step=4,
         lost=len(set(range(8)) - set(samples)), twice=len(samples) - len(set(samples)))

@@ -10,22 +10,23 @@ import numpy as np
 import pytest
 
 import launch
-from search.latency import BACKENDS, CalibratedPredictor, LookupTable, get_latency_model
-from search.latency.calibrate import calibrate, read_measurements, training_data
+from measure import BACKENDS, get_latency_model
+from search.latency import CalibratedPredictor, LookupTable
+from search.latency.calibrate import calibrate, published_pixel1, read_measurements, training_data
 from search.latency.features import arch_features, reference_features
 from search.latency.lut import LayerKey, build_lut, layer_keys
 from search.latency.predictor import leave_one_out, nnls
-from search.counts import profile
+from search.counts import count, profile
 from search.registry import ARCHITECTURES, load_space
-from search.space import Architecture
+from search.arch import Architecture
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 A1 = ARCHITECTURES["mnasnet-a1"]
 
 
-def test_import_needs_no_tensorflow():
+def test_predicting_imports_no_tensorflow_even_through_the_registry():
     code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None; "
-            "sys.modules['ai_edge_litert'] = None; import search.latency as L; from search.registry import "
+            "sys.modules['ai_edge_litert'] = None; import measure as L; from search.registry import "
             "ARCHITECTURES as A; m = L.get_latency_model('pixel1'); print(m.latency_ms(A['mnasnet-a1']))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
@@ -91,6 +92,55 @@ def test_pixel1_preset_on_the_seed_rows():
     # Held-out published Pixel 1 figures (MnasNet paper, Table 1): within 10%.
     assert model.latency_ms(ARCHITECTURES["mobilenetv2"]) == pytest.approx(75, rel=0.10)
     assert model.latency_ms(ARCHITECTURES["mnasnet-small"]) == pytest.approx(23.2, rel=0.10)
+
+
+def test_published_pixel1_figures():
+    rows = published_pixel1()
+    assert {r["use"] for r in rows} == {"fit", "held-out"} and all(r["source"] for r in rows)
+    by_name = {r["name"]: r for r in rows}
+    # MobileNetV1 in block strings counts as published (Howard et al. 2017: 4.2M parameters, 569M multiply-adds).
+    v1 = count(by_name["MobileNetV1 1.0"]["arch"])
+    assert v1.params == pytest.approx(4.2e6, rel=0.01) and v1.madds == pytest.approx(569e6, rel=0.01)
+    assert by_name["MobileNetV2 1.4"]["arch"].head_filters == 1792
+    assert [r["name"] for r in published_pixel1("held-out")] == ["mnasnet-small"]
+    # The preset was fitted on the seed's rows and the 'fit' figures, never on the held-out ones.
+    model = get_latency_model("pixel1")
+    archs, values = training_data(model)
+    assert len(values) == 25 + len(published_pixel1("fit"))
+    assert by_name["mnasnet-small"]["arch"] not in archs
+    for row in rows:
+        assert model.latency_ms(row["arch"]) == pytest.approx(row["ms"], rel=0.07), row["name"]
+    with pytest.raises(ValueError, match="unknown use 'train'"):
+        published_pixel1("train")
+
+
+def test_uncertainty_grows_away_from_the_fitted_rows(tmp_path):
+    model = get_latency_model("pixel1")
+    archs, _ = training_data(model)
+    fitted = model.uncertainty(archs)
+    ratios = np.array([u["leverage_ratio"] for u in fitted])
+    assert ratios.max() == pytest.approx(1.0, rel=1e-6) and not any(u["extrapolating"] for u in fitted)
+    predicted = model.predict(archs)
+    for u, p in zip(fitted, predicted):
+        assert u["interval_ms"][0] < p < u["interval_ms"][1]
+    # MobileNetV2 at 0.35 / 96 px: another family's op count and depthwise share at A1's smallest size, the
+    # region where the preset was found to over-predict (issue 22): flagged, with a wider interval.
+    mv2 = ARCHITECTURES["mobilenetv2"]
+    small, large = model.uncertainty([mv2.replace(depth_multiplier=0.35, resolution=96), mv2])
+    assert small["extrapolating"] and not large["extrapolating"]
+    width = lambda u: (u["interval_ms"][1] - u["interval_ms"][0]) / sum(u["interval_ms"])  # noqa: E731
+    assert width(small) > 3 * width(large)
+    # Saved and loaded, the predictor keeps its spread; a file without one (an old file) reports None.
+    path = tmp_path / "p.json"
+    model.save(str(path))
+    again = CalibratedPredictor.load(str(path))
+    assert again.uncertainty([mv2]) == model.uncertainty([mv2])
+    data = json.loads(path.read_text())
+    del data["spread"]
+    assert CalibratedPredictor.from_dict(data).uncertainty([mv2, A1]) == [None, None]
+    data["spread"] = {"gram_inv": [[1.0]], "scale": [1.0], "max_leverage": 1.0, "loo_rms_relative": 0.1}
+    with pytest.raises(ValueError, match="malformed latency predictor"):
+        CalibratedPredictor.from_dict(data)
 
 
 def test_monotonic_wider_deeper_bigger_is_slower():
@@ -282,6 +332,10 @@ def test_cli_predict_and_errors(tmp_path):
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert data["source"] == "pixel1-predicted" and data["resolution"] == 224 and 70 < data["latency_ms"] < 86
+    low, high = data["uncertainty"]["interval_ms"]
+    assert low < data["latency_ms"] < high and data["uncertainty"]["extrapolating"] is False
+    done = run_cli("latency", "mobilenetv2", "--resolution", "96", "--depth-multiplier", "0.35", "--json")
+    assert json.loads(done.stdout)["uncertainty"]["extrapolating"] is True
     done = run_cli("latency", "predict", "mnasnet-small", "--resolution", "160", "--depth-multiplier", "0.5")
     assert done.returncode == 0 and "pixel1-predicted" in done.stdout
     for argv, needle in [(("latency", "mnasnet-a1", "--backend", "gpu9"), "unknown latency backend 'gpu9'"),
@@ -408,7 +462,7 @@ def test_transfer_rejects_bad_priors_and_files(tmp_path):
 
 
 def test_a_table_is_never_extended_with_another_devices_layers(tmp_path):
-    from search.latency.host import HostTFLite, cpu_model
+    from measure.host import HostTFLite, cpu_model
     from search.latency.lut import same_device
 
     here = HostTFLite(cache_dir=None).settings()

@@ -8,9 +8,9 @@ import sys
 import pytest
 
 import launch
-from search.latency import get_latency_model
-from search.latency.adb import AdbDevice, DeviceError, parse_benchmark_output
-from search.space import Architecture
+from measure import get_latency_model
+from measure.adb import AdbDevice, DeviceError, parse_benchmark_output
+from search.arch import Architecture
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKE_ADB_DIR = os.path.join(ROOT, "tests", "fake_adb")
@@ -82,7 +82,7 @@ def test_adb_success_pushes_runs_pinned_and_cleans_up(fake_adb, monkeypatch):
 
 
 def test_adb_model_through_the_interface_and_cache(fake_adb, monkeypatch):
-    import search.latency.adb as adb_module
+    import measure.adb as adb_module
 
     converted = []
     monkeypatch.setattr(adb_module, "arch_to_tflite", lambda *a, **k: converted.append(a) or b"tflite")
@@ -127,8 +127,8 @@ def test_host_batch_is_timed_in_interleaved_passes_and_keeps_each_networks_faste
     """Three networks, two passes: every network is converted once, then timed A B C A B C (a burst of load
     lasts seconds, so the passes meet different moments), with the caller's work between the passes; each keeps
     its fastest pass, and the cache serves the batch afterwards without converting, timing or that work."""
-    import search.latency.host as host
-    import search.latency.tflite as tflite
+    import measure.host as host
+    import measure.timing as timing
     from search.latency.base import Measurement
 
     space = __import__("search.registry", fromlist=["x"]).load_space("mnasnet")
@@ -148,7 +148,7 @@ def test_host_batch_is_timed_in_interleaved_passes_and_keeps_each_networks_faste
         return Measurement(ms, ms, 0.0, ms, ms, 30, measure_s=1.0, rounds=3)
 
     monkeypatch.setattr(host, "arch_to_tflite", convert)
-    monkeypatch.setattr(tflite, "time_tflite", time_it)
+    monkeypatch.setattr(timing, "time_tflite", time_it)
     model = host.HostTFLite(passes=2, num_classes=10)
     result = model.measure_many(archs + archs[:1], between=lambda done: timed.append(f"after pass {done}"))
     # a repeated network is measured once; the work between passes comes after the first and not after the last
@@ -194,7 +194,7 @@ class ScriptedInterpreter:
 def test_timing_takes_the_fastest_of_agreeing_rounds(monkeypatch):
     import ai_edge_litert.interpreter as litert
 
-    from search.latency.tflite import time_tflite
+    from measure.timing import time_tflite
 
     monkeypatch.setattr(litert, "Interpreter", ScriptedInterpreter)
     # warm-up 1 call, then rounds of 5: the first round is disturbed (another process took the core), the
@@ -217,7 +217,8 @@ def test_timing_takes_the_fastest_of_agreeing_rounds(monkeypatch):
 def test_layers_for_a_table_are_converted_then_timed_in_passes(isolated):
     """The host's layer measurer, for real on two tiny layers: each converted once and timed in two passes;
     through `build_lut` it fills the table with both."""
-    from search.latency.lut import build_lut, host_layer_measurer, layer_keys
+    from measure.layers import host_layer_measurer
+    from search.latency.lut import build_lut, layer_keys
 
     keys = layer_keys([TINY], num_classes=10)[:2]
     measure = host_layer_measurer(runs=5, warmup=1, passes=2)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from search.counts import profile
-from search.latency import get_latency_model
+from measure import get_latency_model
 from search.latency.features import layer_features
 from search.latency.layer_model import MIN_LAYERS, LayerModel
 from search.latency.lut import LayerKey, LookupTable, build_lut, layer_keys, row_of
@@ -113,8 +113,8 @@ def test_without_a_model_a_missing_layer_says_how_to_add_one():
 def test_cli_build_lut_with_a_layer_model(tmp_path, monkeypatch, capsys):
     """`latency build-lut --layer-model` end to end, with this host's measurements replaced by the quirky device."""
     import launch
-    import search.latency.host as host
-    import search.latency.lut as lut
+    import measure.host as host
+    import measure.layers as layers_module
 
     events = []
 
@@ -142,7 +142,7 @@ def test_cli_build_lut_with_a_layer_model(tmp_path, monkeypatch, capsys):
         return quirky_layers(keys)
 
     monkeypatch.setattr(host, "HostTFLite", Device)
-    monkeypatch.setattr(lut, "host_layer_measurer", lambda *a, **k: layers)
+    monkeypatch.setattr(layers_module, "host_layer_measurer", lambda *a, **k: layers)
     out = tmp_path / "quirky.json"
     assert launch.main(["latency", "build-lut", "-o", str(out), "--space", "mnasnet", "--samples", "40",
                         "--resolution", "128", "--fixed-cost-archs", "10", "--layer-model", "--no-cache"]) == 0
@@ -158,7 +158,7 @@ def test_cli_build_lut_with_a_layer_model(tmp_path, monkeypatch, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["model"]["layer_model"]["used_for"] == "all" and data["latency_ms"] > 0
     # a table without a model, extended with one: its layers are not measured twice
-    monkeypatch.setattr(lut, "host_layer_measurer", lambda *a, **k: lambda keys: pytest.fail(f"measured {keys}"))
+    monkeypatch.setattr(layers_module, "host_layer_measurer", lambda *a, **k: lambda keys: pytest.fail(f"measured {keys}"))
     assert launch.main(["latency", "build-lut", "-o", str(out), "--space", "mnasnet", "--samples", "5",
                         "--resolution", "128", "--fixed-cost-archs", "5", "--layer-model", "missing",
                         "--no-cache"]) == 0

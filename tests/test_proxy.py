@@ -11,11 +11,12 @@ import random
 
 import pytest
 
+from search.failures import ChildFailed, Failure, split_reason
 from search.registry import ARCHITECTURES, load_space
-from search.space import Architecture, round_filters
-from workers import proxy as proxy_mod
-from workers.proxy import (ChildFailed, ProxyConfig, blind_spots, model_signature, proxy_architecture,
-                           train_child)
+from search.arch import Architecture, round_filters
+from search import proxy as proxy_task
+from search.proxy import ProxyConfig, blind_spots, model_signature, proxy_architecture
+from workers.proxy import train_child
 
 TINY_ARCH = Architecture.from_strings(["r1_k3_s11_e1_i32_o16_noskip", "r1_k3_s22_e3_i16_o24_se0.25"],
                                       stem_filters=16, head_filters=64)
@@ -45,7 +46,7 @@ def test_config_round_trips_and_rejects_unknown_keys():
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"dataset": "mnist-9"}, "unknown dataset 'mnist-9'"),
+    ({"dataset": 9}, "dataset must be a name"),
     ({"epochs": 0}, "epochs must be a positive integer"),
     ({"steps": -1}, "steps must be"),
     ({"batch_size": 30000}, "exceeds train_subset"),
@@ -62,7 +63,7 @@ def test_config_validation(changes, message):
 
 
 def test_every_field_is_documented():
-    source = open(proxy_mod.__file__, encoding="utf-8").read()
+    source = open(proxy_task.__file__, encoding="utf-8").read()
     for name in ProxyConfig().to_dict():
         assert f'    {name}: ' in source
         block = source.split(f"    {name}: ", 1)[1].split("\n", 2)[1]
@@ -228,13 +229,13 @@ def test_train_child_contract_and_determinism(tiny_data):
 def test_nan_loss_is_a_child_failure(tiny_data, optimizer, learning_rate):
     with pytest.raises(ChildFailed) as caught:
         train_child(TINY_ARCH, tiny_config(tiny_data, optimizer=optimizer, learning_rate=learning_rate))
-    assert caught.value.reason == "nan_loss" and "step" in caught.value.message
+    assert caught.value.code == Failure.NAN_LOSS and "step" in caught.value.message
 
 
 def test_build_errors_and_missing_data_are_child_failures(tiny_data, monkeypatch, tmp_path):
     with pytest.raises(ChildFailed) as caught:
         train_child(TINY_ARCH, tiny_config(str(tmp_path / "absent")))
-    assert caught.value.reason == "data_error" and "apt-get install dataset-fashion-mnist" in caught.value.message
+    assert caught.value.code == Failure.DATA_ERROR and "apt-get install dataset-fashion-mnist" in caught.value.message
 
     import trainer.builder
 
@@ -244,7 +245,7 @@ def test_build_errors_and_missing_data_are_child_failures(tiny_data, monkeypatch
     monkeypatch.setattr(trainer.builder, "build_model", broken)
     with pytest.raises(ChildFailed) as caught:
         train_child(TINY_ARCH, tiny_config(tiny_data))
-    assert caught.value.reason == "build_error" and "no such layer" in caught.value.message
+    assert caught.value.code == Failure.BUILD_ERROR and "no such layer" in caught.value.message
 
 
 def test_config_asking_for_too_many_images_is_a_config_error(tiny_data):
@@ -253,10 +254,22 @@ def test_config_asking_for_too_many_images_is_a_config_error(tiny_data):
 
 
 def test_child_failed_survives_pickling_and_rejects_unknown_codes():
-    copy = pickle.loads(pickle.dumps(ChildFailed("oom", "12 GiB")))
-    assert (copy.reason, copy.message) == ("oom", "12 GiB")
-    with pytest.raises(ValueError, match="unknown failure reason 'tired'"):
+    copy = pickle.loads(pickle.dumps(ChildFailed(Failure.OOM, "12 GiB")))
+    assert (copy.code, copy.message, str(copy)) == (Failure.OOM, "12 GiB", "oom: 12 GiB")
+    assert ChildFailed("nan_loss").code is Failure.NAN_LOSS          # a code's value is accepted too
+    with pytest.raises(ValueError, match="unknown failure code 'tired' \\(known: nan_loss, "):
         ChildFailed("tired")
+
+
+@pytest.mark.parametrize("reason, code, detail", [
+    ("nan_loss: training loss nan at step 3", "nan_loss", "training loss nan at step 3"),
+    ("error: RuntimeError: boom (trial.py:12)", "unexpected_error", "RuntimeError: boom (trial.py:12)"),
+    ("out of memory", "unexpected_error", "out of memory"),       # free text with no code keeps its whole text
+    ("oom", "oom", ""),
+    (None, None, None),
+])
+def test_a_free_text_reason_of_an_old_store_splits_into_code_and_detail(reason, code, detail):
+    assert split_reason(reason) == (code, detail)
 
 
 def test_importing_the_worker_does_not_import_tensorflow(python):
@@ -264,5 +277,5 @@ def test_importing_the_worker_does_not_import_tensorflow(python):
 
     code = "import sys; import workers.proxy; print('tensorflow' in sys.modules)"
     out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=proxy_mod.__file__.rsplit("/workers/", 1)[0])
+                         cwd=proxy_task.__file__.rsplit("/search/", 1)[0])
     assert out.stdout.strip() == "False"

@@ -47,9 +47,11 @@ def run_dir(tmp_path):
                 "trial_id": trial, "sample": i, "arch": blocks, "status": status, "accuracy": accuracy,
                 "latency_ms": latency, "latency_source": "pixel1-predicted" if latency else None, "reward": reward,
                 "params": 3_900_000 + i, "madds": 312_000_000, "indices": [i] * 4,
-                "failure_reason": {"oom": "out of memory", "nan": "nan loss"}.get(trial),
+                "failure_code": {"oom": "oom", "nan": "nan_loss"}.get(trial),
+                "failure_detail": {"oom": "out of memory at step 4", "nan": "nan loss"}.get(trial),
             })
-        store.add_child({"trial_id": "oom2", "arch": arch(6), "status": "failed", "failure_reason": "out of memory"})
+        store.add_child({"trial_id": "oom2", "arch": arch(6), "status": "failed", "failure_code": "oom",
+                         "failure_detail": "out of memory at step 9"})
     return run
 
 
@@ -60,24 +62,27 @@ def cli(capsys, *argv) -> tuple[int, str, str]:
 
 
 def rows_of(out: str) -> list[list[str]]:
-    """The table's data rows, split on whitespace (the arch's block strings come last)."""
+    """The table's data rows, split on whitespace (the arch's block strings come last), after its legend."""
     lines = out.splitlines()
-    assert lines[0].split() == ["rank", "trial", "reward", "accuracy", "latency_ms", "source", "params_M",
+    assert lines[0].startswith("# rank = ") and ":RANK (the 'ok' children by reward" in lines[0]
+    assert ":pareto:I (the Pareto front by latency" in lines[0] and " train --arch " in lines[0]
+    assert lines[1].split() == ["rank", "pareto", "trial", "reward", "accuracy", "latency_ms", "source", "params_M",
                                 "madds_M", "status", "arch"]
-    return [line.split() for line in lines[1:-1]]
+    return [line.split() for line in lines[2:-1]]
 
 
 def test_table_lists_every_child_ranked_by_reward(run_dir, capsys):
     code, out, err = cli(capsys, run_dir)
     assert code == 0 and err == ""
     rows = rows_of(out)
-    assert [row[1] for row in rows][:5] == ["best", "mid", "dominated", "fast", "stopped"]
-    assert [row[0] for row in rows] == [str(i) for i in range(1, 9)]
+    assert [row[2] for row in rows][:5] == ["best", "mid", "dominated", "fast", "stopped"]
+    # rank and pareto are what `train --arch RUN:RANK` and `RUN:pareto:I` take, not the row's position
+    assert [row[:2] for row in rows][:5] == [["1", "3"], ["2", "2"], ["3", "-"], ["4", "1"], ["-", "-"]]
     for trial, *_, blocks in CHILDREN:
-        assert any(row[1] == trial and " ".join(row[-7:]) == blocks for row in rows), trial
+        assert any(row[2] == trial and " ".join(row[-7:]) == blocks for row in rows), trial
     best = rows[0]
-    assert best[2:9] == ["0.7580", "0.7600", "78.00", "pixel1-predicted", "3.90", "312.0", "ok"]
-    assert out.splitlines()[-1] == "8 children: 4 ok, 3 failed, 1 pruned; failures: 2 x out of memory, 1 x nan loss"
+    assert best[3:10] == ["0.7580", "0.7600", "78.00", "pixel1-predicted", "3.90", "312.0", "ok"]
+    assert out.splitlines()[-1] == "8 children: 4 ok, 3 failed, 1 pruned; failures: 2 x oom, 1 x nan_loss"
 
 
 def test_json_is_a_list_with_the_required_keys(run_dir, capsys):
@@ -90,7 +95,8 @@ def test_json_is_a_list_with_the_required_keys(run_dir, capsys):
     by_trial = {child["trial_id"]: child for child in children}
     assert by_trial["best"]["arch"] == A1 and by_trial["best"]["params"] == 3_900_002
     assert by_trial["fast"]["indices"] == [0, 0, 0, 0]
-    assert by_trial["oom2"]["accuracy"] is None and by_trial["oom"]["failure_reason"] == "out of memory"
+    assert by_trial["oom2"]["accuracy"] is None and by_trial["oom"]["failure_code"] == "oom"
+    assert by_trial["oom"]["failure_detail"] == "out of memory at step 4"
 
 
 def test_pareto_shows_the_front_by_latency(run_dir, capsys):
@@ -98,14 +104,14 @@ def test_pareto_shows_the_front_by_latency(run_dir, capsys):
     assert code == 0
     assert [child["trial_id"] for child in json.loads(out)] == ["fast", "mid", "best"]
     code, out, _ = cli(capsys, run_dir, "--pareto", "--sort", "reward")
-    assert [row[1] for row in rows_of(out)] == ["best", "mid", "fast"]
+    assert [row[2] for row in rows_of(out)] == ["best", "mid", "fast"]
 
 
 def test_top_and_sort(run_dir, capsys):
     _, out, _ = cli(capsys, run_dir, "--top", "2", "--json")
     assert [child["trial_id"] for child in json.loads(out)] == ["best", "mid"]
     _, out, _ = cli(capsys, run_dir, "--top", "2", "--sort", "latency_ms")
-    assert [row[1] for row in rows_of(out)] == ["fast", "stopped"]
+    assert [row[2] for row in rows_of(out)] == ["fast", "stopped"]
     _, out, _ = cli(capsys, run_dir, "--sort", "accuracy", "--status", "ok", "--json")
     assert [child["trial_id"] for child in json.loads(out)] == ["best", "mid", "dominated", "fast"]
 
@@ -113,7 +119,7 @@ def test_top_and_sort(run_dir, capsys):
 def test_status_filter(run_dir, capsys):
     code, out, _ = cli(capsys, run_dir, "--status", "failed")
     assert code == 0
-    assert sorted(row[1] for row in rows_of(out)) == ["nan", "oom", "oom2"]
+    assert sorted(row[2] for row in rows_of(out)) == ["nan", "oom", "oom2"]
     assert "8 children" in out.splitlines()[-1]  # the summary is about the whole run
 
 
@@ -198,10 +204,10 @@ def test_a_child_stopped_early_ranks_after_fully_trained_ones_by_reward(tmp_path
             store.add_child({"trial_id": trial, "sample": i, "arch": arch(i), "indices": [i],
                              "accuracy": None if status == "failed" else reward, "latency_ms": 70.0,
                              "latency_source": "pixel1-predicted", "reward": reward, "status": status,
-                             "failure_reason": "oom" if status == "failed" else None})
+                             "failure_code": "oom" if status == "failed" else None})
     for argv in ((), ("--sort", "accuracy")):
         _, out, _ = cli(capsys, run, *argv)
-        assert [row[1] for row in rows_of(out)] == ["better", "trained", "lucky", "broken"], argv
+        assert [row[2] for row in rows_of(out)] == ["better", "trained", "lucky", "broken"], argv
     _, out, _ = cli(capsys, run, "--sort", "latency_ms", "--json")     # a plain sort otherwise
     assert [child["trial_id"] for child in json.loads(out)] == ["trained", "lucky", "broken", "better"]
     _, out, _ = cli(capsys, run, "--status", "pruned", "--json")

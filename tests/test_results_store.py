@@ -38,16 +38,16 @@ def expected_child(i: int) -> dict:
         "indices": [i % 4, i % 2, i % 3] * 3, "accuracy": (i % 997) / 1000, "latency_ms": 20.0 + i / 8,
         "latency_source": "pixel1-predicted", "latencies": {"pixel1-predicted": 20.0 + i / 8, "host-tflite": i / 3},
         "reward": (i % 997) / 1000 * 0.9, "params": 1_000_000 + i, "madds": 300_000_000 + 7 * i, "status": "ok",
-        "failure_reason": None, "train_seconds": 50.0 + i, "eval_seconds": 2.5, "latency_seconds": 0.25,
+        "failure_code": None, "train_seconds": 50.0 + i, "eval_seconds": 2.5, "latency_seconds": 0.25,
         "total_seconds": 53.0 + i, "started_at": "2025-01-01T00:00:00+00:00",
         "finished_at": "2025-01-01T00:01:00+00:00", "extra": {"log_prob": -float(i), "check": f"trial_{i:05d}"},
-        "accuracy_source": "proxy",
+        "accuracy_source": "proxy", "failure_detail": None,
     }
 
 
 def failed_child(i: int) -> dict:
-    return {"trial_id": f"failed_{i}", "sample": i, "arch": A1, "status": "failed", "failure_reason": "nan loss",
-            "reward": -1.0}
+    return {"trial_id": f"failed_{i}", "sample": i, "arch": A1, "status": "failed", "failure_code": "nan_loss",
+            "failure_detail": "loss nan at step 7", "reward": -1.0}
 
 
 @pytest.fixture
@@ -171,7 +171,9 @@ def test_re_adding_a_trial_with_different_content_is_refused(store):
     ({"arch": 7}, r"field 'arch' must be block strings"),
     ({"accuracy": None}, r"an 'ok' child needs accuracy"),
     ({"latency_ms": float("nan")}, r"an 'ok' child needs latency_ms"),
-    ({"status": "failed", "failure_reason": None}, r"a failed child needs a failure_reason"),
+    ({"status": "failed", "failure_code": None}, r"a failed child needs a failure_code"),
+    ({"status": "failed", "failure_code": "nan loss"}, r"failure_code must be one of nan_loss, "),
+    ({"failure_code": "oom"}, r"only a failed child has a failure_code, not one with status 'ok'"),
 ])
 def test_bad_records_are_refused_naming_the_field(store, change, message):
     with pytest.raises(ValueError, match=message):
@@ -209,7 +211,7 @@ def test_meta_round_trips_and_persists(tmp_path):
             store.set_meta("bad", {1, 2})
     with ResultStore(tmp_path, readonly=True) as reader:
         assert reader.get_meta("config") == {"samples": 9}
-        assert reader.meta()["schema_version"] == 2 and "created_at" in reader.meta()
+        assert reader.meta()["schema_version"] == 3 and "created_at" in reader.meta()
 
 
 def test_controller_stats_are_idempotent_on_step(store):
@@ -246,7 +248,7 @@ def filled(store):
     for i in range(6):
         store.add_child(expected_child(i))
     store.add_child(failed_child(7))
-    store.add_child({"trial_id": "00042", "arch": A1, "status": "pruned", "failure_reason": "None"})
+    store.add_child({"trial_id": "00042", "arch": A1, "status": "pruned", "failure_detail": "None"})
     return store
 
 
@@ -256,7 +258,11 @@ def test_export_reads_back_equal(filled, tmp_path, suffix):
     pd.testing.assert_frame_equal(read_export(path), filled.children())
     raw = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
     assert list(raw.columns) == list(COLUMN_NAMES) and len(raw) == filled.count()
-    assert json.loads(raw["latencies"].iloc[0]) == expected_child(0)["latencies"]  # portable JSON text
+    if suffix == ".csv":
+        assert json.loads(raw["latencies"].iloc[0]) == expected_child(0)["latencies"]  # portable JSON text
+    else:  # Arrow types: a map of (source, ms) pairs and a list of integers (tests/test_newcomer.py checks them)
+        assert dict(raw["latencies"].iloc[0]) == expected_child(0)["latencies"]
+        assert list(raw["indices"].iloc[0]) == expected_child(0)["indices"]
     assert sorted(os.listdir(tmp_path)) == sorted(["run", f"children{suffix}"])  # no temp file left
 
 
@@ -350,37 +356,60 @@ def test_a_newer_schema_version_is_refused(tmp_path):
     conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
-    with pytest.raises(ValueError, match="schema version 99; this MNAS reads versions 1 to 2"):
+    with pytest.raises(ValueError, match="schema version 99; this MNAS reads versions 1 to 3"):
         ResultStore(tmp_path, readonly=True)
 
 
 def _version_1_store(path):
-    """A store as version 1 wrote it (no accuracy_source column), with two children."""
+    """A store as version 1 wrote it: no accuracy_source, and one free-text failure_reason instead of a code and
+    its detail; two working children and three failed ones, as version 1's workers and driver worded them."""
     ResultStore(path).close()
     conn = sqlite3.connect(path / STORE_FILENAME)
+    conn.execute("ALTER TABLE children DROP COLUMN failure_detail")
     conn.execute("ALTER TABLE children DROP COLUMN accuracy_source")
+    conn.execute("ALTER TABLE children RENAME COLUMN failure_code TO failure_reason")
     conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-    columns = [c for c in COLUMN_NAMES if c != "accuracy_source"]
-    for i in (1, 2):
-        row = dict(zip(COLUMN_NAMES, encode_child(expected_child(i))))
+    columns = ["failure_reason" if c == "failure_code" else c for c in COLUMN_NAMES
+               if c not in ("accuracy_source", "failure_detail")]
+    rows = [dict(zip(COLUMN_NAMES, encode_child(expected_child(i)))) for i in (1, 2)]
+    for i, reason in enumerate(["nan_loss: training loss nan at step 12 of 625",
+                                "error: RuntimeError: boom (trial.py:88)", "out of memory"], 3):
+        rows.append(dict(zip(COLUMN_NAMES, encode_child(failed_child(i))), failure_code=reason))
+    for row in rows:
         conn.execute(f"INSERT INTO children ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                     [row[c] for c in columns])
+                     [row["failure_code" if c == "failure_reason" else c] for c in columns])
     conn.commit()
     conn.close()
 
 
+OLD_FAILURES = [("nan_loss", "training loss nan at step 12 of 625"),
+                ("unexpected_error", "RuntimeError: boom (trial.py:88)"), ("unexpected_error", "out of memory")]
+
+
 def test_a_version_1_store_is_read_as_is_and_migrated_by_a_writer(tmp_path):
     _version_1_store(tmp_path)
-    with ResultStore(tmp_path, readonly=True) as reader:      # a reader never changes the file
+    before = (tmp_path / STORE_FILENAME).read_bytes()
+    with ResultStore(tmp_path, readonly=True) as reader:      # a reader never changes the file ...
         frame = reader.children()
         assert list(frame.columns) == list(COLUMN_NAMES) and frame["accuracy_source"].isna().all()
         assert reader.child("trial_00001")["accuracy"] == expected_child(1)["accuracy"]
         assert reader.get_meta("schema_version") == 1
-    with ResultStore(tmp_path) as writer:                      # a writer brings it to version 2
-        assert writer.get_meta("schema_version") == 2
+        # ... but splits the old free text into code and detail as it reads
+        failed = reader.children(status="failed")
+        assert list(zip(failed["failure_code"], failed["failure_detail"])) == OLD_FAILURES
+        assert reader.child("trial_00001")["failure_code"] is None
+    assert (tmp_path / STORE_FILENAME).read_bytes() == before
+    with ResultStore(tmp_path) as writer:                      # a writer brings it to version 3
+        assert writer.get_meta("schema_version") == 3
         assert writer.child("trial_00002")["accuracy_source"] is None
         assert writer.add_child(expected_child(3)) is True
-        assert writer.children()["accuracy_source"].tolist()[2] == "proxy"
+        assert writer.children()["accuracy_source"].tolist()[-1] == "proxy"
+        failed = writer.children(status="failed")
+        assert list(zip(failed["failure_code"], failed["failure_detail"])) == OLD_FAILURES
+    conn = sqlite3.connect(tmp_path / STORE_FILENAME)           # the split is in the file, not only in reading
+    assert [r[1] for r in conn.execute("PRAGMA table_info(children)")] == list(COLUMN_NAMES)
+    assert conn.execute("SELECT COUNT(*) FROM children WHERE failure_code = 'unexpected_error'").fetchone() == (2,)
+    conn.close()
 
 
 # -- concurrency and crashes ---------------------------------------------------------------------------------------

@@ -9,9 +9,9 @@ import os
 import pytest
 
 from search.counts import count
-from search.latency import get_latency_model
+from measure import get_latency_model
 from search.registry import load_architecture, load_space
-from search.reward import RewardConfig
+from search.reward import Reward
 from search.strategy import make_strategy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,7 +64,11 @@ def test_clip_bounds_accuracy_and_says_so(bench, space):
 
 
 def test_hard_reward_is_the_accuracy_at_or_below_target_and_soft_is_not():
-    hard, soft = RewardConfig.preset("hard", 75.0), RewardConfig.preset("soft", 75.0)
+    def preset(name):
+        reward = Reward.from_settings({"preset": name, "target_ms": 75.0}, ["pixel1"])
+        return lambda accuracy, latency: reward(accuracy, {"pixel1": latency})
+
+    hard, soft = preset("hard"), preset("soft")
     for latency in (30.0, 60.0, 75.0):
         assert hard(0.75, latency) == 0.75
     assert hard(0.75, 90.0) == pytest.approx(0.75 * 75 / 90)

@@ -71,8 +71,9 @@ def test_smoke_search_end_to_end_through_ray_then_resume_extends_it(tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
         assert "[   3/3]" in result.stderr and "results.sqlite" in result.stdout
         # where the dashboard is: at the start to watch the search live, at the end to look at its results
-        assert f"launch.py dashboard {run_dir}" in result.stderr.split("[   1/3]")[0]
-        assert f"launch.py dashboard {run_dir}" in result.stdout and "http://127.0.0.1:8050" in result.stdout
+        # (as mnas_prefix() spells the command from here: tests/test_newcomer.py checks its forms)
+        assert f"mnas dashboard {run_dir}" in result.stderr.split("[   1/3]")[0]
+        assert f"mnas dashboard {run_dir}" in result.stdout and "http://127.0.0.1:8050" in result.stdout
         listing = mnas("results", str(run_dir), "--json")
         children = json.loads(listing.stdout)
         assert len(children) == 3
@@ -107,7 +108,7 @@ def test_smoke_search_end_to_end_through_ray_then_resume_extends_it(tmp_path):
         finally:
             process.kill()
         assert process.returncode == 130, err[-3000:]
-        assert f"launch.py search --out {run_dir} --resume" in err and "Tuner.restore" not in out + err
+        assert f"mnas search --out {run_dir} --resume" in err and "Tuner.restore" not in out + err
         assert len(json.loads(mnas("results", str(run_dir), "--json").stdout)) >= 5
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -10,8 +10,8 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import record_reliability
 from search.registry import ARCHITECTURES, SPACES, load_architecture, load_space
-from search.space import (Architecture, Block, SearchSpace, decode_block, encode_block, parse_arch_text,
-                          round_filters)
+from search.arch import Architecture, Block, decode_block, encode_block, parse_arch_text, round_filters
+from search.space import SearchSpace
 
 OFFICIAL = [s for name in ("mnasnet-a1", "mnasnet-b1", "mnasnet-small", "mnasnet-d1", "mnasnet-d1-320")
             for s in ARCHITECTURES[name].block_strings]
@@ -309,7 +309,7 @@ def test_space_yaml_file(tmp_path):
 
 def test_pure_modules_import_without_tensorflow_or_ray():
     code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['ray'] = None; sys.modules['keras'] = None\n"
-            "import search.space, search.counts, search.registry\n"
+            "import search.arch, search.space, search.counts, search.registry\n"
             "from search.registry import load_space, ARCHITECTURES\n"
             "from search.counts import count\n"
             "print(count(ARCHITECTURES['mnasnet-a1']).params, len(load_space('mnasnet').choice_counts))\n")

@@ -14,7 +14,7 @@ import pytest
 from results.dashboard import build_payload
 from results.store import ResultStore
 from results.views import read_run
-from search.driver import _from_json, _jsonable
+from search.driver import _array, _jsonable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,6 +52,10 @@ def test_a_surrogate_search_runs_in_process_and_says_what_it_predicted(tmp_path,
     assert len(children) == 30 and set(children["status"]) == {"ok"}
     assert set(children["accuracy_source"]) == {"surrogate:bench_surrogate.json"}
     assert children["latency_ms"].notna().all() and children["train_seconds"].isna().all()
+    # the Pixel 1 predictor's own doubt about each child is stored beside its latency
+    doubts = [extra["latency_uncertainty"]["pixel1"] for extra in children["extra"]]
+    assert all(d["interval_ms"][0] < ms < d["interval_ms"][1] for d, ms in zip(doubts, children["latency_ms"]))
+    assert all(d["extrapolating"] == (d["leverage_ratio"] > 1) for d in doubts)
     # one child, one score: a genotype proposed twice (evolution re-proposes) is scored alike
     by_genotype = children.groupby(children["indices"].map(tuple))["accuracy"].nunique()
     assert (by_genotype == 1).all()
@@ -89,8 +93,8 @@ def test_state_arrays_round_trip_exactly_and_old_list_states_still_load():
     for array in arrays:
         encoded = json.loads(json.dumps(array, default=_jsonable))
         assert isinstance(encoded["__ndarray__"], str)
-        back = _from_json(encoded)
+        back = _array(encoded)
         assert back.dtype == array.dtype and back.shape == array.shape and np.array_equal(back, array)
         back[...] = 1 if back.size else back   # a writable copy, not a view of the decoded bytes
     legacy = {"__ndarray__": [[1.5, 2.0]], "dtype": "float32"}
-    assert np.array_equal(_from_json(legacy), np.array([[1.5, 2.0]], np.float32))
+    assert np.array_equal(_array(legacy), np.array([[1.5, 2.0]], np.float32))

@@ -7,7 +7,7 @@ pytest.importorskip("ray")
 from ray.tune.search import Searcher  # noqa: E402
 
 from results.store import ResultStore  # noqa: E402
-from search.config import make_reward  # noqa: E402
+from search.reward import Reward  # noqa: E402
 from search.driver import SearchRun  # noqa: E402
 from search.registry import load_space  # noqa: E402
 from search.strategy import make_strategy  # noqa: E402
@@ -18,7 +18,7 @@ def make_searcher(run_dir, strategy="mnas", samples=4, seed=0):
     space = load_space("mnasnet-small")
     run = SearchRun(space, make_strategy(strategy, space.choice_counts, seed=seed,
                                                   settings={"batch_size": 2} if strategy == "mnas" else None),
-                    make_reward({"preset": "soft", "target_ms": 75}, ["pixel1"]),
+                    Reward.from_settings({"preset": "soft", "target_ms": 75}, ["pixel1"]),
                     ResultStore(str(run_dir / "results.sqlite")), samples=samples, run_dir=str(run_dir))
     return MnasSearcher(run)
 
@@ -64,7 +64,7 @@ def test_a_trial_error_is_a_recorded_failure(tmp_path):
     searcher.suggest("a")
     searcher.on_trial_complete("a", None, error=True)
     row = searcher.run.store.child("a")
-    assert row["status"] == "failed" and row["failure_reason"].startswith("worker_error")
+    assert row["status"] == "failed" and row["failure_code"] == "worker_error"
     assert row["reward"] == 0.0
 
 

@@ -4,7 +4,7 @@ The official MnasNet details (tensorflow/tpu, models/official/mnasnet/mnasnet_mo
 momentum 0.99 and epsilon 1e-3 after every conv, ReLU activations, squeeze-excite width from the block's
 *input* filters, an identity residual only at stride 1 with equal input and output filters and no `noskip`,
 a 3x3 stride-2 stem, a 1x1 conv head of 1280 filters (never scaled), global average pooling, dropout and a
-dense classifier. The two ops the release lacks follow `search.space`: a regular conv layer is conv-BN-ReLU
+dense classifier. The two ops the release lacks follow `search.arch`: a regular conv layer is conv-BN-ReLU
 (then SE), and a pooling skip averages the shortcut over the stride and projects it (1x1 conv + BN) when the
 filters change.
 
@@ -17,7 +17,7 @@ import keras
 from keras import layers
 
 from search.counts import residual_kind
-from search.space import CONV_REGULAR, SKIP_IDENTITY, SKIP_POOL, Architecture, Block
+from search.arch import CONV_REGULAR, SKIP_IDENTITY, SKIP_POOL, Architecture, Block
 
 BN_MOMENTUM = 0.99
 BN_EPSILON = 1e-3

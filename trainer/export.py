@@ -5,7 +5,7 @@ TFLite model. `export_model` writes the same three from a trained Keras model (t
 run kept an average):
 
     saved_model/            the Keras model as a TensorFlow SavedModel (serving signature: float images in [-1, 1])
-    model_float32.tflite    float32 TFLite, converted with the project's converter (search.latency.tflite)
+    model_float32.tflite    float32 TFLite, converted with the project's converter (trainer.tflite)
     model_int8.tflite       full-integer post-training quantization: int8 weights and activations, int8 input and
                             output tensors, calibrated on representative images from the *training* set
     model_dynamic.tflite    (optional) weight-only "dynamic range" quantization: int8 weights, float activations
@@ -15,7 +15,7 @@ run kept an average):
 and then evaluates every TFLite model with LiteRT on the evaluation set, beside the Keras model: top-1, top-5,
 the fraction of images whose predicted class equals Keras', and (float models) the largest logit difference.
 
-Float32 and int8 conversion go through the converter the latency backends time (`search.latency.tflite.
+Float32 and int8 conversion go through the converter the latency backends time (`trainer.tflite.
 keras_to_tflite`), the int8 one calibrated on training images rather than the random images that suffice for
 timing. The whole export goes to a temporary sibling folder first and is renamed into place at the end: a failed
 conversion leaves no half export behind. An existing folder is replaced only when it holds a previous export and
@@ -43,7 +43,7 @@ EXPORT_FILES = {"saved_model", "export.json"} | {f"model_{kind}.tflite" for kind
 
 def convert(model, kind: str, representative: np.ndarray | None = None) -> bytes:
     """The TFLite flatbuffer of `model`: 'float32', 'int8' (needs representative images) or 'dynamic'."""
-    from search.latency.tflite import keras_to_tflite, quiet
+    from trainer.tflite import keras_to_tflite, quiet
 
     if kind not in FORMATS:
         raise ValueError(f"unknown TFLite format {kind!r} (known: {', '.join(FORMATS)})")
@@ -73,7 +73,7 @@ def run_tflite(flatbuffer: bytes, data, batch_size: int = 100, threads: int = 0,
     `info`, if given, receives {'kernels': 'xnnpack' or 'builtin'}: which kernels computed the result."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from search.latency.tflite import quiet
+    from trainer.tflite import quiet
 
     def make(resolver):
         with quiet():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" line
@@ -195,9 +195,41 @@ def export_model(model, data, export_dir: str | os.PathLike, formats=("float32",
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    for line in format_report(report, export_dir):
+    for line in format_report(report, export_dir) + agreement_warnings(report):
         log(line)
     return report
+
+
+# The share of evaluation images on which an exported model must predict the Keras model's class, below which the
+# export is flagged: float32 computes the same function (BENCHMARKS.md: every image agrees); a quantized model of a
+# trained network agrees on ~98% (MnasNet-A1 x0.5 and a searched child after 2 epochs: 98.7%, 98.2%).
+AGREEMENT_FLOOR = {"float32": 0.99, "int8": 0.95, "dynamic": 0.95}
+REPRESENTATIVE_MIN = 100  # TensorFlow's guide calibrates int8 activations on 100-500 images
+
+
+def agreement_warnings(report: dict) -> list[str]:
+    """One 'warning:' line per exported model that agrees with Keras on too few images, with the figure and the
+    likely reason: a float model that differs is a conversion problem; a quantized one, too few calibration
+    images or a model not trained far enough (close logits swap places under int8 rounding, and the activation
+    ranges of a model still far from converged calibrate poorly)."""
+    lines = []
+    keras_top1 = report["keras"]["top1"]
+    for row in report["formats"]:
+        if row["agreement"] >= AGREEMENT_FLOOR.get(row["format"], 0.95):
+            continue
+        figure = (f"warning: {row['file']} predicts the Keras model's class on only {100 * row['agreement']:.1f}% "
+                  f"of the {report['num_eval']:,} evaluation images")
+        if row["format"] == "float32":
+            reason = (f"a float conversion should agree on every image (largest logit difference "
+                      f"{row['max_abs_diff']:.3g}): a converter problem, do not ship this model")
+        elif row["format"] == "int8" and report.get("representative_images", 0) < REPRESENTATIVE_MIN:
+            reason = (f"likely too few calibration images ({report['representative_images']}; "
+                      f"--representative {REPRESENTATIVE_MIN} or more, 256 by default)")
+        else:
+            reason = (f"likely a model not trained far enough (Keras top-1 {100 * keras_top1:.1f}%): close logits "
+                      "swap places when quantized; train longer, then export again")
+        lines.append(f"{figure}: {reason}")
+    return lines
 
 
 def format_report(report: dict, where: Path | str) -> list[str]:

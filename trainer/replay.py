@@ -1,5 +1,5 @@
-"""ARCH on the `train` command line: a registry name, a block-string file, inline block strings, or a child of
-a finished search -- `RUN_DIR:RANK` or `RUN_DIR:pareto:I`.
+"""ARCH on every command line (train, describe, latency): a registry name, a block-string file, inline block
+strings, or a child of a search -- `RUN_DIR:RANK` or `RUN_DIR:pareto:I`. `resolve_arch` is the one resolver.
 
 The ranks are the ones the dashboard prints beside each child (results/views.py, `replay_command`):
 
@@ -20,7 +20,7 @@ import os
 import re
 from typing import NamedTuple
 
-from search.space import Architecture
+from search.arch import Architecture
 
 _PARETO = re.compile(r"^(?P<run>.+):pareto:(?P<index>[^:]*)$")
 _RANK = re.compile(r"^(?P<run>.+):(?P<rank>[^:]*)$")
@@ -89,14 +89,14 @@ def resolve_arch(spec: str) -> Resolved:
     from search.registry import ARCHITECTURES, load_architecture
 
     if not spec or not spec.strip():
-        raise ValueError("--arch is empty")
+        raise ValueError("ARCH is empty")
     if not os.path.exists(spec):
         # No registry name or block string holds a colon: the spec names a search's child.
         match = _PARETO.match(spec) or _RANK.match(spec)
         if match:
             run = match.group("run")
             if not os.path.isdir(run):
-                raise ValueError(f"no such run directory: {run} (--arch {spec} reads as RUN_DIR:RANK or "
+                raise ValueError(f"no such run directory: {run} ({spec} reads as RUN_DIR:RANK or "
                                  "RUN_DIR:pareto:I)")
             name = os.path.basename(os.path.normpath(run)) or "run"
             if "index" in match.groupdict():

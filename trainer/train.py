@@ -29,12 +29,20 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from search.space import Architecture
+from search.arch import Architecture
 from trainer import checkpoint as ckpt
 from trainer.progress import Progress
 from trainer.recipe import Recipe
 
 SMALL_IMAGE = 64  # below this side, the stem's stride is removed by default
+TOP5_MIN_CLASSES = 6  # top-5 is reported only where it says more than top-1 (5 of 3 classes is every image)
+SHORT_RUN_STEPS = 1_000
+"""Fewer optimizer steps than this, and a run's accuracies are not its architecture's. BENCHMARKS.md ("Full
+training", Fashion-MNIST, the paper's recipe): after 468 steps the averaged weights of both models tried were near
+chance (12% and 19% top-1) and the raw weights 69% and 25% -- the weights still move fast at the peak learning
+rate, and the average (the last ~1/9 of the run, the official warm-up) and batch norm's moving statistics lag them;
+after 936 steps the averaged weights led the raw ones by 3-10 points and ranked the two models. A shorter run
+checks the pipeline; it does not measure a model."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,19 +121,32 @@ def build(config: TrainConfig, data):
     return model
 
 
-def set_up_tensorflow(threads: int = 0):
-    """Imports TensorFlow with deterministic ops (exact resume) and, if given, a fixed thread count.
+def import_tensorflow():
+    """TensorFlow, imported and its devices scanned with the C++ start-up lines hidden (shown with MNAS_VERBOSE=1,
+    which `--verbose` sets).
 
-    The import and the device scan run silenced: TensorFlow's C++ start-up lines (oneDNN, CUDA drivers) ignore
-    TF_CPP_MIN_LOG_LEVEL and would otherwise surround the command's own output and its one-line errors."""
-    from search.latency.tflite import quiet
+    Those lines (oneDNN, "Could not find cuda drivers", `E0000 ... failed call to cuInit` on a machine without a
+    GPU) are printed while TensorFlow loads, before TF_CPP_MIN_LOG_LEVEL applies, and would otherwise surround
+    the command's own output and its one-line errors. The device scan does not create the runtime: thread counts
+    can still be set afterwards."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules or os.environ.get("MNAS_VERBOSE") == "1":
+        import tensorflow as tf
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        return tf
+    from trainer.tflite import quiet
+
     with quiet():
         import tensorflow as tf
 
-        tf.config.list_physical_devices()  # does not create the runtime: thread counts can still be set below
+        tf.config.list_physical_devices()
+    return tf
 
+
+def set_up_tensorflow(threads: int = 0):
+    """Imports TensorFlow (quietly: import_tensorflow) with deterministic ops (exact resume) and, if given, a
+    fixed thread count."""
+    tf = import_tensorflow()
     if threads:
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -289,9 +310,10 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
             for key in ("train_loss", "train_top1", "images_per_second", "learning_rate"):
                 _scalar(key.replace("train_", "epoch_"), row[key])
         weights = "averaged" if ema is not None else "raw"
+        top5 = f" top-5 {100 * row['eval_top5']:.2f}%" if data.num_classes >= TOP5_MIN_CLASSES else ""
         log(f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  train top-1 "
-            f"{100 * row['train_top1']:.2f}%  | eval ({weights}) top-1 {100 * row['eval_top1']:.2f}% top-5 "
-            f"{100 * row['eval_top5']:.2f}%" + (f"  raw top-1 {100 * raw['top1']:.2f}%" if ema is not None else "")
+            f"{100 * row['train_top1']:.2f}%  | eval ({weights}) top-1 {100 * row['eval_top1']:.2f}%{top5}"
+            + (f"  raw top-1 {100 * raw['top1']:.2f}%" if ema is not None else "")
             + f"  | lr {row['learning_rate']:.5f}  {row['images_per_second']:.0f} img/s  {train_seconds:.0f}s")
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, row)
@@ -301,10 +323,63 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
     summary = {"epochs": len(history), "steps": int(optimizer.iterations.numpy()), "final": final,
                "best_eval_top1": max((r["eval_top1"] for r in history), default=None),
                "params": int(sum(int(np.prod(v.shape)) for v in model.trainable_variables)),
-               "model_arch": arch.to_dict(), "out_dir": str(out)}
+               "model_arch": arch.to_dict(), "num_classes": data.num_classes, "out_dir": str(out)}
     ckpt.write_json(out / ckpt.SUMMARY, summary)
     summary["model"], summary["ema"], summary["data"] = model, ema, data
     return summary
+
+
+def reading(summary: Mapping[str, Any], config: TrainConfig) -> list[str]:
+    """What to read in a finished run, as lines for the user (issue 23): the accuracy to quote and the weights it
+    comes from; for a run shorter than SHORT_RUN_STEPS, a warning that neither score measures the architecture
+    yet, with a budget that would (in epochs of this run and minutes at its pace); and, for a search's child, that
+    the search's proxy score is another measurement."""
+    final = summary.get("final") or {}
+    if not final:
+        return []
+    steps, epochs = int(summary["steps"]), int(summary["epochs"])
+    averaged = config.recipe.ema_decay > 0
+    top5 = (f", top-5 {100 * final['eval_top5']:.2f}%"
+            if summary.get("num_classes", TOP5_MIN_CLASSES) >= TOP5_MIN_CLASSES else "")
+    run = f"{epochs} epoch{'s' if epochs != 1 else ''} ({steps:,} steps)"
+    short = steps < SHORT_RUN_STEPS
+    if not averaged:
+        lines = [f"done after {run}: eval top-1 {100 * final['eval_top1']:.2f}%{top5} (raw weights: "
+                 "--ema-decay 0 keeps no average)"]
+    elif short:
+        lines = [f"done after {run}: eval top-1 {100 * final['eval_top1']:.2f}% with the averaged weights, "
+                 f"{100 * final['raw_eval_top1']:.2f}% with the raw ones -- too short a run for either to be this "
+                 "architecture's accuracy"]
+    else:
+        lines = [f"done after {run}: eval top-1 {100 * final['eval_top1']:.2f}%{top5} with the averaged weights, the "
+                 f"number to read (the paper evaluates them, --export-dir exports them; raw weights "
+                 f"{100 * final['raw_eval_top1']:.2f}%)"]
+    if short:
+        per_epoch = max(1, round(steps / max(epochs, 1)))
+        needed = math.ceil(SHORT_RUN_STEPS / per_epoch)
+        seconds = needed * (final.get("train_seconds", 0.0) + final.get("eval_seconds", 0.0))
+        pace = f", about {_duration(seconds)} at this run's pace" if seconds > 0 else ""
+        window = min((10 + steps) / 9, 1 / (1 - config.recipe.ema_decay)) if averaged else 0  # official warm-up
+        lag = f"the weight average (about its last {window:.0f} steps) and " if averaged else ""
+        difference = 100 * abs(final["eval_top1"] - final["raw_eval_top1"]) if averaged else 0.0
+        gap = f" (here the two scores differ by {difference:.1f} points)" if difference >= 0.5 else ""
+        lines.append(f"warning: {steps:,} steps is too short to measure a model: its weights still move fast, "
+                     f"and {lag}batch norm's statistics lag them{gap}. To compare architectures train at least "
+                     f"{SHORT_RUN_STEPS:,} steps: --epochs {needed} here{pace} (the paper's recipe: 350 epochs of "
+                     "ImageNet)")
+    source = config.arch_source
+    if source and ":" in source and not os.path.exists(source):
+        lines.append("note: the search's accuracy for this child came from its proxy task (an adapted copy, a "
+                     "subset, another recipe): it ranks children within the search and does not predict this "
+                     "number")
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    minutes = seconds / 60
+    if minutes < 90:
+        return f"{max(1, round(minutes))} minute{'s' if round(minutes) > 1 else ''}"
+    return f"{minutes / 60:.1f} hours"
 
 
 def _scalar(tag: str, value: float) -> None:

@@ -4,13 +4,17 @@ The trial process is reused across children (`reuse_actors=True`), so TensorFlow
 the dataset is decoded once, and latency models (and their measurement caches) live as long as the worker.
 With an early-stopping scheduler (ASHA) a child is evaluated in rungs, one `step()` of the trainable each.
 
-Every outcome is reported, never raised: a child that fails reports `status: failed` with the reason code of
-`workers.proxy.ChildFailed` (nan_loss, build_error, oom, ...) so the search records it and carries on. Only a
-worker that dies outright reaches the searcher as a Tune error.
+What a worker needs arrives built (`TrialSettings`: the proxy's config, the search's reward object, the latency
+backends) and the child arrives as the deployment architecture the driver built once; nothing is parsed again here.
+
+Every outcome is reported, never raised: a child that fails reports `status: failed` with a `failure_code` of
+`search.failures` (nan_loss, build_error, oom, ...) and a `failure_detail`, so the search records it and carries
+on. Only a worker that dies outright reaches the searcher as a Tune error.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import time
@@ -18,7 +22,8 @@ import traceback
 from typing import Any, Mapping
 
 from search.counts import count
-from search.space import Architecture, echo
+from search.failures import ChildFailed, Failure, detail
+from search.arch import Architecture, echo
 
 _LATENCY_MODELS: dict[str, Any] = {}
 
@@ -56,45 +61,91 @@ def check_faults(faults: Mapping[str, Any]) -> None:
 def latency_model(spec: str):
     """One latency model per backend spec and process (measured backends keep their caches)."""
     if spec not in _LATENCY_MODELS:
-        from search.latency import get_latency_model
+        from measure import get_latency_model
 
         _LATENCY_MODELS[spec] = get_latency_model(spec)
     return _LATENCY_MODELS[spec]
 
 
+@dataclasses.dataclass(frozen=True)
+class TrialSettings:
+    """What every child of a search is evaluated with, built once in the driver's process and shipped to workers.
+
+    Attributes:
+        proxy: the proxy task (`search.proxy.ProxyConfig`).
+        reward: the search's `search.reward.Reward` (a scheduler compares children by it).
+        latency: the latency backends; the first is the reward's LAT(m).
+        limits: `limits.max_params` rejects a larger child (`too_large`) before anything is built.
+        faults: failures to inject into a fraction of children (`injected_fault`), for tests.
+        rungs, rung_heldout: a child's training in `rungs` segments, scored on the first `rung_heldout` held-out
+            images after each but the last (early stopping); 1 rung trains it in one go.
+    """
+
+    proxy: Any
+    reward: Any
+    latency: tuple[str, ...] = ("pixel1",)
+    limits: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    faults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    rungs: int = 1
+    rung_heldout: int = 1000
+
+    def measure(self, arch: Architecture) -> dict[str, float]:
+        """The deployment latency of `arch` on every backend (ChildFailed latency_error if one cannot)."""
+        try:
+            return {spec: float(latency_model(spec).latency_ms(arch, arch.resolution)) for spec in self.latency}
+        except (RuntimeError, OSError, ValueError) as err:
+            raise ChildFailed(Failure.LATENCY_ERROR, f"{type(err).__name__}: {err}") from err
+
+    def doubt(self, arch: Architecture) -> dict:
+        """{backend: how far `arch` lies from what the backend was fitted on} for the predictors that can say
+        (`CalibratedPredictor.uncertainty`: leverage ratio, `extrapolating`, an interval); stored in the child's
+        `extra` as `latency_uncertainty`, so a user knows which children to measure rather than trust."""
+        found = {}
+        for spec in self.latency:
+            model = latency_model(spec)
+            value = model.uncertainty([arch], arch.resolution)[0] if hasattr(model, "uncertainty") else None
+            if value is not None:
+                found[spec] = value
+        return found
+
+    def check_size(self, arch: Architecture) -> None:
+        max_params = self.limits.get("max_params")
+        if max_params and count(arch).params > max_params:
+            raise ChildFailed(Failure.TOO_LARGE, f"{count(arch).params:,} parameters > limits.max_params "
+                                                 f"{max_params:,}")
+
+
+def _failed(metrics: dict, code: Failure, text: object) -> dict:
+    metrics.update(status="failed", failure_code=code.value, failure_detail=detail(text))
+    return metrics
+
+
 class ChildEvaluation:
-    """One child from sampled config to reported metrics, in `rungs` steps (1 unless a scheduler prunes).
+    """One child from sampled config to reported metrics, in `settings.rungs` steps (1 unless a scheduler prunes).
 
     Step 1 checks limits and injected faults, takes the deployment latency and builds the proxy model; every
     step trains its share of the proxy's steps. A step short of the last scores the child on the first
     `rung_heldout` held-out images and reports it as `status: pruned` -- what the search records if the
     scheduler stops it there; the last step scores the whole held-out slice and reports `status: ok`.
     Each report carries `score`, the search's reward on the accuracy so far, which the scheduler compares.
-    A failure ends the evaluation with `status: failed` and its reason.
+    A failure ends the evaluation with `status: failed` and its code.
     """
 
-    def __init__(self, config: Mapping[str, Any], proxy: Mapping[str, Any], latency: list[str], resolution: int,
-                 limits: Mapping[str, Any] | None = None, faults: Mapping[str, Any] | None = None,
-                 reward: Mapping[str, Any] | None = None, rungs: int = 1, rung_heldout: int = 1000):
-        from workers.proxy import ProxyConfig
-
-        self.arch = Architecture.from_dict(config["arch"]).replace(resolution=resolution)
+    def __init__(self, config: Mapping[str, Any], settings: TrialSettings):
+        self.arch = Architecture.from_dict(config["arch"])     # the deployment child, as the driver built it
         self.sample = int(config.get("sample", 0))
-        self.proxy = ProxyConfig.from_dict(proxy)
-        self.latency, self.resolution = list(latency), resolution
-        self.limits, self.faults = dict(limits or {}), faults
-        self.reward = _reward(reward, self.latency)
-        self.rungs, self.rung_heldout = max(1, int(rungs)), int(rung_heldout)
+        self.settings = settings
+        self.rungs = max(1, int(settings.rungs))
         self.rung = 0
         self.done = False
         self.training = None
         self.started = time.perf_counter()
-        self.metrics: dict[str, Any] = {"status": "ok", "failure_reason": None, "sample": config.get("sample")}
+        self.latency_extra: dict[str, Any] = {}
+        self.metrics: dict[str, Any] = {"status": "ok", "failure_code": None, "failure_detail": None,
+                                        "sample": config.get("sample")}
 
     def step(self) -> dict:
         """Runs the next rung; returns the metrics to report (`done` is True after the last rung or a failure)."""
-        from workers.proxy import ChildFailed
-
         if self.done:
             raise RuntimeError("the child is already evaluated")
         metrics = self.metrics
@@ -105,25 +156,26 @@ class ChildEvaluation:
             training = self.training
             training.train_to(round(training.total_steps * self.rung / self.rungs))
             if self.rung < self.rungs:
-                accuracy, loss = training.score(self.rung_heldout)
+                heldout = self.settings.rung_heldout
+                accuracy, loss = training.score(heldout)
                 metrics.update(status="pruned", accuracy=accuracy, train_seconds=training.train_seconds,
                                extra={"rung": self.rung, "rungs": self.rungs, "rung_heldout_loss": loss,
-                                      "steps": training.steps_done, "rung_heldout": self.rung_heldout})
+                                      "steps": training.steps_done, "rung_heldout": heldout, **self.latency_extra})
             else:
                 result = training.result().to_dict()
                 extra = {k: " ".join(map(str, v)) if isinstance(v, (list, tuple)) else v for k, v in result.items()}
                 metrics.update(status="ok", accuracy=extra.pop("accuracy"),
                                train_seconds=extra.pop("train_seconds", None),
-                               eval_seconds=extra.pop("eval_seconds", None), extra=extra)
+                               eval_seconds=extra.pop("eval_seconds", None), extra={**extra, **self.latency_extra})
                 self.done = True
         except ChildFailed as err:
-            metrics.update(status="failed", failure_reason=f"{err.reason}: {err.message}"[:500])
+            _failed(metrics, err.code, err.message)
         except MemoryError as err:
-            metrics.update(status="failed", failure_reason=f"oom: {err}"[:500])
+            _failed(metrics, Failure.OOM, err)
         except Exception as err:  # noqa: BLE001 -- a child's failure is data, not a crash of the search
             last = traceback.extract_tb(err.__traceback__)[-1]
-            metrics.update(status="failed", failure_reason=f"error: {type(err).__name__}: {err} "
-                                                           f"({last.filename.rsplit('/', 1)[-1]}:{last.lineno})"[:500])
+            _failed(metrics, Failure.UNEXPECTED_ERROR,
+                    f"{type(err).__name__}: {err} ({last.filename.rsplit('/', 1)[-1]}:{last.lineno})")
         if metrics["status"] == "failed":
             metrics.pop("accuracy", None)
             self.done = True
@@ -135,37 +187,33 @@ class ChildEvaluation:
         return dict(metrics)
 
     def _start(self) -> None:
-        from workers.proxy import ChildFailed, ProxyTraining
+        from workers.proxy import ProxyTraining
 
-        arch, fault = self.arch, injected_fault(self.faults, self.sample)
-        max_params = self.limits.get("max_params")
-        if max_params and count(arch).params > max_params:
-            raise ChildFailed("too_large", f"{count(arch).params:,} parameters > limits.max_params {max_params:,}")
+        arch, settings, fault = self.arch, self.settings, injected_fault(self.settings.faults, self.sample)
+        settings.check_size(arch)
         if fault == "worker_death":
             os._exit(17)                         # the worker process dies: Tune reports the trial as errored
         if fault == "exception":
             raise RuntimeError("injected fault")
-        proxy = self.proxy
+        proxy = settings.proxy
         if fault == "nan_loss":                  # a real divergence: the proxy's NaN check must catch it
             proxy = proxy.replace(learning_rate=1e30)
         tick = time.perf_counter()
-        try:
-            if fault == "conversion_error":
-                raise RuntimeError("injected fault: TFLite conversion failed")
-            latencies = {spec: float(latency_model(spec).latency_ms(arch, self.resolution)) for spec in self.latency}
-        except (RuntimeError, OSError, ValueError) as err:
-            raise ChildFailed("latency_error", f"{type(err).__name__}: {err}") from err
-        self.metrics.update(latencies=latencies, latency_source=self.latency[0],
+        if fault == "conversion_error":
+            raise ChildFailed(Failure.LATENCY_ERROR, "RuntimeError: injected fault: TFLite conversion failed")
+        self.metrics.update(latencies=settings.measure(arch), latency_source=settings.latency[0],
                             latency_seconds=time.perf_counter() - tick)
+        doubt = settings.doubt(arch)
+        self.latency_extra = {"latency_uncertainty": doubt} if doubt else {}
         self.training = ProxyTraining(arch, proxy)
 
     def _score(self) -> float:
         """The reward on the accuracy so far (what a scheduler ranks children by); failed children score the
         search's failed reward."""
-        metrics = self.metrics
+        metrics, reward = self.metrics, self.settings.reward
         if metrics["status"] == "failed" or "accuracy" not in metrics:
-            return float(self.reward.failed_reward)
-        return float(self.reward(metrics["accuracy"], metrics["latencies"]))
+            return float(reward.failed_reward)
+        return float(reward(metrics["accuracy"], metrics["latencies"]))
 
     def close(self) -> None:
         if self.training is not None:
@@ -173,21 +221,9 @@ class ChildEvaluation:
             self.training = None
 
 
-def _reward(settings: Mapping[str, Any] | None, latency: list[str]):
-    from search.config import make_reward
-
-    return make_reward(dict(settings or {"preset": "soft", "target_ms": 75.0}), latency)
-
-
-def evaluate_child(config: Mapping[str, Any], proxy: Mapping[str, Any], latency: list[str], resolution: int,
-                   limits: Mapping[str, Any] | None = None, faults: Mapping[str, Any] | None = None,
-                   reward: Mapping[str, Any] | None = None) -> dict:
-    """Evaluates a child in one go (latency, proxy training, score); returns the metrics a trial reports.
-
-    `limits.max_params` rejects a child whose deployment model has more parameters (reason `too_large`) before
-    anything is built: the way to keep children inside a worker's memory. `faults` injects failures for tests.
-    """
-    evaluation = ChildEvaluation(config, proxy, latency, resolution, limits, faults, reward)
+def evaluate_child(config: Mapping[str, Any], settings: TrialSettings) -> dict:
+    """Evaluates a child in one go (latency, proxy training, score); returns the metrics a trial reports."""
+    evaluation = ChildEvaluation(config, settings)
     try:
         return evaluation.step()
     finally:
@@ -203,34 +239,30 @@ class SurrogateEvaluator:
     Every metric says where the accuracy came from (`accuracy_source: surrogate:<file>`).
     """
 
-    def __init__(self, surrogate, source: str, latency: list[str], resolution: int,
-                 limits: Mapping[str, Any] | None = None, proxy_seed: int = 0, noisy: bool = True):
-        self.surrogate, self.source = surrogate, source
-        self.latency, self.resolution = list(latency), resolution
-        self.limits, self.proxy_seed, self.noisy = dict(limits or {}), proxy_seed, noisy
+    def __init__(self, surrogate, source: str, settings: TrialSettings, proxy_seed: int = 0, noisy: bool = True):
+        self.surrogate, self.source, self.settings = surrogate, source, settings
+        self.proxy_seed, self.noisy = proxy_seed, noisy
 
     def __call__(self, config: Mapping[str, Any]) -> dict:
         started = time.perf_counter()
-        arch = Architecture.from_dict(config["arch"]).replace(resolution=self.resolution)
-        metrics: dict[str, Any] = {"status": "ok", "failure_reason": None, "sample": config.get("sample"),
-                                   "accuracy_source": self.source}
-        max_params = self.limits.get("max_params")
-        if max_params and count(arch).params > max_params:
-            return dict(metrics, status="failed", failure_reason=f"too_large: {count(arch).params:,} parameters > "
-                                                                 f"limits.max_params {max_params:,}",
-                        total_seconds=time.perf_counter() - started)
-        tick = time.perf_counter()
+        arch = Architecture.from_dict(config["arch"])
+        metrics: dict[str, Any] = {"status": "ok", "failure_code": None, "failure_detail": None,
+                                   "sample": config.get("sample"), "accuracy_source": self.source}
         try:
-            latencies = {spec: float(latency_model(spec).latency_ms(arch, self.resolution)) for spec in self.latency}
-        except (RuntimeError, OSError, ValueError) as err:
-            return dict(metrics, status="failed", failure_reason=f"latency_error: {type(err).__name__}: {err}"[:500],
-                        total_seconds=time.perf_counter() - started)
-        metrics.update(latencies=latencies, latency_source=self.latency[0], latency_seconds=time.perf_counter() - tick)
+            self.settings.check_size(arch)
+            tick = time.perf_counter()
+            metrics.update(latencies=self.settings.measure(arch), latency_source=self.settings.latency[0],
+                           latency_seconds=time.perf_counter() - tick)
+        except ChildFailed as err:
+            return dict(_failed(metrics, err.code, err.message), total_seconds=time.perf_counter() - started)
+        extra = {"surrogate_noise": self.surrogate.noise if self.noisy else 0.0}
+        doubt = self.settings.doubt(arch)
+        if doubt:
+            extra["latency_uncertainty"] = doubt
         tick = time.perf_counter()
         accuracy = self.surrogate.evaluate(arch, config["indices"], seed=self.proxy_seed, noisy=self.noisy)
         return dict(metrics, accuracy=accuracy, eval_seconds=time.perf_counter() - tick,
-                    total_seconds=time.perf_counter() - started,
-                    extra={"surrogate_noise": self.surrogate.noise if self.noisy else 0.0})
+                    total_seconds=time.perf_counter() - started, extra=extra)
 
 
 def make_child_trainable():
@@ -243,18 +275,16 @@ def make_child_trainable():
     from ray import tune
 
     class ChildTrainable(tune.Trainable):
-        def setup(self, config, proxy, latency, resolution, limits=None, faults=None, reward=None,
-                  rungs=1, rung_heldout=1000):
-            self._settings = dict(proxy=proxy, latency=latency, resolution=resolution, limits=limits,
-                                  faults=faults, reward=reward, rungs=rungs, rung_heldout=rung_heldout)
-            self._evaluation = ChildEvaluation(config, **self._settings)
+        def setup(self, config, settings: TrialSettings):
+            self._settings = settings
+            self._evaluation = ChildEvaluation(config, settings)
 
         def step(self):
             return self._evaluation.step()
 
         def reset_config(self, new_config):
             self._evaluation.close()
-            self._evaluation = ChildEvaluation(new_config, **self._settings)
+            self._evaluation = ChildEvaluation(new_config, self._settings)
             return True
 
         def cleanup(self):

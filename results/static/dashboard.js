@@ -97,7 +97,7 @@
   const COLUMNS = [
     { key: "run", label: "run", text: true, value: (r) => r.run.label },
     { key: "rank", label: "rank", value: (r) => r.rank },
-    { key: "pareto", label: "frontier #", value: (r) => r.pareto },
+    { key: "pareto", label: "pareto", value: (r) => r.pareto },
     { key: "reward", label: "reward", value: (r) => r.reward, show: (r) => num(r.reward, 4) },
     { key: "accuracy", label: "accuracy", value: (r) => r.accuracy, show: (r) => num(r.accuracy, 4) },
     { key: "latency_ms", label: "latency (ms)", value: (r) => r.latency_ms, show: (r) => num(r.latency_ms, 2) },
@@ -195,12 +195,12 @@
       ["reward", num(child.reward, 4)],
       ["params", millions(child.params, 2) + "M"],
       ["multiply-adds", millions(child.madds, 1) + "M"],
-      ["rank", [child.rank ? "#" + child.rank + " by reward" : null,
-                child.pareto ? "frontier #" + child.pareto : null].filter(Boolean).join(", ") || "-"],
+      ["rank", [child.rank ? "rank " + child.rank + " by reward" : null,
+                child.pareto ? "pareto " + child.pareto : null].filter(Boolean).join(", ") || "-"],
       ["sample", child.sample === null ? "-" : child.sample + (child.controller_step === null ? "" :
                                                                " (controller step " + child.controller_step + ")")],
     ];
-    if (child.failure_reason) facts.push(["failure", child.failure_reason]);
+    if (child.failure_code) facts.push(["failure", child.failure_detail ? `${child.failure_code}: ${child.failure_detail}` : child.failure_code]);
     box.appendChild(el("dl", { class: "metrics" }, facts.flatMap(([k, v]) => [
       el("dt", { text: k }), el("dd", { text: v, class: k === "failure" ? "failure" : null })])));
     if (child.command) box.appendChild(el("code", { class: "cmd", text: child.command }));

@@ -1,87 +1,16 @@
-"""Latency models behind one interface: an architecture and an input size in, milliseconds out, batched.
+"""Latency predicted without hardware: the Pixel 1 preset, calibrated predictors and per-layer lookup tables.
 
-    from search.latency import get_latency_model
-    model = get_latency_model("pixel1")           # or 'host', 'lut:FILE', 'calibrated:FILE', 'adb', 'adb:SERIAL'
-    model.name                                    # 'pixel1-predicted': record it beside every result
-    model.predict(archs, resolution=None)         # list of ms
-    model.latency_ms(arch)                        # one
-
-Backends (`BACKENDS`):
-    pixel1          Pixel 1 predictor calibrated on the seed's 25 MnasNet-A1 measurements (pure numpy)
-    calibrated:FILE a predictor fitted with `latency calibrate` (pure numpy; with --prior, a transfer predictor)
-    lut:FILE        a per-layer lookup table built with `latency build-lut` (pure Python)
-    host            measured on this host: Keras -> TFLite -> LiteRT, one thread, cached on disk
-    adb[:SERIAL]    measured on a phone with the TFLite benchmark tool over adb, cached on disk
-
-Importing this package imports neither TensorFlow nor LiteRT; the measured backends load them on first use.
+Pure Python and numpy: importing this package imports neither TensorFlow nor LiteRT, so the search loop can
+predict thousands of children a second. Measuring models on this host or a phone, and the registry that names
+every backend ('pixel1', 'host', 'lut:FILE', ...), are one layer up, in `measure`.
 """
 
 from __future__ import annotations
-
-from typing import Callable
 
 from search.latency.base import LatencyModel, Measurement
 from search.latency.calibrate import pixel1_preset
 from search.latency.lut import LookupTable
 from search.latency.predictor import CalibratedPredictor, TransferPredictor, load_predictor
 
-
-def _pixel1(arg: str | None, **options) -> LatencyModel:
-    if arg or options:
-        raise ValueError("the pixel1 backend takes no file and no options")
-    return pixel1_preset()
-
-
-def _host(arg: str | None, **options) -> LatencyModel:
-    from search.latency.host import HostTFLite
-
-    if arg:
-        raise ValueError(f"the host backend takes no argument, got 'host:{arg}'")
-    return HostTFLite(**options)
-
-
-def _adb(arg: str | None, **options) -> LatencyModel:
-    from search.latency.adb import AdbLatency
-
-    return AdbLatency(serial=arg or None, **options)
-
-
-def _needs_file(kind: str, loader: Callable[[str], LatencyModel]) -> Callable[..., LatencyModel]:
-    def make(arg: str | None, **options) -> LatencyModel:
-        if not arg:
-            raise ValueError(f"the {kind} backend needs a file: '{kind}:FILE'")
-        if options:
-            raise ValueError(f"the {kind} backend takes no options, got {', '.join(options)}")
-        return loader(arg)
-
-    return make
-
-
-# spec prefix -> factory(argument after ':', **options)
-BACKENDS: dict[str, Callable[..., LatencyModel]] = {
-    "pixel1": _pixel1,
-    "host": _host,
-    "lut": _needs_file("lut", LookupTable.load),
-    "calibrated": _needs_file("calibrated", load_predictor),
-    "adb": _adb,
-}
-SPEC_FORMS = ("pixel1", "host", "lut:FILE", "calibrated:FILE", "adb", "adb:SERIAL")
-
-
-def get_latency_model(spec: str, **options) -> LatencyModel:
-    """The latency model named by `spec` ('pixel1', 'host', 'lut:FILE', 'calibrated:FILE', 'adb[:SERIAL]').
-
-    Keyword options go to the backend (e.g. `get_latency_model('host', quantize='int8', cache_dir=...)`).
-    Raises ValueError naming an unknown backend and the known ones.
-    """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"empty latency backend {spec!r} (known: {', '.join(SPEC_FORMS)})")
-    kind, _, arg = spec.strip().partition(":")
-    factory = BACKENDS.get(kind)
-    if factory is None:
-        raise ValueError(f"unknown latency backend {spec!r} (known: {', '.join(SPEC_FORMS)})")
-    return factory(arg or None, **options)
-
-
-__all__ = ["BACKENDS", "CalibratedPredictor", "LatencyModel", "LookupTable", "Measurement", "TransferPredictor",
-           "get_latency_model", "load_predictor"]
+__all__ = ["CalibratedPredictor", "LatencyModel", "LookupTable", "Measurement", "TransferPredictor",
+           "load_predictor", "pixel1_preset"]

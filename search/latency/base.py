@@ -12,7 +12,7 @@ import dataclasses
 import sys
 from typing import Sequence
 
-from search.space import Architecture
+from search.arch import Architecture
 
 
 class LatencyModel(abc.ABC):
@@ -52,7 +52,7 @@ class Measurement:
     measure_s: float = 0.0   # wall time of warm-up plus timed runs
     rounds: int = 1          # rounds of `runs` invocations taken; `ms` is the median of the fastest round
     round_spread: float = 0.0  # relative gap between the two fastest rounds' medians (0 with one round)
-    passes: int = 1          # separate timings (`search.latency.host`), spread over a batch; `ms` is the fastest's
+    passes: int = 1          # separate timings (`measure.host`), spread over a batch; `ms` is the fastest's
     pass_spread: float = 0.0   # relative gap between the slowest and the fastest pass (0 with one pass)
 
     @property

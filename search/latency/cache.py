@@ -16,8 +16,8 @@ import json
 import os
 
 from search.latency.base import Measurement
-from search.latency.predictor import write_json_atomic
-from search.space import Architecture
+from search.fileio import write_json_atomic
+from search.arch import Architecture
 
 ENV = "MNAS_LATENCY_CACHE"
 
@@ -65,4 +65,4 @@ class MeasurementCache:
 
     def put(self, key: dict, measurement: Measurement) -> None:
         if self.directory is not None:
-            write_json_atomic(self._path(key), {"key": key, "measurement": measurement.to_dict()})
+            write_json_atomic(self._path(key), {"key": key, "measurement": measurement.to_dict()}, indent=1)

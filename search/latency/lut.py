@@ -30,8 +30,8 @@ from search.counts import LayerProfile, classifier_profile, head_profile, layer_
 from search.latency.base import LatencyModel, Progress, check_resolution
 from search.latency.features import FeatureCache
 from search.latency.layer_model import LayerModel
-from search.latency.predictor import read_json, write_json_atomic
-from search.space import CONV_REGULAR, SKIP_IDENTITY, SKIP_NONE, SKIP_POOL, Architecture, Block
+from search.fileio import read_json, write_json_atomic
+from search.arch import CONV_REGULAR, SKIP_IDENTITY, SKIP_NONE, SKIP_POOL, Architecture, Block
 
 FORMAT = "mnas-latency-lut/1"
 FULL_CALIBRATION = 5   # whole networks needed to fit the scale and the weights term beside the fixed cost
@@ -105,29 +105,6 @@ def row_of(key: LayerKey) -> LayerProfile:
         return classifier_profile(key.in_filters, key.out_filters)
     block, declared = block_of(key)
     return layer_profile("", block, key.in_hw, key.in_filters, declared, key.stride)
-
-
-def keras_layer(key: LayerKey):
-    """A one-layer Keras model computing exactly what that layer computes inside `trainer.builder`'s network."""
-    import keras
-    from keras import layers
-
-    from trainer import builder  # its own layer function, so the table times what the whole model runs
-
-    inputs = keras.Input(shape=(key.in_hw, key.in_hw, key.in_filters), name="features")
-    if key.op == "stem":
-        x = layers.Conv2D(key.out_filters, key.kernel, strides=key.stride, padding="same", use_bias=False)(inputs)
-        x = layers.ReLU()(layers.BatchNormalization()(x))
-    elif key.op == "head":
-        x = layers.Conv2D(key.out_filters, 1, use_bias=False)(inputs)
-        x = layers.GlobalAveragePooling2D()(layers.ReLU()(layers.BatchNormalization()(x)))
-    elif key.op == "fc":
-        inputs = keras.Input(shape=(key.in_filters,), name="features")
-        x = layers.Dense(key.out_filters)(inputs)
-    else:
-        block, declared = block_of(key)
-        x = builder.build_layer(inputs, block, declared, key.stride, "l_")
-    return keras.Model(inputs, x)
 
 
 class _Unpredicted(Exception):
@@ -254,7 +231,7 @@ class LookupTable(LatencyModel):
                    if self.model is not None else {})}
 
     def save(self, path: str) -> None:
-        write_json_atomic(path, self.to_dict())
+        write_json_atomic(path, self.to_dict(), indent=1)
 
     @classmethod
     def load(cls, path: str) -> "LookupTable":
@@ -270,36 +247,6 @@ class LookupTable(LatencyModel):
                        model_for=data.get("layer_model_for", "missing"))
         except (KeyError, TypeError, AttributeError, ValueError) as err:
             raise ValueError(f"{path}: malformed lookup table ({err})") from None
-
-
-def host_layer_measurer(num_threads: int = 1, quantize: str = "float32", warmup: int = 3, runs: int = 20,
-                        passes: int = 5, progress: bool = False) -> Callable[[Sequence[LayerKey]], list[float]]:
-    """Times layers on this host, for `build_lut`: each converted, then all timed in `passes` passes, each
-    keeping its fastest (median ms; `search.latency.tflite.measure_in_passes`)."""
-    from search.latency.tflite import keras_to_tflite, measure_in_passes
-
-    def measure(keys: Sequence[LayerKey]) -> list[float]:
-        timed = measure_in_passes({str(k): lambda k=k: keras_to_tflite(keras_layer(k), quantize) for k in keys},
-                                  passes, "layer", progress, num_threads=num_threads, warmup=warmup, runs=runs,
-                                  rounds=1)
-        return [timed[str(k)].ms for k in keys]
-
-    return measure
-
-
-def adb_layer_measurer(device, quantize: str = "float32",
-                       progress: bool = False) -> Callable[[Sequence[LayerKey]], list[float]]:
-    """Times layers on a phone (`search.latency.adb.AdbDevice`), one after another, for `build_lut`."""
-    from search.latency.tflite import keras_to_tflite
-
-    def measure(keys: Sequence[LayerKey]) -> list[float]:
-        steps, out = Progress(len(keys), "measured layer", progress), []
-        for key in keys:
-            out.append(device.time_tflite(keras_to_tflite(keras_layer(key), quantize), "layer").ms)
-            steps.step(f"{key} {out[-1]:.3f} ms")
-        return out
-
-    return measure
 
 
 # Settings that describe how long a timing ran, not what it ran on: a table may be extended across them.

@@ -14,8 +14,6 @@ NeurIPS 2021, set the protocol we report against). Pure numpy: the search loop c
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Sequence
 
 import numpy as np
@@ -23,7 +21,7 @@ import numpy as np
 from search import fileio
 from search.latency.base import LatencyModel, check_resolution
 from search.latency.features import FEATURES, TILES, check_tile, feature_matrix
-from search.space import Architecture
+from search.arch import Architecture
 
 FORMAT = "mnas-latency-predictor/1"
 
@@ -124,6 +122,43 @@ def leave_one_out(x: np.ndarray, y: np.ndarray, relative: bool = True, tie: bool
     return out
 
 
+# -- how far a network lies from the rows a predictor was fitted on
+
+Z_95 = 1.96        # two-sided 95% of a normal: the interval's half-width in standard errors
+RIDGE = 1e-3       # of the mean diagonal: keeps directions the fit never saw finite (and large)
+
+
+def _design(x: np.ndarray, predicted: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Rows of the relative design the fit solves: tied, column-scaled features and a 1 (for the intercept),
+    each divided by its latency (here the predicted one, the only one a new network has)."""
+    x = np.asarray(x, float).copy()
+    for source, target in ((FEATURES.index(a), FEATURES.index(b)) for a, b in TIED.items()):
+        x[:, target] += x[:, source]
+        x[:, source] = 0.0
+    return np.c_[x / scale, np.ones(len(x))] / np.maximum(predicted, 1e-9)[:, None]
+
+
+def fit_spread(x: np.ndarray, y: np.ndarray, coef: np.ndarray, intercept: float, loo: np.ndarray) -> dict:
+    """What `CalibratedPredictor.uncertainty` needs, from the fitted rows `x`, `y` and their leave-one-out
+    predictions: the inverse of the (ridged) relative design's Gram matrix, the column scale, the leverage of
+    the fitted rows, and the leave-one-out relative error (RMS).
+
+    Leverage h = z' (Z'Z + r I)^-1 z is the classic distance of a regression point from the data: a network
+    whose feature mix is a blend of fitted rows has h about p/n; one with a feature mix that no fitted row has
+    -- other op counts than A1's 92, more depthwise work per multiply-add -- lies along a direction the fit
+    never saw, and h grows without bound but for the ridge `r`.
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    scale = np.abs(x).max(axis=0)
+    scale[scale == 0] = 1.0
+    z = _design(x, x @ coef + intercept, scale)
+    gram = z.T @ z
+    gram_inv = np.linalg.inv(gram + RIDGE * np.trace(gram) / len(gram) * np.eye(len(gram)))
+    leverage = np.einsum("ij,jk,ik->i", z, gram_inv, z)
+    return {"gram_inv": gram_inv.tolist(), "scale": scale.tolist(), "max_leverage": float(leverage.max()),
+            "loo_rms_relative": float(np.sqrt(np.mean((np.asarray(loo) / y - 1) ** 2)))}
+
+
 def _expect_format(data, expected: str, source: str, what: str) -> None:
     if not isinstance(data, dict) or data.get("format") != expected:
         raise ValueError(f"{source}: not a {what} file (expected format {expected!r})")
@@ -133,7 +168,7 @@ class _JsonFile:
     """`save(path)` of a model that has `to_dict()`: atomically, as JSON."""
 
     def save(self, path: str) -> None:
-        write_json_atomic(path, self.to_dict())
+        fileio.write_json_atomic(path, self.to_dict(), indent=1)
 
 
 class CalibratedPredictor(_JsonFile, LatencyModel):
@@ -141,7 +176,7 @@ class CalibratedPredictor(_JsonFile, LatencyModel):
 
     def __init__(self, coef: Sequence[float], intercept: float = 0.0, name: str = "calibrated-predicted",
                  features: Sequence[str] = FEATURES, meta: dict | None = None, num_classes: int = 1000,
-                 tile: int = 1):
+                 tile: int = 1, spread: dict | None = None):
         if tuple(features) != FEATURES:
             raise ValueError(f"predictor features {list(features)} do not match this version's {list(FEATURES)}")
         self.coef = np.asarray(coef, dtype=float)
@@ -152,6 +187,13 @@ class CalibratedPredictor(_JsonFile, LatencyModel):
         self.meta = dict(meta or {})
         self.num_classes = num_classes
         self.tile = check_tile(tile)
+        self.spread = dict(spread) if spread else None
+        if self.spread:
+            self._gram_inv = np.asarray(self.spread["gram_inv"], float)
+            self._scale = np.asarray(self.spread["scale"], float)
+            if self._gram_inv.shape != (len(FEATURES) + 1,) * 2 or self._scale.shape != (len(FEATURES),):
+                raise ValueError(f"predictor spread has the wrong shape: {self._gram_inv.shape}, "
+                                 f"{self._scale.shape}")
 
     @classmethod
     def fit(cls, archs: Sequence[Architecture], latencies_ms: Sequence[float], name: str,
@@ -164,8 +206,10 @@ class CalibratedPredictor(_JsonFile, LatencyModel):
         y = np.asarray(latencies_ms, float)
         if tile is None:
             tile = choose_tile(archs, y, resolutions)[0]
-        coef, intercept = fit_linear(features_of(archs, resolutions, tile), y)
-        return cls(coef, intercept, name=name, meta=meta, tile=tile)
+        x = features_of(archs, resolutions, tile)
+        coef, intercept = fit_linear(x, y)
+        return cls(coef, intercept, name=name, meta=meta, tile=tile,
+                   spread=fit_spread(x, y, coef, intercept, leave_one_out(x, y)))
 
     def predict(self, archs: Sequence[Architecture], resolution: int | None = None) -> list[float]:
         check_resolution(resolution)
@@ -173,6 +217,29 @@ class CalibratedPredictor(_JsonFile, LatencyModel):
             return []
         return (feature_matrix(archs, resolution, self.num_classes, self.tile) @ self.coef
                 + self.intercept).tolist()
+
+    def uncertainty(self, archs: Sequence[Architecture], resolution: int | None = None) -> list[dict | None]:
+        """How far each network lies from the fitted rows, and what that makes of its prediction.
+
+        Each entry: `leverage_ratio` (its leverage over the largest of any fitted row: <= 1 inside what was
+        fitted), `extrapolating` (ratio > 1: measure it, if it matters, rather than trust the figure), and
+        `interval_ms`, an approximate 95% interval: the prediction times 1 +- 1.96 s sqrt(1 + h / h_max),
+        s being the fit's leave-one-out relative error (RMS). The interval widens with the distance; it is a
+        scale of doubt, not a calibrated probability (a fitted family's own errors are correlated). None for
+        every network of a predictor saved without its spread (an old file)."""
+        check_resolution(resolution)
+        if not archs:
+            return []
+        if not self.spread:
+            return [None] * len(archs)
+        x = feature_matrix(archs, resolution, self.num_classes, self.tile)
+        predicted = x @ self.coef + self.intercept
+        z = _design(x, predicted, self._scale)
+        ratio = np.einsum("ij,jk,ik->i", z, self._gram_inv, z) / self.spread["max_leverage"]
+        half = Z_95 * self.spread["loo_rms_relative"] * np.sqrt(1.0 + ratio)
+        return [{"leverage_ratio": float(r), "extrapolating": bool(r > 1.0),
+                 "interval_ms": [float(p * max(0.0, 1 - h)), float(p * (1 + h))]}
+                for r, h, p in zip(ratio, half, predicted)]
 
     def describe(self) -> dict:
         return {"source": self.name, "kind": "calibrated predictor",
@@ -183,7 +250,7 @@ class CalibratedPredictor(_JsonFile, LatencyModel):
     def to_dict(self) -> dict:
         return {"format": FORMAT, "name": self.name, "features": list(FEATURES), "coef": self.coef.tolist(),
                 "intercept": self.intercept, "num_classes": self.num_classes, "channel_tile": self.tile,
-                "meta": self.meta}
+                **({"spread": self.spread} if self.spread else {}), "meta": self.meta}
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "<dict>") -> "CalibratedPredictor":
@@ -191,13 +258,14 @@ class CalibratedPredictor(_JsonFile, LatencyModel):
         try:
             return cls(data["coef"], data.get("intercept", 0.0), name=str(data["name"]),
                        features=data.get("features", FEATURES), meta=data.get("meta"),
-                       num_classes=int(data.get("num_classes", 1000)), tile=data.get("channel_tile", 1))
+                       num_classes=int(data.get("num_classes", 1000)), tile=data.get("channel_tile", 1),
+                       spread=data.get("spread"))
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{source}: malformed latency predictor file ({err})") from None
 
     @classmethod
     def load(cls, path: str) -> "CalibratedPredictor":
-        return cls.from_dict(read_json(path), source=path)
+        return cls.from_dict(fileio.read_json(path), source=path)
 
 
 TRANSFER_FORMAT = "mnas-latency-transfer/1"
@@ -285,7 +353,7 @@ def predictor_from_dict(data: dict, source: str = "<dict>") -> LatencyModel:
 
 def load_predictor(path: str) -> LatencyModel:
     """A predictor file written by `latency calibrate` (with or without --prior)."""
-    return predictor_from_dict(read_json(path), source=path)
+    return predictor_from_dict(fileio.read_json(path), source=path)
 
 
 def features_of(archs: Sequence[Architecture], resolutions: Sequence[int | None] | None = None,
@@ -294,17 +362,3 @@ def features_of(archs: Sequence[Architecture], resolutions: Sequence[int | None]
         return feature_matrix(archs, tile=tile)
     return np.vstack([feature_matrix([a], r, tile=tile) for a, r in zip(archs, resolutions)])
 
-
-def read_json(path: str):
-    if not os.path.isfile(path):
-        raise ValueError(f"no such file: {path!r}")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"cannot read {path!r}: {err}") from None
-
-
-def write_json_atomic(path: str, data) -> None:
-    """Predictor, table and cache files, written atomically (readers never see half a file)."""
-    fileio.write_json_atomic(path, data, indent=1)

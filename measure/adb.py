@@ -25,8 +25,8 @@ from typing import Sequence
 
 from search.latency.base import LatencyModel, Measurement, Progress, check_resolution
 from search.latency.cache import MeasurementCache, arch_key, default_cache_dir
-from search.latency.tflite import QUANTIZATIONS, arch_to_tflite
-from search.space import Architecture
+from search.arch import Architecture
+from trainer.tflite import QUANTIZATIONS, arch_to_tflite
 
 _TIMINGS = re.compile(r"Inference timings in us:\s*Init:\s*([\d.]+),\s*First inference:\s*([\d.]+),\s*"
                       r"Warmup \(avg\):\s*([\d.eE+-]+),\s*Inference \(avg\):\s*([\d.eE+-]+)")

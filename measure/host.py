@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import functools
 import platform
+import time
 from typing import Callable, Sequence
 
-from search.latency.base import LatencyModel, Measurement, check_resolution
+from search.latency.base import LatencyModel, Measurement, Progress, check_resolution
 from search.latency.cache import MeasurementCache, arch_key, default_cache_dir
-from search.latency.tflite import QUANTIZATIONS, arch_to_tflite, measure_in_passes
-from search.space import Architecture
+from measure.timing import measure_in_passes
+from search.arch import Architecture
+from trainer.tflite import QUANTIZATIONS, arch_to_tflite
 
 _UNSET = object()
 
@@ -36,7 +38,7 @@ class HostTFLite(LatencyModel):
     """Measures each architecture once (conversion + timed passes) and caches the result on disk.
 
     A batch (`predict`, `measure_many`) is converted first, then timed in `passes` passes over all of it, and
-    each network keeps its fastest pass (`search.latency.tflite.measure_in_passes`). This machine is shared with
+    each network keeps its fastest pass (`measure.timing.measure_in_passes`). This machine is shared with
     other tenants whose load comes and goes over seconds; timed back to back, every round of a network falls in
     the same moment, while passes over a batch fall in different ones (BENCHMARKS.md: a network's passes
     differed by 9-24% at the median in four runs). A load can also last minutes: `measure_many(between=...)`
@@ -47,7 +49,7 @@ class HostTFLite(LatencyModel):
         quantize: 'float32' or 'int8'.
         warmup, runs, min_seconds: invocations before timing, timed invocations a round, and a floor on a round's
             timed wall time.
-        rounds: rounds of timed invocations a pass at least (`search.latency.tflite.time_tflite`: more than one
+        rounds: rounds of timed invocations a pass at least (`measure.timing.time_tflite`: more than one
             goes on until two agree within 3%; default 1, passes do that work better).
         passes: timings of each network, interleaved over a batch; the fastest counts (default 5).
         cache_dir: where measurements persist; default `default_cache_dir()`; None disables the cache.
@@ -102,12 +104,34 @@ class HostTFLite(LatencyModel):
         found = {d: self.cache.get(k) for d, k in zip(digests, keys)}
         todo = {d: (k, a) for d, k, a in zip(digests, keys, archs) if found[d] is None}
         if todo:
+            # Progress in words that count what they say: conversions by network, timings by pass ("timed 1
+            # network, pass 2/5"), not one counter of network x pass timings that reads as five networks.
+            show = self.progress and (len(todo) > 1 or self.passes > 1)
+            networks = f"{len(todo)} network{'s' if len(todo) > 1 else ''}"
+            converting = Progress(len(todo), "converted network", show)
+            timing = Progress(self.passes, f"timed {networks}, pass", show)
+
+            def converted(convert):
+                def run():
+                    start = time.perf_counter()
+                    flatbuffer = convert()
+                    converting.step(f"{time.perf_counter() - start:.1f} s")
+                    return flatbuffer
+                return run
+
+            def after_pass(done: int) -> None:
+                timing.step()
+                if between is not None:
+                    between(done)
+
             timed = measure_in_passes(
-                {d: functools.partial(arch_to_tflite, a, resolution or a.resolution, self.quantize, self.num_classes)
+                {d: converted(functools.partial(arch_to_tflite, a, resolution or a.resolution, self.quantize,
+                                                self.num_classes))
                  for d, (_, a) in todo.items()},
-                self.passes, "network", self.progress and (len(todo) > 1 or self.passes > 1),
+                self.passes, "network", False,
                 num_threads=self.num_threads, warmup=self.warmup, runs=self.runs, min_seconds=self.min_seconds,
-                rounds=self.rounds, max_rounds=max(8, self.rounds), between=between)
+                rounds=self.rounds, max_rounds=max(8, self.rounds), between=after_pass)
+            timing.step(f"fastest {min(m.ms for m in timed.values()):.3f} ms" if len(todo) == 1 else "")
             for digest, (key, _) in todo.items():
                 found[digest] = timed[digest]
                 self.measured += 1

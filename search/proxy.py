@@ -1,0 +1,293 @@
+"""The proxy task's definition: its settings, and how a child is adapted to it. Pure Python, no TensorFlow.
+
+The paper (Tan et al., CVPR 2019, Sec. 5) trains every sampled model for 5 epochs on ImageNet and scores it on
+50K images held out from the *training* set. With no ImageNet and 2 CPU cores, the embedded default is a
+smaller stand-in chosen by measurement (BENCHMARKS.md, proxy task): a short training on a subset of
+Fashion-MNIST's training images, scored on other training images; the test split is never read, so it stays
+clean for final models.
+
+What the proxy trains is `proxy_architecture(arch, proxy)`, not `arch`: latency and the reported multiply-adds
+belong to the deployment architecture at its deployment resolution. `blind_spots` lists the decisions of a space
+that this adaptation cannot tell apart. Training and scoring the adapted child is `workers.proxy`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping
+
+from search.counts import profile, residual_kind
+from search.arch import SKIP_NONE, SKIP_POOL, Architecture, Block, echo, round_filters
+from search.space import SearchSpace
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxyConfig:
+    """The proxy task's settings. Defaults measured on the 2-core reference machine (BENCHMARKS.md, proxy task)."""
+
+    dataset: str = "fashion-mnist"
+    """A dataset of the data layer (`trainer.data`), e.g. fashion-mnist, cifar."""
+    data_dir: str | None = None
+    """Folder of the dataset's files; None uses the dataset's default (Debian's /usr/share/datasets/...)."""
+    image_size: int = 28
+    """Side of the square images the proxy trains on; Fashion-MNIST's native 28 avoids resizing cost."""
+    train_subset: int = 20000
+    """Training images used (the first ones of the training split, minus the held-out slice). 20,000 rather than
+    10,000: the same children's accuracies then varied about half as much from one training seed to the next, for
+    about 1.5x the CPU a child (BENCHMARKS.md, proxy task)."""
+    heldout: int = 5000
+    """Training images held out for scoring: the *last* ones of the training split, the same for every child, so
+    accuracies compare. The paper likewise scores on held-out training images, never on the test set."""
+    epochs: int = 1
+    """Passes over `train_subset`; ignored when `steps` is set."""
+    steps: int | None = None
+    """If set, train for exactly this many batches (repeating the data as needed) instead of `epochs`."""
+    batch_size: int = 64
+    """Images per training step; full batches only, so the train step is traced once."""
+    optimizer: str = "rmsprop"
+    """'rmsprop' (the paper's: decay 0.9, momentum 0.9, epsilon 1e-3), 'adam' or 'sgd' (Nesterov momentum 0.9).
+    Measured on two children at the defaults: RMSProp 0.002 reached 77-79% held-out accuracy, Adam 0.005 66-71%,
+    SGD 0.1 62-63%; a proxy that leaves children half-trained ranks the optimizer's luck, not the architecture."""
+    learning_rate: float = 0.002
+    """Peak learning rate, cosine-decayed to zero over the run so the last weights are not a noisy snapshot.
+    0.002 for 64 images is the paper's 0.016 per 256 halved. Measured with RMSProp on two children: 0.002 gave
+    78.7/77.7%, 0.001 74.6/78.4%, 0.0005 72.8/75.2%."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay (AdamW style for 'adam'); 0 turns it off -- one epoch does not overfit."""
+    width: float = 0.5
+    """Depth multiplier of the proxy model, multiplying the architecture's own (official rounding). Measured on
+    MnasNet-A1: 0.25 trained only ~15% faster per image than 0.5 (per-op overhead dominates at these sizes),
+    so halving keeps most of the speed while every block keeps at least 8 filters to choose among."""
+    strides_removed: int | tuple[str, ...] = ("stem", "b6")
+    """Which stride-2 layers of the child become stride 1 in the proxy: a list of names, "stem" or "bK" (the
+    first layer of block K, counted from 1), or a number N for the first N stride-2 layers (stem first, then
+    blocks in order). A 224-pixel network halves its map 5 times; a 28-pixel image would shrink 28-14-7-4-2-1,
+    and on 1x1 and 2x2 maps a 5x5 kernel computes exactly what a 3x3 does (every tap beyond the map's edge
+    reads padding). The default removes the stem's stride, so blocks 1-4 see 1/4 of their deployment side
+    (28-28-14-7 against 112-112-56-28), and block 6's, so blocks 4-7 all run on 4x4 maps, where every kernel
+    choice of the space changes the function (`blind_spots` checks this for any space and setting). Block 6's
+    stride was the cheapest of the strides that do this (BENCHMARKS.md, proxy task: against the stem's alone,
+    it costs a few percent more CPU a child, block 4's a quarter more, the stem's and block 2's 2.5-3x). A layer
+    that loses its stride keeps the shortcut it has at its stride (see `_unstride`)."""
+    filter_divisor: int = 4
+    """Filters of the proxy model are the deployment model's filters x `width`, rounded to a multiple of this
+    (the official rule otherwise: never down by more than 10%). The deployment filters are multiples of 8, so
+    at width 0.5 a divisor of 4 halves them exactly and distinct filter choices stay distinct; with 8, as in
+    the official width scaling, 12/16/20 of a 24-filter block would all become 16."""
+    bn_momentum: float = 0.9
+    """Batch-norm moving-average momentum of the proxy model (the deployment model uses 0.99). With 0.99 the
+    moving statistics of a ~150-step run still weigh their initial values, and held-out accuracy measured with
+    them was below chance; 0.9 forgets the start within ~50 steps."""
+    threads: int = 1
+    """TensorFlow intra- and inter-op threads. Measured on MnasNet-A1: 66 s at 1 thread, 46 s at 2 -- so on 2
+    cores two 1-thread children at once finish more children per minute than one 2-thread child. TensorFlow
+    fixes the pools at its first use in a process: later trials in the same actor keep the first value.
+    Results are reproducible for a given thread count, not across counts (reductions change order)."""
+    seed: int = 0
+    """Seeds weights, dropout and the shuffling order; TensorFlow ops are made deterministic too."""
+
+    def __post_init__(self):
+        # The name is checked against the data layer's datasets where the data is read (`launch.py search` reads
+        # it before the first child): this module defines the task and imports nothing above `search`.
+        if not isinstance(self.dataset, str) or not self.dataset:
+            raise ValueError(f"proxy config: dataset must be a name, got {echo(self.dataset)}")
+        if self.data_dir is not None and (not isinstance(self.data_dir, str) or not self.data_dir):
+            raise ValueError(f"proxy config: data_dir must be a folder's path or null, got {echo(self.data_dir)}")
+        for name in ("image_size", "train_subset", "heldout", "epochs", "batch_size", "threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"proxy config: {name} must be a positive integer, got {value!r}")
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int)
+                                       or self.steps < 1):
+            raise ValueError(f"proxy config: steps must be a positive integer or null, got {self.steps!r}")
+        if self.batch_size > self.train_subset:
+            raise ValueError(f"proxy config: batch_size {self.batch_size} exceeds train_subset {self.train_subset}")
+        if not isinstance(self.optimizer, str) or self.optimizer not in _OPTIMIZERS:
+            raise ValueError(f"proxy config: unknown optimizer {echo(self.optimizer)} "
+                             f"(known: {', '.join(_OPTIMIZERS)})")
+        if not isinstance(self.bn_momentum, (int, float)) or not 0 <= self.bn_momentum < 1:
+            raise ValueError(f"proxy config: bn_momentum must be in [0, 1), got {self.bn_momentum!r}")
+        for name in ("learning_rate", "width"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
+                raise ValueError(f"proxy config: {name} must be a positive number, got {value!r}")
+        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) \
+                or not 0 <= self.weight_decay < math.inf:
+            raise ValueError(f"proxy config: weight_decay must be a finite number >= 0, got {echo(self.weight_decay)}")
+        object.__setattr__(self, "strides_removed", _check_strides_removed(self.strides_removed))
+        if isinstance(self.filter_divisor, bool) or not isinstance(self.filter_divisor, int) \
+                or self.filter_divisor < 1:
+            raise ValueError(f"proxy config: filter_divisor must be a positive integer, got {self.filter_divisor!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ValueError(f"proxy config: seed must be an integer, got {self.seed!r}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "ProxyConfig":
+        """Builds a config from a (YAML) mapping; unknown keys raise ValueError naming them."""
+        data = dict(data or {})
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"proxy config: unknown key(s) {', '.join(map(repr, unknown))} "
+                             f"(known: {', '.join(known)})")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps of one child: `steps`, or full batches of `train_subset` times `epochs`."""
+        return self.steps or self.train_subset // self.batch_size * self.epochs
+
+    def replace(self, **changes) -> "ProxyConfig":
+        return dataclasses.replace(self, **changes)
+
+
+_OPTIMIZERS = ("adam", "rmsprop", "sgd")
+
+
+def _check_strides_removed(value: Any) -> int | tuple[str, ...]:
+    """A count (int >= 0) or a tuple of layer names ("stem", "bK"); ValueError naming the bad entry."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"proxy config: strides_removed must be >= 0 or a list of layers, got {value!r}")
+        return value
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ValueError(f"proxy config: strides_removed must be a number or a list like [stem, b4], got {value!r}")
+    names = tuple(str(name) for name in value)
+    for name in names:
+        if name != "stem" and not (name[:1] == "b" and name[1:].isdigit() and int(name[1:]) >= 1):
+            raise ValueError(f"proxy config: strides_removed: bad layer {name!r} (write 'stem' or 'bK', K >= 1)")
+    if len(set(names)) != len(names):
+        raise ValueError(f"proxy config: strides_removed names a layer twice: {list(names)}")
+    return names
+
+
+def unstrided_layers(arch: Architecture, proxy: ProxyConfig, strict: bool = False) -> set[str]:
+    """The names ("stem", "bK") of the stride-2 layers of `arch` that the proxy runs at stride 1.
+
+    A name for a layer that has stride 1 already is harmless (the setting is written for a space, whose choices
+    never change strides), and so, unless `strict`, is a name for a block that `arch` lacks (the default names
+    block 6; a smaller network trains with its stem's stride removed). A search checks its config's own names
+    strictly against its space before it starts (`blind_spots`).
+    """
+    strided = (["stem"] if arch.stem_stride > 1 else []) + \
+        [f"b{k}" for k, block in enumerate(arch.blocks, 1) if block.stride > 1]
+    if isinstance(proxy.strides_removed, int):
+        return set(strided[:proxy.strides_removed])
+    for name in proxy.strides_removed:
+        if strict and name != "stem" and int(name[1:]) > len(arch.blocks):
+            raise ValueError(f"proxy config: strides_removed names {name!r} but the architecture has "
+                             f"{len(arch.blocks)} blocks")
+    return set(proxy.strides_removed) & set(strided)
+
+
+def proxy_architecture(arch: Architecture, proxy: ProxyConfig) -> Architecture:
+    """The architecture the proxy trains: `arch` adapted to small images and a small budget.
+
+    Three explicit changes, nothing else (kernels, ops, SE, skips and repeats are the child's):
+
+    * the layers named by `proxy.strides_removed` stride 1, so a 28x28 image still has a spatial map on which
+      kernel choices matter when it reaches the late blocks (see `ProxyConfig.strides_removed`). A block that
+      loses its stride and has equal input and output filters gains its identity residual, exactly as the same
+      block string would at stride 1;
+    * filters are the deployment model's (its own depth multiplier applied) x `proxy.width`, rounded to
+      multiples of `proxy.filter_divisor`, and written into the blocks: the result has depth multiplier 1.0 and
+      its block strings say what is trained;
+    * the resolution becomes `proxy.image_size`.
+
+    Returns a new Architecture; `arch` is unchanged (frozen). Latency is never taken on the result.
+    """
+    unstrided = unstrided_layers(arch, proxy)
+
+    def width(filters: int) -> int:
+        return round_filters(filters, proxy.width, proxy.filter_divisor)
+
+    blocks = []
+    for number, block in enumerate(arch.scaled_blocks(), 1):
+        block = block.replace(input_filters=width(block.input_filters), output_filters=width(block.output_filters))
+        if f"b{number}" in unstrided:
+            blocks.extend(_unstride(block))
+        else:
+            blocks.append(block)
+    return arch.replace(blocks=tuple(blocks), stem_filters=width(arch.scaled_stem()),
+                        stem_stride=1 if "stem" in unstrided else arch.stem_stride,
+                        resolution=proxy.image_size, depth_multiplier=1.0)
+
+
+def _unstride(block: Block) -> list[Block]:
+    """`block` at stride 1 with the shortcut its first layer has at its own stride.
+
+    At stride 2 an identity skip cannot apply and a pooling skip pools; at stride 1 with equal filters both
+    would become an identity residual, so the proxy would see a difference the deployment model lacks
+    (identity against none) and miss one it has (pooled against identity). The first layer therefore takes
+    `noskip` where the deployment has no shortcut and `poolskip` where it has a pooled one (at stride 1: the
+    identity, or the 1x1 projection when the filters change); when that differs from the other repeats' skip, it
+    becomes a block of its own.
+    """
+    cin, cout = block.input_filters, block.output_filters
+    unstrided = block.replace(strides=(1, 1))
+    deployed = residual_kind(block.skip, block.stride, cin, cin, cout)          # none or pool at a stride > 1
+    wanted = residual_kind(SKIP_POOL, 1, cin, cin, cout) if deployed == SKIP_POOL else SKIP_NONE
+    if residual_kind(block.skip, 1, cin, cin, cout) == wanted:
+        return [unstrided]
+    first = unstrided.replace(repeats=1, skip=SKIP_POOL if deployed == SKIP_POOL else SKIP_NONE)
+    if block.repeats == 1:
+        return [first]
+    return [first, unstrided.replace(repeats=block.repeats - 1, input_filters=cout)]
+
+
+def model_signature(arch: Architecture, input_channels: int = 3) -> tuple:
+    """What `arch` computes at its resolution, layer by layer, with aliases folded: two architectures with the
+    same signature build the same function class (they differ at most in weights that only ever multiply
+    padding). A kernel is folded to the part that can reach the map: a k x k same-padded kernel whose reach
+    k // 2 is at least the map's side - 1 sees the whole map from every position, as any larger kernel does.
+    """
+    rows = []
+    for layer in profile(arch, input_channels=input_channels):
+        reach = min(layer.kernel // 2, max(layer.in_hw - 1, 0))
+        rows.append((layer.op, layer.in_hw, layer.out_hw, layer.in_filters, layer.out_filters, 2 * reach + 1,
+                     layer.stride, layer.expand_filters, layer.se_filters, layer.skip))
+    return tuple(rows)
+
+
+def blind_spots(space: SearchSpace, proxy: ProxyConfig, strict: bool = True) -> list[str]:
+    """The choices of `space` that change the deployment model but not the proxy model, one sentence each.
+
+    Checked block by block, analytically: two kernel options the proxy's feature map cannot tell apart, and two
+    filter options that the proxy's width rounding merges. The test suite checks the same property by changing
+    every decision of random children and comparing `model_signature`s; an empty list means the proxy sees
+    every decision that the deployment model sees. `strict` refuses a `strides_removed` name for a block the space
+    lacks (a search is strict when its config writes the names out; the default's "b6" may not exist in a small
+    space).
+    """
+    base = space.decode([0] * len(space.decisions))
+    unstrided = unstrided_layers(base, proxy, strict=strict)
+    side = -(-proxy.image_size // (1 if "stem" in unstrided else base.stem_stride))
+    found = []
+    for number, (block, scaled) in enumerate(zip(space.blocks, base.scaled_blocks()), 1):
+        stride = 1 if f"b{number}" in unstrided else scaled.stride
+        next_side = -(-side // stride)
+        kernels = block.options("kernel")
+        folded: dict[int, list[int]] = {}
+        for kernel in kernels:
+            folded.setdefault(2 * min(kernel // 2, side - 1) + 1, []).append(kernel)
+        for merged in folded.values():
+            if len(merged) > 1:
+                found.append(f"block {number} kernel: {' and '.join(map(str, merged))} act alike on its "
+                             f"{side}x{side} proxy map")
+        deploy: dict[int, list[float]] = {}
+        for multiplier in block.options("filter_multiplier"):
+            filters = round_filters(round_filters(block.filters, float(multiplier)), base.depth_multiplier)
+            deploy.setdefault(filters, []).append(multiplier)
+        proxied: dict[int, list[int]] = {}
+        for filters in deploy:
+            proxied.setdefault(round_filters(filters, proxy.width, proxy.filter_divisor), []).append(filters)
+        for trained, merged in proxied.items():
+            if len(merged) > 1:
+                found.append(f"block {number} filters: {' and '.join(map(str, merged))} all train as {trained} "
+                             f"at proxy width {proxy.width:g}")
+        side = next_side
+    return found
