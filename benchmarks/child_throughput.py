@@ -35,7 +35,7 @@ CHILDREN = ("mnasnet-a1", "mobilenetv2", "random:0", "random:1")
 
 
 def child(name: str):
-    from search.registry import load_architecture, load_space
+    from mnas.search.registry import load_architecture, load_space
 
     if name.startswith("random:"):
         return load_space("mnasnet").sample(int(name.split(":")[1]))
@@ -44,8 +44,8 @@ def child(name: str):
 
 def measure(name: str, threads: int, steps: int, warmup: int) -> dict:
     """Images/s of the proxy's own step and of model.fit for one child, in this process."""
-    from search.proxy import ProxyConfig
-    from workers.proxy import ProxyTraining, _optimizer
+    from mnas.search.proxy import ProxyConfig
+    from mnas.workers.proxy import ProxyTraining, _optimizer
 
     proxy = ProxyConfig(threads=threads, steps=warmup + steps, train_subset=64 * (warmup + steps), heldout=500)
     arch = child(name)
@@ -59,7 +59,7 @@ def measure(name: str, threads: int, steps: int, warmup: int) -> dict:
 
     import keras
 
-    from trainer.data import make_pipeline
+    from mnas.trainer.data import make_pipeline
 
     with ProxyTraining(arch, proxy) as training:   # the same built model, fresh weights, its data
         model = training.model

@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:                      # benchmarks run as scripts from any folder
     sys.path.insert(0, ROOT)
 
-from search.fileio import atomic_write  # noqa: E402
+from mnas.search.fileio import atomic_write  # noqa: E402
 
 BENCHMARKS_MD = os.path.join(ROOT, "BENCHMARKS.md")
 
@@ -30,7 +30,7 @@ def machine(shared: bool = True) -> str:
     after its own work: a load near the benchmark's own worker count means nothing else ran); `shared=False` says
     that nothing else was running, for benchmarks whose author made sure of it."""
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    from measure.host import cpu_model   # no TensorFlow: host.py imports it only to measure
+    from mnas.measure.host import cpu_model   # no TensorFlow: host.py imports it only to measure
 
     line = f"{os.cpu_count()} cores ({platform.machine()}, {cpu_model()}), {memory:.0f} GiB, no GPU"
     pinned = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

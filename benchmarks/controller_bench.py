@@ -56,9 +56,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.common import machine, report, today  # noqa: E402
-from search.config import SearchConfig  # noqa: E402
-from search.registry import load_space  # noqa: E402
-from search.strategy import make_strategy  # noqa: E402
+from mnas.search.config import SearchConfig  # noqa: E402
+from mnas.search.registry import load_space  # noqa: E402
+from mnas.search.strategy import make_strategy  # noqa: E402
 
 SPACE = "mnasnet"
 BUDGETS = (250, 500, 1000, 2000)
@@ -115,9 +115,9 @@ class SurrogateObjective:
     name = "surrogate"
 
     def __init__(self, path: str, space, seed: int, target_ms: float = 75.0):
-        from measure import get_latency_model
-        from search.reward import Reward
-        from search.surrogate import Surrogate
+        from mnas.measure import get_latency_model
+        from mnas.search.reward import Reward
+        from mnas.search.surrogate import Surrogate
 
         self.surrogate = Surrogate.load(path)
         self.surrogate.check_space(space)

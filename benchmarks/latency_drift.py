@@ -25,7 +25,7 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 
 from benchmarks.common import machine, report, today  # noqa: E402
-from search.latency.lut import LookupTable  # noqa: E402
+from mnas.search.latency.lut import LookupTable  # noqa: E402
 
 RESULTS = "benchmarks/results/latency_host.json"
 TABLE = "benchmarks/results/lut_host_224.json"
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     commits = args.old_commit or ["8ad907b", "0c3d938", "13eb95e", "76ff248", "5de535c"]
     new = json.load(open(os.path.join(ROOT, RESULTS), encoding="utf-8"))
     new_table = LookupTable.load(os.path.join(ROOT, TABLE))
-    from search.registry import load_space
+    from mnas.search.registry import load_space
 
     space = load_space(new.get("space", "mnasnet"))
     size = new.get("resolution", 224)

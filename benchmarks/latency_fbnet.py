@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from benchmarks.latency_report import machine, today, spearman, update_section  # noqa: E402
-from search.latency.predictor import fit_linear  # noqa: E402
+from mnas.search.latency.predictor import fit_linear  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "latency")
 DEVICES = ("pixel2", "samsung_a50", "samsung_s7", "essential_ph_1")

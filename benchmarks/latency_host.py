@@ -51,12 +51,12 @@ import numpy as np  # noqa: E402
 
 from benchmarks.common import report  # noqa: E402
 from benchmarks.latency_report import machine, spearman, today  # noqa: E402
-from search.counts import count  # noqa: E402
-from measure.host import HostTFLite  # noqa: E402
-from measure.layers import host_layer_measurer  # noqa: E402
-from search.latency.lut import LookupTable, build_lut, layer_keys, row_of, same_device  # noqa: E402
-from search.latency.predictor import CalibratedPredictor  # noqa: E402
-from search.registry import load_space  # noqa: E402
+from mnas.search.counts import count  # noqa: E402
+from mnas.measure.host import HostTFLite  # noqa: E402
+from mnas.measure.layers import host_layer_measurer  # noqa: E402
+from mnas.search.latency.lut import LookupTable, build_lut, layer_keys, row_of, same_device  # noqa: E402
+from mnas.search.latency.predictor import CalibratedPredictor  # noqa: E402
+from mnas.search.registry import load_space  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results", "latency_host.json")
 TABLE = os.path.join("benchmarks", "results", "lut_host_224.json")   # the calibrated table, relative to ROOT

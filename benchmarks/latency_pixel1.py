@@ -28,12 +28,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from benchmarks.latency_report import machine, mape, today, update_section  # noqa: E402
-from search.counts import count  # noqa: E402
-from measure import get_latency_model  # noqa: E402
-from search.latency.calibrate import published_pixel1, training_data  # noqa: E402
-from search.latency.features import feature_matrix  # noqa: E402
-from search.latency.predictor import fit_linear  # noqa: E402
-from search.registry import ARCHITECTURES, load_space  # noqa: E402
+from mnas.search.counts import count  # noqa: E402
+from mnas.measure import get_latency_model  # noqa: E402
+from mnas.search.latency.calibrate import published_pixel1, training_data  # noqa: E402
+from mnas.search.latency.features import feature_matrix  # noqa: E402
+from mnas.search.latency.predictor import fit_linear  # noqa: E402
+from mnas.search.registry import ARCHITECTURES, load_space  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOST_TABLE = os.path.join(ROOT, "benchmarks", "results", "lut_host_224.json")
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     print(table)
 
     # The recipe on this host's lookup table, where MobileNetV2's whole grid can be priced.
-    from search.latency.lut import LookupTable
+    from mnas.search.latency.lut import LookupTable
 
     host = LookupTable.load(HOST_TABLE)
     a1, mv2 = grid(ARCHITECTURES["mnasnet-a1"]), grid(ARCHITECTURES["mobilenetv2"])

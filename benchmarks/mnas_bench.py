@@ -49,7 +49,7 @@ def rules_fingerprint(config: dict) -> str:
 
 def run_rows(run_dir: str) -> tuple[list[dict], dict]:
     """The rows of one run, and its config."""
-    from results.store import ResultStore
+    from mnas.results.store import ResultStore
 
     store = ResultStore.open_run(run_dir, readonly=True)
     config = store.get_meta("config") or {}
@@ -77,7 +77,7 @@ def run_rows(run_dir: str) -> tuple[list[dict], dict]:
 def export(run_dirs: list[str], out: str) -> "pd.DataFrame":
     import pandas as pd
 
-    from results.store import export_frame
+    from mnas.results.store import export_frame
 
     frames, fingerprints = [], {}
     for run_dir in run_dirs:
@@ -98,8 +98,8 @@ def fit(table: str, out: str, noise: float, folds: int = 5, seed: int = 0) -> di
     import numpy as np
     import pandas as pd
 
-    from search.registry import load_space
-    from search.surrogate import Surrogate, cross_validate
+    from mnas.search.registry import load_space
+    from mnas.search.surrogate import Surrogate, cross_validate
 
     frame = pd.read_csv(table) if table.endswith(".csv") else pd.read_parquet(table)
     ok = frame[(frame["status"] == "ok") & frame["accuracy"].notna()]

@@ -36,7 +36,7 @@ def children(table: str, count: int) -> list[tuple[str, object, float | None]]:
     references."""
     import pandas as pd
 
-    from search.registry import ARCHITECTURES, load_space
+    from mnas.search.registry import ARCHITECTURES, load_space
 
     frame = pd.read_csv(table)
     ok = frame[frame["status"] == "ok"].sort_values("sample").head(count)
@@ -49,8 +49,8 @@ def children(table: str, count: int) -> list[tuple[str, object, float | None]]:
 
 
 def _train(label: str, arch, config) -> dict:
-    from search.failures import ChildFailed
-    from workers.proxy import train_child
+    from mnas.search.failures import ChildFailed
+    from mnas.workers.proxy import train_child
 
     started = time.perf_counter()
     try:
@@ -73,8 +73,8 @@ def main(argv=None) -> int:
     parser.add_argument("--write", action="store_true", help="put the section into BENCHMARKS.md")
     args = parser.parse_args(argv)
 
-    from search.surrogate import kendall, spearman
-    from search.proxy import ProxyConfig
+    from mnas.search.surrogate import kendall, spearman
+    from mnas.search.proxy import ProxyConfig
 
     try:
         chosen = children(args.table, args.children)

@@ -26,10 +26,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import machine, report, today  # noqa: E402
-from search.registry import ARCHITECTURES, load_space  # noqa: E402
-from search.failures import ChildFailed  # noqa: E402
-from search.proxy import ProxyConfig  # noqa: E402
-from workers.proxy import train_child  # noqa: E402
+from mnas.search.registry import ARCHITECTURES, load_space  # noqa: E402
+from mnas.search.failures import ChildFailed  # noqa: E402
+from mnas.search.proxy import ProxyConfig  # noqa: E402
+from mnas.workers.proxy import train_child  # noqa: E402
 
 REFERENCES = ("mnasnet-a1", "mobilenetv2", "mnasnet-small")
 

@@ -54,12 +54,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.common import machine, report  # noqa: E402
-from search.config import SearchConfig  # noqa: E402
-from search.counts import count  # noqa: E402
-from measure import get_latency_model  # noqa: E402
-from search.registry import load_architecture, load_space  # noqa: E402
-from search.reward import Reward  # noqa: E402
-from search.strategy import make_strategy  # noqa: E402
+from mnas.search.config import SearchConfig  # noqa: E402
+from mnas.search.counts import count  # noqa: E402
+from mnas.measure import get_latency_model  # noqa: E402
+from mnas.search.registry import load_architecture, load_space  # noqa: E402
+from mnas.search.reward import Reward  # noqa: E402
+from mnas.search.strategy import make_strategy  # noqa: E402
 
 # MobileNetV2 at 224 px, width 0.5 ... 1.4: (multiply-adds, ImageNet top-1), TF-slim's published checkpoints.
 MOBILENETV2_LADDER = ((97e6, 0.654), (209e6, 0.698), (300e6, 0.718), (509e6, 0.744), (582e6, 0.750))

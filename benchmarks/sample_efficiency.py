@@ -24,8 +24,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from search.registry import load_space  # noqa: E402
-from search.strategy import make_strategy  # noqa: E402
+from mnas.search.registry import load_space  # noqa: E402
+from mnas.search.strategy import make_strategy  # noqa: E402
 
 
 class Objective:

@@ -19,8 +19,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from results.pareto import pareto_front  # noqa: E402
-from results.store import ResultStore  # noqa: E402
+from mnas.results.pareto import pareto_front  # noqa: E402
+from mnas.results.store import ResultStore  # noqa: E402
 
 
 def _seconds(iso_start: str, iso_end: str) -> float:

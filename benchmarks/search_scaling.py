@@ -47,7 +47,7 @@ from benchmarks.common import machine, today, update_block  # noqa: E402
 
 def bench_config(args, workers: int, strategy: str = "random") -> dict:
     """configs/default.yaml with the benchmark's budget, proxy size and strategy."""
-    from search.config import SearchConfig
+    from mnas.search.config import SearchConfig
 
     config = SearchConfig.load(os.path.join(ROOT, "configs", "default.yaml")).to_dict()
     config.update(name="bench-scaling", samples=args.samples, workers=workers, seed=args.seed, strategy=strategy)
@@ -57,7 +57,7 @@ def bench_config(args, workers: int, strategy: str = "random") -> dict:
 
 def run_search(config: dict, out: str, address: str | None = None) -> dict:
     """Runs `launch.py search` on `config` in a subprocess; returns its wall time and the run's store figures."""
-    from results.store import ResultStore
+    from mnas.results.store import ResultStore
 
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "config.yaml")
@@ -87,11 +87,11 @@ def run_search(config: dict, out: str, address: str | None = None) -> dict:
 
 def plain_loop(run_dir: str) -> dict:
     """Trains a finished run's children one after another in this process; the loop's time, imports excluded."""
-    from results.store import ResultStore
-    from measure import get_latency_model
-    from search.registry import load_space
-    from search.proxy import ProxyConfig
-    from workers.proxy import train_child
+    from mnas.results.store import ResultStore
+    from mnas.measure import get_latency_model
+    from mnas.search.registry import load_space
+    from mnas.search.proxy import ProxyConfig
+    from mnas.workers.proxy import train_child
 
     store = ResultStore(run_dir, readonly=True)
     config = store.get_meta("config")

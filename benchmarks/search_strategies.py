@@ -43,7 +43,7 @@ from benchmarks.search_scaling import run_search  # noqa: E402
 
 
 def config_for(args, seed: int, strategy: str = "mnas", scheduler: str = "none") -> dict:
-    from search.config import SearchConfig
+    from mnas.search.config import SearchConfig
 
     config = SearchConfig.load(os.path.join(ROOT, "configs", "default.yaml")).to_dict()
     config.update(name=f"bench-{strategy}-{scheduler}-{seed}", samples=args.samples, seed=seed, strategy=strategy,
@@ -55,7 +55,7 @@ def config_for(args, seed: int, strategy: str = "mnas", scheduler: str = "none")
 
 def figures(run: dict) -> dict:
     """Per-run figures read from its store."""
-    from results.store import ResultStore
+    from mnas.results.store import ResultStore
 
     children = ResultStore(run["run_dir"], readonly=True).children(status="all").sort_values("sample")
     ok = children[children["status"] == "ok"]

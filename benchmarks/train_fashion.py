@@ -36,8 +36,8 @@ def fit_images_per_second(config, data, steps: int, warmup: int = 10) -> float:
     import keras
     import tensorflow as tf
 
-    from trainer.recipe import make_optimizer, make_schedule
-    from trainer.train import build
+    from mnas.trainer.recipe import make_optimizer, make_schedule
+    from mnas.trainer.train import build
 
     keras.backend.clear_session(free_memory=True)
     keras.utils.set_random_seed(config.seed)
@@ -67,9 +67,9 @@ def main(argv=None) -> int:
 
     import pandas as pd
 
-    from trainer.export import export_model
-    from trainer.replay import resolve_arch
-    from trainer.train import TrainConfig, open_data, set_up_tensorflow, train
+    from mnas.trainer.export import export_model
+    from mnas.trainer.replay import resolve_arch
+    from mnas.trainer.train import TrainConfig, open_data, set_up_tensorflow, train
 
     set_up_tensorflow(args.threads)
     results = []

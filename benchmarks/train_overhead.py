@@ -26,9 +26,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="/tmp/train-overhead")
     args = parser.parse_args(argv)
 
-    from trainer.recipe import Recipe
-    from trainer.replay import resolve_arch
-    from trainer.train import TrainConfig, open_data, set_up_tensorflow, train
+    from mnas.trainer.recipe import Recipe
+    from mnas.trainer.replay import resolve_arch
+    from mnas.trainer.train import TrainConfig, open_data, set_up_tensorflow, train
 
     set_up_tensorflow(args.threads)
     arch = resolve_arch(args.arch).arch

@@ -56,8 +56,8 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from results.dashboard import DEFAULT_REFRESH_S
-    from results.server import DashboardServer
+    from mnas.results.dashboard import DEFAULT_REFRESH_S
+    from mnas.results.server import DashboardServer
 
     server = DashboardServer(args.run_dirs, host=args.host, port=args.port,
                              refresh_seconds=args.refresh or DEFAULT_REFRESH_S)

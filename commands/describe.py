@@ -31,8 +31,8 @@ def add_arguments(parser):
 def resolve(args):
     """The architecture named by args.arch (any ARCH form: trainer.replay.resolve_arch, the one resolver of every
     command) with --resolution / --depth-multiplier applied."""
-    from search.arch import MAX_DEPTH_MULTIPLIER
-    from trainer.replay import resolve_arch
+    from mnas.search.arch import MAX_DEPTH_MULTIPLIER
+    from mnas.trainer.replay import resolve_arch
 
     arch = resolve_arch(args.arch).arch
     changes = {}
@@ -49,7 +49,7 @@ def resolve(args):
 
 
 def run(args) -> int:
-    from search.counts import count, profile
+    from mnas.search.counts import count, profile
 
     if args.num_classes < 1 or args.input_channels < 1:
         raise ValueError("--num-classes and --input-channels must be positive integers")

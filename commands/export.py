@@ -31,9 +31,9 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from commands.train import check_export_options, export_formats
-    from trainer.export import check_export_dir, export_model
-    from trainer.train import load_trained
+    from mnas.commands.train import check_export_options, export_formats
+    from mnas.trainer.export import check_export_dir, export_model
+    from mnas.trainer.train import load_trained
 
     run_dir = args.checkpoint
     if not os.path.isdir(run_dir):

@@ -146,8 +146,8 @@ def _backend_options(args, backend: str) -> dict:
 
 
 def _predict(args) -> int:
-    from commands.describe import resolve
-    from measure import get_latency_model
+    from mnas.commands.describe import resolve
+    from mnas.measure import get_latency_model
 
     arch = resolve(args)
     model = get_latency_model(args.backend, **_backend_options(args, args.backend))
@@ -172,10 +172,10 @@ def _predict(args) -> int:
 
 
 def _build_lut(args) -> int:
-    from measure.layers import adb_layer_measurer, host_layer_measurer
-    from search.latency.lut import LookupTable, build_lut
-    from search.registry import load_space
-    from trainer.replay import resolve_arch
+    from mnas.measure.layers import adb_layer_measurer, host_layer_measurer
+    from mnas.search.latency.lut import LookupTable, build_lut
+    from mnas.search.registry import load_space
+    from mnas.trainer.replay import resolve_arch
 
     archs = [resolve_arch(a).arch for a in args.arch]
     if args.space:
@@ -189,7 +189,7 @@ def _build_lut(args) -> int:
     kind = args.backend.split(":", 1)[0]
     options = _backend_options(args, args.backend)
     if kind == "host":
-        from measure.host import HostTFLite
+        from mnas.measure.host import HostTFLite
 
         model = HostTFLite(**options)
         measure_layers = host_layer_measurer(args.threads, args.quantize, progress=True,
@@ -200,7 +200,7 @@ def _build_lut(args) -> int:
 
         passes = model.passes
     elif kind == "adb":
-        from measure.adb import AdbLatency
+        from mnas.measure.adb import AdbLatency
 
         model = AdbLatency(serial=args.backend.partition(":")[2] or None, **options)
         measure_layers = adb_layer_measurer(model.device, args.quantize, progress=True)
@@ -222,7 +222,7 @@ def _build_lut(args) -> int:
 def _calibrate(args) -> int:
     import os
 
-    from search.latency.calibrate import calibrate, read_measurements
+    from mnas.search.latency.calibrate import calibrate, read_measurements
 
     archs, values = read_measurements(args.csv, arch=args.arch)
     name = args.name or os.path.splitext(os.path.basename(args.csv))[0] + "-predicted"
@@ -244,8 +244,8 @@ def _calibrate(args) -> int:
 
 def _prior(spec: str):
     """--prior: 'pixel1', 'calibrated:FILE' or FILE."""
-    from measure import get_latency_model
-    from search.latency import load_predictor
+    from mnas.measure import get_latency_model
+    from mnas.search.latency import load_predictor
 
     if spec == "pixel1" or spec.startswith("calibrated:"):
         return get_latency_model(spec)
@@ -253,7 +253,7 @@ def _prior(spec: str):
 
 
 def run(args) -> int:
-    from measure.adb import DeviceError
+    from mnas.measure.adb import DeviceError
 
     commands = {"predict": _predict, "build-lut": _build_lut, "calibrate": _calibrate}
     try:

@@ -22,7 +22,7 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from results.dashboard import write_report
+    from mnas.results.dashboard import write_report
 
     out = Path(args.out)
     if out.suffix.lower() not in _SUFFIXES:

@@ -47,7 +47,7 @@ _STATUS_ORDER = {"ok": 0, "pruned": 1, "failed": 2}
 
 def select(children, status: str = "all", pareto: bool = False, sort: str | None = None, top: int | None = None):
     """The rows the command shows, in order: filter by status, optionally the Pareto front, rank, cut to top."""
-    from results.pareto import pareto_front
+    from mnas.results.pareto import pareto_front
 
     if top is not None and top < 1:
         raise ValueError(f"--top must be a positive integer, got {top}")
@@ -73,7 +73,7 @@ def summary(children) -> str:
     by_status = Counter(children["status"])
     parts = [f"{by_status[status]} {status}" for status in ("ok", "failed", "pruned") if by_status[status]]
     line = f"{len(children)} children: {', '.join(parts)}"
-    from results.views import failure_counts, predicted_by
+    from mnas.results.views import failure_counts, predicted_by
 
     failures = failure_counts(children)
     if failures:
@@ -117,7 +117,7 @@ def table(rows, children=None) -> list[str]:
 
     'rank' and 'pareto' are each child's RUN_DIR:RANK and RUN_DIR:pareto:I (results.views.reward_ranks and
     frontier, computed over `children`, the whole run: default `rows`), not the row's position."""
-    from results.views import frontier, reward_ranks
+    from mnas.results.views import frontier, reward_ranks
 
     if len(rows) == 0:
         return ["(no children)"]
@@ -148,7 +148,7 @@ def table(rows, children=None) -> list[str]:
 
 
 def run(args) -> int:
-    from results.store import ResultStore, check_export_path, export_frame
+    from mnas.results.store import ResultStore, check_export_path, export_frame
 
     if args.export:
         check_export_path(args.export)
@@ -158,7 +158,7 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(to_json(rows), indent=2))
     else:
-        from results.views import mnas_command, rank_legend
+        from mnas.results.views import mnas_command, rank_legend
 
         if len(rows):
             run = (os.path.dirname(args.run_dir) or ".") if os.path.isfile(args.run_dir) else args.run_dir  # a store

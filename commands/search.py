@@ -8,7 +8,7 @@ import sqlite3
 import sys
 import time
 
-from commands.dashboard import DEFAULT_PORT
+from mnas.commands.dashboard import DEFAULT_PORT
 
 HELP = "run a search: the controller samples children, Ray workers train them, the reward steers the controller"
 DESCRIPTION = """Run a platform-aware architecture search (MnasNet, Tan et al. 2019).
@@ -45,7 +45,7 @@ def add_arguments(parser):
 
 def load_config(args):
     """The config file with the command-line overrides applied and every section validated."""
-    from search.config import SearchConfig
+    from mnas.search.config import SearchConfig
 
     path = args.config
     if path is None:
@@ -73,12 +73,12 @@ def load_config(args):
 
 
 def run(args) -> int:
-    from search.driver import STATE_FILE
-    from search.registry import load_space
-    from search.runlock import LOCK_FILE, RunLock
-    from search.strategy import make_strategy
-    from search.proxy import ProxyConfig, blind_spots
-    from workers.trial import check_faults
+    from mnas.search.driver import STATE_FILE
+    from mnas.search.registry import load_space
+    from mnas.search.runlock import LOCK_FILE, RunLock
+    from mnas.search.strategy import make_strategy
+    from mnas.search.proxy import ProxyConfig, blind_spots
+    from mnas.workers.trial import check_faults
 
     config = load_config(args)
     space = load_space(config.space)
@@ -103,7 +103,7 @@ def run(args) -> int:
     strategy = make_strategy(config.strategy, space.choice_counts, seed=config.seed,
                              settings=config.strategy_settings())
     if surrogate is None and not args.address:
-        from search.tune import ray_temp_dir
+        from mnas.search.tune import ray_temp_dir
 
         ray_temp_dir()          # a Ray folder that cannot hold Ray's sockets stops us here, before any write
 
@@ -140,10 +140,10 @@ def run(args) -> int:
 
 
 def _search(args, config, space, reward, proxy, strategy, surrogate, run_dir, state_path) -> int:
-    from results.store import ResultStore
-    from results.views import mnas_command
-    from search.driver import SearchRun, run_in_process, write_json_atomic
-    from workers.trial import SurrogateEvaluator, TrialSettings
+    from mnas.results.store import ResultStore
+    from mnas.results.views import mnas_command
+    from mnas.search.driver import SearchRun, run_in_process, write_json_atomic
+    from mnas.workers.trial import SurrogateEvaluator, TrialSettings
 
     write_json_atomic(os.path.join(run_dir, "config.json"), config.to_dict())
     store = ResultStore(os.path.join(run_dir, "results.sqlite"))
@@ -182,8 +182,8 @@ def _search(args, config, space, reward, proxy, strategy, surrogate, run_dir, st
 
     from ray import tune
 
-    from search.tune import init_ray, make_scheduler, run_trials
-    from workers.trial import make_child_trainable
+    from mnas.search.tune import init_ray, make_scheduler, run_trials
+    from mnas.workers.trial import make_child_trainable
 
     print(f"search {config.name!r}: {config.samples} children of space {space.name!r} ({space.size:.2e} "
           f"genotypes), strategy {config.strategy}, reward ACC * {reward.describe()}, latency {config.latency[0]}, "
@@ -202,7 +202,7 @@ def _search(args, config, space, reward, proxy, strategy, surrogate, run_dir, st
 
 def _finish(search, store, run_dir: str, attempt: int) -> int:
     """Records the end of a (re)start and prints where the results are."""
-    from results.views import mnas_command
+    from mnas.results.views import mnas_command
 
     summary = search.summary()
     store.set_meta("finished_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
@@ -218,7 +218,7 @@ def _finish(search, store, run_dir: str, attempt: int) -> int:
     shown = _shown(run_dir)
     print(f"  table:     {mnas_command('results', shown, '--top', '10')}")
     print(f"  frontier:  {mnas_command('results', shown, '--pareto')}")
-    print(f"  pandas:    ResultStore({shown!r}).children()  (from results.store)")
+    print(f"  pandas:    ResultStore({shown!r}).children()  (from mnas.results.store)")
     print(f"dashboard: {mnas_command('dashboard', shown)}  (then open http://127.0.0.1:{DEFAULT_PORT}; "
           f"a file to share: {mnas_command('report', shown, '--out', 'report.html')})")
     return 0 if summary["done"] >= search.samples else 1
@@ -242,7 +242,7 @@ def _resume_command(args, run_dir: str) -> str:
     """
     import shlex
 
-    from results.views import mnas_command
+    from mnas.results.views import mnas_command
 
     if os.environ.get(MAKE_ENV) == "1":
         words = []
@@ -292,9 +292,9 @@ def _check_resumable(run_dir: str, config, space) -> None:
     The run's own config (store meta, else config.json) must match on everything but RESUME_FREE, and the
     state file and the store must agree on which children are done.
     """
-    from results.store import ResultStore
-    from search.config import RESUME_FREE, resume_differences
-    from search.driver import STATE_FILE, read_json
+    from mnas.results.store import ResultStore
+    from mnas.search.config import RESUME_FREE, resume_differences
+    from mnas.search.driver import STATE_FILE, read_json
 
     store_file = os.path.join(run_dir, "results.sqlite")
     state = _read_state(os.path.join(run_dir, STATE_FILE))
@@ -333,7 +333,7 @@ def _check_resumable(run_dir: str, config, space) -> None:
 
 def _read_state(path: str) -> dict:
     """The search state file, checked for the fields a resume relies on (one line if it is not usable)."""
-    from search.driver import read_json
+    from mnas.search.driver import read_json
 
     try:
         state = read_json(path)
@@ -353,7 +353,7 @@ def _read_state(path: str) -> dict:
 
 def _load_surrogate(settings: dict, space):
     """The config's surrogate, checked against the search's space before anything is written."""
-    from search.surrogate import Surrogate
+    from mnas.search.surrogate import Surrogate
 
     surrogate = Surrogate.load(settings["model"])
     surrogate.check_space(space)
@@ -363,7 +363,7 @@ def _load_surrogate(settings: dict, space):
 def _check_dataset(proxy) -> None:
     """Loads the proxy data once here, so a missing or corrupt data set stops the search before Ray starts
     (otherwise every child would fail alike with data_error)."""
-    from trainer.data import load_dataset
+    from mnas.trainer.data import load_dataset
 
     data = load_dataset(proxy.dataset, proxy.data_dir)
     if proxy.train_subset + proxy.heldout > len(data.x_train):
@@ -380,7 +380,7 @@ def _check_rungs(rungs: int, proxy) -> None:
 
 
 def _check_latency_backends(backends) -> None:
-    from measure import get_latency_model
+    from mnas.measure import get_latency_model
 
     for spec in backends:
         get_latency_model(spec)   # raises ValueError naming a bad backend before any work starts

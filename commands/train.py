@@ -52,7 +52,7 @@ RECIPE_FLAGS: dict[str, tuple[str, str]] = {
 
 
 def add_arguments(parser):
-    from trainer.recipe import Recipe
+    from mnas.trainer.recipe import Recipe
 
     parser.add_argument("--arch", required=True, metavar="ARCH",
                         help="registry name, block-string file, inline block strings, RUN_DIR:RANK or RUN_DIR:pareto:I")
@@ -112,10 +112,10 @@ def check_export_options(args) -> None:
 
 def build_config(args):
     """TrainConfig from the command line; raises ValueError on any bad value before anything is written."""
-    from trainer.recipe import Recipe
-    from search.arch import MAX_DEPTH_MULTIPLIER
-    from trainer.replay import resolve_arch
-    from trainer.train import TrainConfig
+    from mnas.trainer.recipe import Recipe
+    from mnas.search.arch import MAX_DEPTH_MULTIPLIER
+    from mnas.trainer.replay import resolve_arch
+    from mnas.trainer.train import TrainConfig
 
     resolved = resolve_arch(args.arch)
     arch = resolved.arch
@@ -135,13 +135,13 @@ def build_config(args):
 def run(args) -> int:
     from pathlib import Path
 
-    from trainer.train import open_data, reading, set_up_tensorflow, train
+    from mnas.trainer.train import open_data, reading, set_up_tensorflow, train
 
     check_export_options(args)
     config, slug = build_config(args)  # a bad ARCH or value fails here, before TensorFlow is even imported
     out = args.out or os.path.join("runs", "train", f"{slug}-{config.dataset}")  # one child on two datasets: two
     if args.export_dir:
-        from trainer.export import check_export_dir
+        from mnas.trainer.export import check_export_dir
 
         export_dir, run_dir = check_export_dir(args.export_dir), Path(out).absolute()
         if export_dir == run_dir or export_dir in run_dir.parents:
@@ -159,7 +159,7 @@ def run(args) -> int:
     if args.export_dir:
         import contextlib
 
-        from trainer.export import export_model
+        from mnas.trainer.export import export_model
 
         model, ema = summary["model"], summary["ema"]
         with ema.swapped() if ema is not None else contextlib.nullcontext():  # export what was evaluated

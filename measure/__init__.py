@@ -1,6 +1,6 @@
 """Latency on real hardware, and the registry of every latency backend the search and the CLI can name.
 
-    from measure import get_latency_model
+    from mnas.measure import get_latency_model
     model = get_latency_model("pixel1")           # or 'host', 'lut:FILE', 'calibrated:FILE', 'adb', 'adb:SERIAL'
     model.name                                    # 'pixel1-predicted': record it beside every result
     model.predict(archs, resolution=None)         # list of ms
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from search.latency import LatencyModel, LookupTable, load_predictor, pixel1_preset
+from mnas.search.latency import LatencyModel, LookupTable, load_predictor, pixel1_preset
 
 
 def _pixel1(arg: str | None, **options) -> LatencyModel:
@@ -32,7 +32,7 @@ def _pixel1(arg: str | None, **options) -> LatencyModel:
 
 
 def _host(arg: str | None, **options) -> LatencyModel:
-    from measure.host import HostTFLite
+    from mnas.measure.host import HostTFLite
 
     if arg:
         raise ValueError(f"the host backend takes no argument, got 'host:{arg}'")
@@ -40,7 +40,7 @@ def _host(arg: str | None, **options) -> LatencyModel:
 
 
 def _adb(arg: str | None, **options) -> LatencyModel:
-    from measure.adb import AdbLatency
+    from mnas.measure.adb import AdbLatency
 
     return AdbLatency(serial=arg or None, **options)
 

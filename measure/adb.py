@@ -23,10 +23,10 @@ import tempfile
 import time
 from typing import Sequence
 
-from search.latency.base import LatencyModel, Measurement, Progress, check_resolution
-from search.latency.cache import MeasurementCache, arch_key, default_cache_dir
-from search.arch import Architecture
-from trainer.tflite import QUANTIZATIONS, arch_to_tflite
+from mnas.search.latency.base import LatencyModel, Measurement, Progress, check_resolution
+from mnas.search.latency.cache import MeasurementCache, arch_key, default_cache_dir
+from mnas.search.arch import Architecture
+from mnas.trainer.tflite import QUANTIZATIONS, arch_to_tflite
 
 _TIMINGS = re.compile(r"Inference timings in us:\s*Init:\s*([\d.]+),\s*First inference:\s*([\d.]+),\s*"
                       r"Warmup \(avg\):\s*([\d.eE+-]+),\s*Inference \(avg\):\s*([\d.eE+-]+)")

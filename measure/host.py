@@ -12,11 +12,11 @@ import platform
 import time
 from typing import Callable, Sequence
 
-from search.latency.base import LatencyModel, Measurement, Progress, check_resolution
-from search.latency.cache import MeasurementCache, arch_key, default_cache_dir
-from measure.timing import measure_in_passes
-from search.arch import Architecture
-from trainer.tflite import QUANTIZATIONS, arch_to_tflite
+from mnas.search.latency.base import LatencyModel, Measurement, Progress, check_resolution
+from mnas.search.latency.cache import MeasurementCache, arch_key, default_cache_dir
+from mnas.measure.timing import measure_in_passes
+from mnas.search.arch import Architecture
+from mnas.trainer.tflite import QUANTIZATIONS, arch_to_tflite
 
 _UNSET = object()
 

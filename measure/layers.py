@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from measure.timing import measure_in_passes
-from search.latency.base import Progress
-from search.latency.lut import LayerKey, block_of
-from trainer import builder  # its own layer function, so the table times what the whole model runs
-from trainer.tflite import keras_to_tflite
+from mnas.measure.timing import measure_in_passes
+from mnas.search.latency.base import Progress
+from mnas.search.latency.lut import LayerKey, block_of
+from mnas.trainer import builder  # its own layer function, so the table times what the whole model runs
+from mnas.trainer.tflite import keras_to_tflite
 
 
 def keras_layer(key: LayerKey):

@@ -12,8 +12,8 @@ import tempfile
 import time
 from typing import Callable, Mapping
 
-from search.latency.base import Measurement, Progress
-from trainer.tflite import quiet
+from mnas.search.latency.base import Measurement, Progress
+from mnas.trainer.tflite import quiet
 
 def time_tflite(flatbuffer: bytes, num_threads: int = 1, warmup: int = 5, runs: int = 30,
                 min_seconds: float = 0.0, rounds: int = 3, max_rounds: int = 8, agree: float = 0.03,

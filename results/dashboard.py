@@ -24,9 +24,9 @@ import plotly.io as pio
 from plotly.colors import make_colorscale, sequential
 from plotly.subplots import make_subplots
 
-from results import views
-from results.views import RunSnapshot
-from search.fileio import atomic_write
+from mnas.results import views
+from mnas.results.views import RunSnapshot
+from mnas.search.fileio import atomic_write
 
 DEFAULT_REFRESH_S = 3.0
 _TEMPLATE = "plotly_white"
@@ -284,7 +284,7 @@ class DashboardSource:
     """
 
     def __init__(self, run_dirs: Sequence[str]):
-        from results.store import ResultStore
+        from mnas.results.store import ResultStore
 
         if not run_dirs:
             raise ValueError("no run directory given")

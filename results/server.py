@@ -35,7 +35,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Sequence
 
-from results.dashboard import DEFAULT_REFRESH_S, DashboardSource, page_title, plotly_js, render_page
+from mnas.results.dashboard import DEFAULT_REFRESH_S, DashboardSource, page_title, plotly_js, render_page
 
 _RUN_PATH = re.compile(r"^/api/runs/(0|[1-9][0-9]{0,5})$")
 _HOST = re.compile(r"^(?:\[(?P<ipv6>[0-9a-fA-F:.]+)\]|(?P<name>[^:\[\]]+))(?::[0-9]{1,5})?$")

@@ -37,8 +37,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 import pandas as pd
 
-from search.failures import CODES, split_reason
-from search.fileio import atomic_write, current_umask
+from mnas.search.failures import CODES, split_reason
+from mnas.search.fileio import atomic_write, current_umask
 
 STORE_FILENAME = "results.sqlite"
 SCHEMA_VERSION = 3

@@ -27,8 +27,9 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from results.pareto import pareto_front
-from search.arch import decode_block
+from mnas.results.pareto import pareto_front
+from mnas.search.arch import decode_block
+from mnas.search.reward import PRESETS, Reward
 
 TOP_K = 15  # the paper trained its top 15 children fully; the table lists as many
 ROLLING_WINDOW = 10  # children averaged in the trend line over the search
@@ -57,15 +58,28 @@ class RunSnapshot:
     config: dict
 
     @property
+    def reward(self) -> Reward | None:
+        """The run's reward, read from its config as the search built it; None if the run recorded none."""
+        section, latency = self.config.get("reward"), self.config.get("latency") or ["pixel1"]
+        try:
+            return Reward.from_settings(section, [latency] if isinstance(latency, str) else latency)
+        except (TypeError, ValueError):
+            return None
+
+    @property
     def target_ms(self) -> float | None:
-        """The latency target T of the reward, if the run recorded it."""
-        value = (self.config.get("reward") or {}).get("target_ms")
-        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        """The latency target T of the reward's first term, if the run recorded a reward."""
+        reward = self.reward
+        return reward.terms[0].target_ms if reward is not None and reward.terms else None
 
     @property
     def reward_preset(self) -> str | None:
-        """'soft' or 'hard' (the paper's two constraints), or None for custom exponents."""
-        return (self.config.get("reward") or {}).get("preset")
+        """'soft' or 'hard' (the paper's two constraints) when the first term's exponents are one of them."""
+        reward = self.reward
+        if reward is None or not reward.terms:
+            return None
+        term = reward.terms[0]
+        return next((name for name, exponents in PRESETS.items() if exponents == (term.alpha, term.beta)), None)
 
 
 def read_run(store, label: str, run_dir: str) -> RunSnapshot:
@@ -261,7 +275,7 @@ def axis_titles(snapshots: Iterable[RunSnapshot]) -> tuple[str, str]:
     """(x, y) titles of the accuracy-latency plot, from the runs' configs: which latency the search's reward used
     and which task measured the accuracy, e.g. ('latency (ms, predicted Pixel 1)', 'proxy accuracy
     (Fashion-MNIST, 1 epoch)'). Plain 'latency (ms)' / 'accuracy' when the runs differ or do not say."""
-    from search.proxy import ProxyConfig  # the proxy's own defaults, not a copy of them
+    from mnas.search.proxy import ProxyConfig  # the proxy's own defaults, not a copy of them
 
     xs, ys = set(), set()
     for snap in snapshots:

@@ -34,7 +34,7 @@ import math
 import os
 from typing import Any, Mapping
 
-from search.arch import echo
+from mnas.search.arch import echo
 
 _TOP_KEYS = {"name", "space", "strategy", "samples", "workers", "cpus_per_worker", "seed", "deploy", "latency",
              "reward", "controller", "evolution", "proxy", "feed_failures", "limits", "faults", "scheduler",
@@ -213,7 +213,7 @@ class SearchConfig:
     @property
     def deployment(self):
         """What the phone runs (`search.driver.Deployment`): every child is built with it applied, once."""
-        from search.driver import Deployment
+        from mnas.search.driver import Deployment
 
         return Deployment(**self.deploy)
 
@@ -223,7 +223,7 @@ class SearchConfig:
 
     def make_reward(self):
         """The `search.reward.Reward` of the `reward` section, on the backends of `latency`."""
-        from search.reward import Reward
+        from mnas.search.reward import Reward
 
         return Reward.from_settings(self.reward, self.latency)
 
@@ -245,7 +245,7 @@ def resume_differences(saved: Mapping[str, Any], current: SearchConfig, saved_sp
     compared by its content (`saved_space` and `current_space`, the resolved specs) when both are given, so a
     different space with the same choice counts is caught even under the same file name.
     """
-    from search.proxy import ProxyConfig
+    from mnas.search.proxy import ProxyConfig
 
     old = SearchConfig.from_dict({k: v for k, v in saved.items() if k in _TOP_KEYS}, source="the run's config")
     differences = []

@@ -57,7 +57,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from search.fileio import atomic_write
+from mnas.search.fileio import atomic_write
 
 tfd = tfp.distributions
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple
 
-from search.arch import CONV_REGULAR, SKIP_IDENTITY, SKIP_NONE, SKIP_POOL, Architecture
+from mnas.search.arch import CONV_REGULAR, SKIP_IDENTITY, SKIP_NONE, SKIP_POOL, Architecture
 
 
 class LayerProfile(NamedTuple):

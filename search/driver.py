@@ -26,12 +26,12 @@ import os
 import time
 from typing import Any, Callable, Mapping
 
-from search import fileio
-from search.counts import count
-from search.failures import Failure, detail, failure
-from search.arch import Architecture
-from search.space import SearchSpace
-from search.strategy import Proposal
+from mnas.search import fileio
+from mnas.search.counts import count
+from mnas.search.failures import Failure, detail, failure
+from mnas.search.arch import Architecture
+from mnas.search.space import SearchSpace
+from mnas.search.strategy import Proposal
 
 STATE_FILE = "searcher_state.json"
 STATE_VERSION = 1

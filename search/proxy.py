@@ -17,9 +17,9 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
-from search.counts import profile, residual_kind
-from search.arch import SKIP_NONE, SKIP_POOL, Architecture, Block, echo, round_filters
-from search.space import SearchSpace
+from mnas.search.counts import profile, residual_kind
+from mnas.search.arch import SKIP_NONE, SKIP_POOL, Architecture, Block, echo, round_filters
+from mnas.search.space import SearchSpace
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,8 +10,8 @@ import os
 from importlib import resources
 from typing import Any, Mapping
 
-from search.arch import Architecture, echo, parse_arch_text
-from search.space import SearchSpace
+from mnas.search.arch import Architecture, echo, parse_arch_text
+from mnas.search.space import SearchSpace
 
 # name -> (block strings, non-default architecture fields)
 _DEFINITIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
@@ -140,7 +140,7 @@ def load_space(spec: str | Mapping[str, Any]) -> SearchSpace:
         raise ValueError(f"a search space is a preset name ({', '.join(SPACES)}), a YAML file or a mapping, "
                          f"got {echo(spec)}")
     if spec in SPACES:
-        text = resources.files("search.spaces").joinpath(SPACES[spec]).read_text(encoding="utf-8")
+        text = resources.files("mnas.search.spaces").joinpath(SPACES[spec]).read_text(encoding="utf-8")
         return SearchSpace(_read_yaml(text, spec))
     if os.path.isfile(spec):
         text = _read_text(spec, "search space file")

@@ -35,7 +35,7 @@ import dataclasses
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
-from search.arch import echo
+from mnas.search.arch import echo
 
 # name -> (alpha, beta), from Sec. 3.1 of the paper.
 PRESETS: dict[str, tuple[float, float]] = {

@@ -12,7 +12,7 @@ import random
 import re
 from typing import Any, Iterable, Mapping, Sequence
 
-from search.arch import (CONV_MBCONV, CONV_OPS, MAX_REPEATS, MAX_SIZE, SKIPS, Architecture, Block, echo,
+from mnas.search.arch import (CONV_MBCONV, CONV_OPS, MAX_REPEATS, MAX_SIZE, SKIPS, Architecture, Block, echo,
                          encode_block, round_filters)
 
 

@@ -134,7 +134,7 @@ class ControllerStrategy:
     name = "mnas"
 
     def __init__(self, choice_counts: Sequence[int], seed: int = 0, settings: Mapping[str, Any] | None = None):
-        from search.controller import Controller, PPOConfig  # TensorFlow: only when this strategy is used
+        from mnas.search.controller import Controller, PPOConfig  # TensorFlow: only when this strategy is used
 
         self.choice_counts = list(choice_counts)
         self.controller = Controller(self.choice_counts, PPOConfig.from_settings(settings, seed=seed))

@@ -23,11 +23,11 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from search import fileio
-from search.counts import count
-from search.latency.trees import BoostedTrees
-from search.arch import CONV_REGULAR, SKIPS, Architecture
-from search.space import SearchSpace
+from mnas.search import fileio
+from mnas.search.counts import count
+from mnas.search.latency.trees import BoostedTrees
+from mnas.search.arch import CONV_REGULAR, SKIPS, Architecture
+from mnas.search.space import SearchSpace
 
 FORMAT = "mnas-surrogate/1"
 BLOCK_FEATURES = ("expand", "regular_conv", "kernel", "se", "skip", "filters", "layers")

@@ -13,9 +13,9 @@ import tempfile
 
 from ray.tune.search import Searcher
 
-from search.driver import SearchRun, read_json, write_json_atomic
-from search.failures import Failure
-from search.arch import echo
+from mnas.search.driver import SearchRun, read_json, write_json_atomic
+from mnas.search.failures import Failure
+from mnas.search.arch import echo
 
 
 class MnasSearcher(Searcher):

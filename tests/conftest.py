@@ -23,12 +23,23 @@ os.environ.setdefault("MPLCONFIGDIR", os.path.join(_STATE, "mpl"))
 os.environ.setdefault("MNAS_LATENCY_CACHE", os.path.join(_STATE, "latency-cache"))
 
 
+@pytest.fixture(autouse=True)
+def library_environment(monkeypatch):
+    """`cli.main` sets the libraries' log and auth variables for the rest of its process (mnas/cli.py,
+    quiet_libraries); a test that runs a command in-process must not hand them on to the next test."""
+    for name in ("TF_CPP_MIN_LOG_LEVEL", "MNAS_VERBOSE"):
+        if name in os.environ:
+            monkeypatch.setenv(name, os.environ[name])
+        else:
+            monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     """A folder of Fashion-MNIST IDX files with random pixels: 800 training and 10 test images (proxy tests)."""
     import numpy as np
 
-    from trainer import data
+    from mnas.trainer import data
 
     folder = tmp_path_factory.mktemp("fashion")
     rng = np.random.default_rng(1)
@@ -73,8 +84,8 @@ def surrogate_model(tmp_path_factory):
     run in process in seconds (no Ray, no training), for tests of the search command and its run folder."""
     import random
 
-    from search.registry import load_space
-    from search.surrogate import Surrogate
+    from mnas.search.registry import load_space
+    from mnas.search.surrogate import Surrogate
 
     space = load_space("mnasnet")
     rng = random.Random(1)
@@ -87,9 +98,9 @@ def surrogate_model(tmp_path_factory):
 
 def trial_settings(proxy: dict, reward: dict | None = None, **fields):
     """The `TrialSettings` a search would send its workers, from a proxy section (and a reward section)."""
-    from search.reward import Reward
-    from search.proxy import ProxyConfig
-    from workers.trial import TrialSettings
+    from mnas.search.reward import Reward
+    from mnas.search.proxy import ProxyConfig
+    from mnas.workers.trial import TrialSettings
 
     return TrialSettings(proxy=ProxyConfig.from_dict(proxy), latency=("pixel1",),
                          reward=Reward.from_settings(reward or {"preset": "soft", "target_ms": 75}, ["pixel1"]),

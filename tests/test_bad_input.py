@@ -2,7 +2,7 @@
 
 Every case must end with exit status 2, one error line naming what was wrong (argparse may print its usage
 line before it), no traceback, and nothing left behind in the working folder but the inputs the case wrote.
-The cases run in-process through `launch.main` (fast); the search cases stop before Ray starts.
+The cases run in-process through `cli.main` (fast); the search cases stop before Ray starts.
 """
 
 import gzip
@@ -11,7 +11,7 @@ import struct
 
 import pytest
 
-import launch
+from mnas import cli
 from conftest import record_reliability
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,7 +48,7 @@ def smoke_choices(**changes):
 
 def finished_run(tmp):
     """A run folder whose store holds one finished child (what `train --arch RUN:RANK` reads)."""
-    from results.store import ResultStore
+    from mnas.results.store import ResultStore
 
     with ResultStore(tmp / "run") as store:
         store.add_child({"trial_id": "t0", "sample": 0, "arch": "r1_k3_s11_e1_i32_o16", "status": "ok",
@@ -229,7 +229,7 @@ def test_bad_input_gets_one_line_and_status_2(case, tmp_path, monkeypatch, capsy
     args = argv(tmp_path)
     inputs = set(os.listdir(tmp_path))
     try:
-        status = launch.main(args)
+        status = cli.main(args)
     except SystemExit as exit_:          # argparse's own errors
         status = exit_.code
     captured = capsys.readouterr()
@@ -255,7 +255,7 @@ def test_report_on_a_read_only_file_system_is_one_line(tmp_path, monkeypatch, ca
     """Root ignores a folder's mode, so the file system's refusal is played by the one atomic writer's mkstemp."""
     import errno
 
-    from search import fileio
+    from mnas.search import fileio
 
     run = finished_run(tmp_path)
     out = tmp_path / "ro"
@@ -265,7 +265,7 @@ def test_report_on_a_read_only_file_system_is_one_line(tmp_path, monkeypatch, ca
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(out))
 
     monkeypatch.setattr(fileio.tempfile, "mkstemp", read_only)
-    status = launch.main(["report", run, "--out", str(out / "report.html")])
+    status = cli.main(["report", run, "--out", str(out / "report.html")])
     err = capsys.readouterr().err
     assert status == 2 and "Traceback" not in err and err.count("\n") == 1, err
     assert err.startswith(f"mnas report: error: cannot write the report to {out / 'report.html'}: "
@@ -283,7 +283,7 @@ def test_report_on_a_read_only_file_system_is_one_line(tmp_path, monkeypatch, ca
 def test_ray_temp_dir_that_cannot_hold_ray_is_refused_before_ray_starts(tmp_path, monkeypatch, make_value, needle):
     import ray
 
-    from search.tune import init_ray
+    from mnas.search.tune import init_ray
 
     def must_not_start(*args, **kwargs):
         raise AssertionError("ray.init was called with a temporary folder Ray cannot use")

@@ -7,10 +7,10 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from search.counts import count  # noqa: E402
-from search.registry import ARCHITECTURES, load_space  # noqa: E402
-from search.arch import Architecture  # noqa: E402
-from trainer.builder import build_model  # noqa: E402
+from mnas.search.counts import count  # noqa: E402
+from mnas.search.registry import ARCHITECTURES, load_space  # noqa: E402
+from mnas.search.arch import Architecture  # noqa: E402
+from mnas.trainer.builder import build_model  # noqa: E402
 
 
 def _trainable(model):

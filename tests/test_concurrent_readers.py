@@ -56,7 +56,7 @@ def child(i: int) -> dict:
 WRITER = textwrap.dedent("""
     import os, sys, time
     sys.path[:0] = [{repo!r}, {tests!r}]
-    from results.store import ResultStore
+    from mnas.results.store import ResultStore
     from test_concurrent_readers import BATCH, child
     with ResultStore({run!r}) as store:
         i = 0
@@ -77,7 +77,7 @@ def whole(row: dict, fields=None) -> bool:
         return False
     want = child(sample)
     if fields is None:  # `launch.py results --json`: every column of the store
-        from results.store import COLUMN_NAMES
+        from mnas.results.store import COLUMN_NAMES
         return set(row) == set(COLUMN_NAMES) and all(row[name] == want.get(name) for name in COLUMN_NAMES)
     want = {**want, "arch": want["arch"].split()}  # the dashboard sends the block strings as a list
     return all(row.get(name) == want.get(name) for name in fields)
@@ -167,8 +167,8 @@ def read_cli(run_dir: Path, readings: Readings, writing) -> int:
 
 
 def test_dashboard_and_results_command_read_while_a_search_writes(tmp_path):
-    from results.server import DashboardServer
-    from results.store import ResultStore
+    from mnas.results.server import DashboardServer
+    from mnas.results.store import ResultStore
 
     run_dir, stop = tmp_path / "run", tmp_path / "stop"
     with ResultStore(run_dir) as store:  # as `launch.py search` does before its first child

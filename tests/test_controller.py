@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from search.config import SearchConfig
-from search.controller import DRAWN_LIMIT, PRESETS, Controller, PPOConfig, Sample
+from mnas.search.config import SearchConfig
+from mnas.search.controller import DRAWN_LIMIT, PRESETS, Controller, PPOConfig, Sample
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Small networks and batches where the test is about bookkeeping, not learning: they trace and run faster.

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from search.counts import count, profile
-from search.registry import ARCHITECTURES, load_space
+from mnas.search.counts import count, profile
+from mnas.search.registry import ARCHITECTURES, load_space
 
 SEED_TABLE = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "shared", "reference",
                           "mnasnet_a1_pixel1.csv")

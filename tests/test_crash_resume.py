@@ -26,11 +26,11 @@ SAMPLES, BATCH = 12, 2
 DRIVER = textwrap.dedent(f"""
     import os, sys, time
     sys.path.insert(0, {ROOT!r})
-    from results.store import ResultStore
-    from search.driver import SearchRun, STATE_FILE
-    from search.registry import load_space
-    from search.reward import Reward
-    from search.strategy import make_strategy
+    from mnas.results.store import ResultStore
+    from mnas.search.driver import SearchRun, STATE_FILE
+    from mnas.search.registry import load_space
+    from mnas.search.reward import Reward
+    from mnas.search.strategy import make_strategy
 
     run_dir = sys.argv[1]
     space = load_space("mnasnet-small")
@@ -69,7 +69,7 @@ def start(run_dir, script, crash_at=None, child_seconds=0.0):
 
 
 def check_store(run_dir):
-    from results.store import ResultStore
+    from mnas.results.store import ResultStore
 
     with ResultStore(run_dir, readonly=True) as store:
         rows = store.records()

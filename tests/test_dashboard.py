@@ -23,14 +23,14 @@ from pathlib import Path
 
 import pytest
 
-import launch
+from mnas import cli as mnas_cli
 from conftest import record_reliability
-from results import views
-from results.dashboard import (DashboardSource, build_payload, failures_figure, progress_figure, render_page,
+from mnas.results import views
+from mnas.results.dashboard import (DashboardSource, build_payload, failures_figure, progress_figure, render_page,
                                scatter_figure)
-from results.pareto import pareto_front
-from results.server import DashboardServer
-from results.store import ResultStore
+from mnas.results.pareto import pareto_front
+from mnas.results.server import DashboardServer
+from mnas.results.store import ResultStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -418,7 +418,7 @@ def test_server_binds_loopback_by_default(run_dir):
 
 
 def cli(capsys, *argv) -> tuple[int, str, str]:
-    code = launch.main([str(arg) for arg in argv])
+    code = mnas_cli.main([str(arg) for arg in argv])
     out, err = capsys.readouterr()
     return code, out, err
 

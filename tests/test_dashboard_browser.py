@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from results.dashboard import write_report
-from results.pareto import pareto_front
-from results.server import DashboardServer
-from results.store import ResultStore
-from search.arch import decode_block
+from mnas.results.dashboard import write_report
+from mnas.results.pareto import pareto_front
+from mnas.results.server import DashboardServer
+from mnas.results.store import ResultStore
+from mnas.search.arch import decode_block
 from test_dashboard import make_run, ok_child
 
 CHROMIUM = "/usr/bin/chromium"

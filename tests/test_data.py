@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from trainer import data
+from mnas.trainer import data
 
 
 def write_idx(path, array, magic=None, truncate=0):

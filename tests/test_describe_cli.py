@@ -1,21 +1,24 @@
 """`launch.py describe`: the table, the JSON, and one-line errors with exit status 2."""
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
-import launch
+from mnas import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run(*argv):
     return subprocess.run([sys.executable, "launch.py", *argv], capture_output=True, text=True,
-                          cwd=launch.__file__.rsplit("/", 1)[0])
+                          cwd=ROOT)
 
 
 def test_describe_a1_json(capsys):
-    assert launch.main(["describe", "mnasnet-a1", "--json"]) == 0
+    assert cli.main(["describe", "mnasnet-a1", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["params"] == 3_887_038 and isinstance(data["madds"], int)
     assert abs(data["madds"] / 312e6 - 1) < 0.01
@@ -24,7 +27,7 @@ def test_describe_a1_json(capsys):
 
 
 def test_describe_table_and_scaling(capsys):
-    assert launch.main(["describe", "mnasnet-a1", "--resolution", "96", "--depth-multiplier", "0.35"]) == 0
+    assert cli.main(["describe", "mnasnet-a1", "--resolution", "96", "--depth-multiplier", "0.35"]) == 0
     out = capsys.readouterr().out
     assert "96x96x3" in out and "1.75M" in out
     assert "b7.1" in out and "classifier" in out
@@ -32,9 +35,9 @@ def test_describe_table_and_scaling(capsys):
 
 def test_describe_file(tmp_path, capsys):
     path = tmp_path / "small.txt"
-    path.write_text("stem: 8\n" + "\n".join(__import__("search.registry").registry.ARCHITECTURES[
+    path.write_text("stem: 8\n" + "\n".join(__import__("mnas.search.registry", fromlist=["x"]).ARCHITECTURES[
         "mnasnet-small"].block_strings))
-    assert launch.main(["describe", str(path), "--json"]) == 0
+    assert cli.main(["describe", str(path), "--json"]) == 0
     assert abs(json.loads(capsys.readouterr().out)["madds"] / 68e6 - 1) < 0.03
 
 
@@ -53,8 +56,8 @@ def test_bad_input_is_one_line_and_status_2(argv, needle):
 
 
 def test_describe_does_not_import_tensorflow():
-    code = ("import sys, launch; launch.main(['describe', 'mnasnet-small', '--json']);"
+    code = ("import sys, launch; cli.main(['describe', 'mnasnet-small', '--json']);"
             "sys.stderr.write(str('tensorflow' in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=launch.__file__.rsplit("/", 1)[0])
+                            cwd=ROOT)
     assert result.stderr.strip().endswith("False")

@@ -6,13 +6,13 @@ import time
 
 import pytest
 
-from results.store import ResultStore
-from search.counts import count
-from search.driver import STATE_FILE, Deployment, SearchRun
-from search.failures import Failure
-from search.registry import load_space
-from search.arch import Architecture
-from search.strategy import RandomStrategy
+from mnas.results.store import ResultStore
+from mnas.search.counts import count
+from mnas.search.driver import STATE_FILE, Deployment, SearchRun
+from mnas.search.failures import Failure
+from mnas.search.registry import load_space
+from mnas.search.arch import Architecture
+from mnas.search.strategy import RandomStrategy
 
 
 class ToyReward:

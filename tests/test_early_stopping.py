@@ -17,16 +17,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from results.store import ResultStore
+from mnas.results.store import ResultStore
 from conftest import trial_settings
-from search.config import SCHEDULER_DEFAULTS, SearchConfig
-from search.driver import STATE_FILE, SearchRun
-from search.registry import load_space
-from search.arch import Architecture
-from search.strategy import RandomStrategy
-from search.proxy import ProxyConfig
-from workers.proxy import ProxyTraining, train_child
-from workers.trial import ChildEvaluation
+from mnas.search.config import SCHEDULER_DEFAULTS, SearchConfig
+from mnas.search.driver import STATE_FILE, SearchRun
+from mnas.search.registry import load_space
+from mnas.search.arch import Architecture
+from mnas.search.strategy import RandomStrategy
+from mnas.search.proxy import ProxyConfig
+from mnas.workers.proxy import ProxyTraining, train_child
+from mnas.workers.trial import ChildEvaluation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAVE_DATA = os.path.isdir("/usr/share/datasets/fashion-mnist")
@@ -313,8 +313,8 @@ def test_more_rungs_than_proxy_steps_is_refused_before_ray(tmp_path, monkeypatch
     """The smoke proxy trains 4 steps (256 images, batches of 64): 5 rungs would leave a rung training nothing."""
     import yaml
 
-    import launch
-    from commands.search import _check_rungs
+    from mnas import cli
+    from mnas.commands.search import _check_rungs
 
     smoke = ProxyConfig(train_subset=256, batch_size=64)
     assert smoke.total_steps == 4 and ProxyConfig(steps=3).total_steps == 3
@@ -325,7 +325,7 @@ def test_more_rungs_than_proxy_steps_is_refused_before_ray(tmp_path, monkeypatch
     config["scheduler"] = {"name": "asha", "rungs": 5}
     (tmp_path / "five.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.chdir(tmp_path)
-    status = launch.main(["search", "--config", str(tmp_path / "five.yaml"), "--out", str(tmp_path / "run")])
+    status = cli.main(["search", "--config", str(tmp_path / "five.yaml"), "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert status == 2 and "scheduler.rungs (5) exceeds the proxy's 4 training steps" in err
     assert "Traceback" not in err and not (tmp_path / "run").exists()
@@ -336,7 +336,7 @@ def test_make_scheduler_is_asha_on_the_rungs_and_the_score():
     to reach a rung, stops a later one below the median, and stops every child at its last rung."""
     from ray.tune.schedulers import TrialScheduler
 
-    from search.tune import make_scheduler
+    from mnas.search.tune import make_scheduler
 
     assert make_scheduler(None) is None
     assert make_scheduler(SearchConfig().scheduler_settings()) is None

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from test_train import run_cli, tiny, tiny_config  # noqa: F401 (tiny is a fixture)
-from trainer.train import train
+from mnas.trainer.train import train
 
 
 def test_export_round_trip_float_matches_keras_and_int8_reports_accuracy(tiny, tmp_path):
     import tensorflow as tf
 
-    from trainer.export import export_model, run_tflite
+    from mnas.trainer.export import export_model, run_tflite
 
     summary = train(tiny_config(tiny, epochs=1), tmp_path / "run", threads=1, log=lambda _: None)
     model, ema, inputs = summary["model"], summary["ema"], summary["data"]
@@ -46,8 +46,8 @@ def test_export_round_trip_float_matches_keras_and_int8_reports_accuracy(tiny, t
 
 
 def test_a_checkpoint_reloads_averaged_or_raw_weights_and_exports_only_into_its_own_folders(tiny, tmp_path):
-    from trainer.export import check_export_dir, export_model
-    from trainer.train import load_trained
+    from mnas.trainer.export import check_export_dir, export_model
+    from mnas.trainer.train import load_trained
 
     summary = train(tiny_config(tiny, epochs=1), tmp_path / "run", threads=1, log=lambda _: None)
     model, ema = summary["model"], summary["ema"]
@@ -120,7 +120,7 @@ CHILDREN = [  # trial, blocks, accuracy, latency, reward, status
 
 @pytest.fixture
 def search_run(tmp_path):
-    from results.store import ResultStore
+    from mnas.results.store import ResultStore
 
     run = tmp_path / "runs" / "mini"
     with ResultStore(run) as store:
@@ -135,9 +135,9 @@ def search_run(tmp_path):
 
 
 def test_rank_and_pareto_resolve_as_the_dashboard_numbers_them(search_run):
-    from results.pareto import pareto_front
-    from results.store import ResultStore
-    from trainer.replay import resolve_arch
+    from mnas.results.pareto import pareto_front
+    from mnas.results.store import ResultStore
+    from mnas.trainer.replay import resolve_arch
 
     by_reward = ["t2", "t1", "t5", "t3"]
     by_latency_on_front = ["t3", "t1", "t2"]
@@ -199,8 +199,8 @@ def test_bad_child_references_exit_2_naming_the_problem(search_run, suffix, mess
 def test_litert_falls_back_to_builtin_kernels_when_xnnpack_cannot_prepare(tiny, monkeypatch):
     import ai_edge_litert.interpreter as litert
 
-    from trainer.export import convert, run_tflite
-    from trainer.train import build, open_data
+    from mnas.trainer.export import convert, run_tflite
+    from mnas.trainer.train import build, open_data
 
     config = tiny_config(tiny)
     inputs = open_data(config)

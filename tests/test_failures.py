@@ -13,8 +13,8 @@ from collections import Counter
 import pytest
 
 from conftest import record_reliability, trial_settings
-from search.registry import load_space
-from workers.trial import FAULT_KINDS, check_faults, evaluate_child, injected_fault
+from mnas.search.registry import load_space
+from mnas.workers.trial import FAULT_KINDS, check_faults, evaluate_child, injected_fault
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAVE_DATA = os.path.isdir("/usr/share/datasets/fashion-mnist")

@@ -9,16 +9,16 @@ import time
 import numpy as np
 import pytest
 
-import launch
-from measure import BACKENDS, get_latency_model
-from search.latency import CalibratedPredictor, LookupTable
-from search.latency.calibrate import calibrate, published_pixel1, read_measurements, training_data
-from search.latency.features import arch_features, reference_features
-from search.latency.lut import LayerKey, build_lut, layer_keys
-from search.latency.predictor import leave_one_out, nnls
-from search.counts import count, profile
-from search.registry import ARCHITECTURES, load_space
-from search.arch import Architecture
+from mnas import cli
+from mnas.measure import BACKENDS, get_latency_model
+from mnas.search.latency import CalibratedPredictor, LookupTable
+from mnas.search.latency.calibrate import calibrate, published_pixel1, read_measurements, training_data
+from mnas.search.latency.features import arch_features, reference_features
+from mnas.search.latency.lut import LayerKey, build_lut, layer_keys
+from mnas.search.latency.predictor import leave_one_out, nnls
+from mnas.search.counts import count, profile
+from mnas.search.registry import ARCHITECTURES, load_space
+from mnas.search.arch import Architecture
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 A1 = ARCHITECTURES["mnasnet-a1"]
@@ -26,7 +26,7 @@ A1 = ARCHITECTURES["mnasnet-a1"]
 
 def test_predicting_imports_no_tensorflow_even_through_the_registry():
     code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None; "
-            "sys.modules['ai_edge_litert'] = None; import measure as L; from search.registry import "
+            "sys.modules['ai_edge_litert'] = None; import mnas.measure as L; from mnas.search.registry import "
             "ARCHITECTURES as A; m = L.get_latency_model('pixel1'); print(m.latency_ms(A['mnasnet-a1']))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
@@ -184,13 +184,13 @@ def test_calibrate_from_csv_and_use_it(tmp_path, capsys):
     rows.append(("mnasnet-a1", 192, 0.75, truth(A1.replace(resolution=192, depth_multiplier=0.75))))
     _write_csv(path, rows)
     out = tmp_path / "phone.json"
-    assert launch.main(["latency", "calibrate", str(path), "-o", str(out), "--name", "myphone"]) == 0
+    assert cli.main(["latency", "calibrate", str(path), "-o", str(out), "--name", "myphone"]) == 0
     assert "myphone from 13 measurements" in capsys.readouterr().out
     model = get_latency_model(f"calibrated:{out}")
     assert model.name == "myphone"
     probe = space.sample(99)
     assert model.latency_ms(probe) == pytest.approx(truth(probe), rel=0.02)
-    assert launch.main(["latency", "mnasnet-a1", "--backend", f"calibrated:{out}", "--json"]) == 0
+    assert cli.main(["latency", "mnasnet-a1", "--backend", f"calibrated:{out}", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["source"] == "myphone" and data["latency_ms"] == pytest.approx(truth(A1), rel=0.02)
 
@@ -354,7 +354,7 @@ def test_channel_tile_counts_convolutions_in_whole_tiles():
     arch = Architecture.from_strings(["r1_k3_s11_e1_i16_o16", "r1_k3_s22_e3_i16_o24", "r1_k3_s11_e2_i24_o32"],
                                      stem_filters=16, head_filters=64, resolution=32)
     rows = profile(arch, 10)
-    from search.latency.features import FEATURES, layer_features
+    from mnas.search.latency.features import FEATURES, layer_features
 
     pointwise, depthwise = FEATURES.index("pointwise_madds"), FEATURES.index("depthwise_madds")
     block = rows[2]                     # i16 -> e3 (48) -> o24, at 32 -> 16 pixels
@@ -378,8 +378,8 @@ def test_channel_tile_counts_convolutions_in_whole_tiles():
 
 
 def test_calibration_recovers_a_devices_channel_tile(tmp_path):
-    from search.latency.features import feature_matrix
-    from search.latency.predictor import choose_tile
+    from mnas.search.latency.features import feature_matrix
+    from mnas.search.latency.predictor import choose_tile
 
     space = load_space("mnasnet")
     archs = [space.sample(100 + i) for i in range(16)]
@@ -405,7 +405,7 @@ def test_calibration_recovers_a_devices_channel_tile(tmp_path):
 
 def test_transfer_calibration_from_a_few_measurements(tmp_path, capsys):
     # a new phone that is "a Pixel 1, 1.4x slower, plus 2 ms", plus a second known device it is not like
-    from search.latency import TransferPredictor
+    from mnas.search.latency import TransferPredictor
 
     pixel1 = get_latency_model("pixel1")
     other = CalibratedPredictor([0.0, 0.0, 0.9, 0.0, 3.0, 0.0], 1.0, name="other-phone")
@@ -416,7 +416,7 @@ def test_transfer_calibration_from_a_few_measurements(tmp_path, capsys):
     truth = lambda a: 2.0 + 1.4 * pixel1.latency_ms(a)  # noqa: E731
     _write_csv(tmp_path / "new.csv", [(f'"{" ".join(a.block_strings)}"', a.resolution, 1.0, truth(a)) for a in archs])
     out = tmp_path / "new.json"
-    assert launch.main(["latency", "calibrate", str(tmp_path / "new.csv"), "-o", str(out), "--prior", "pixel1",
+    assert cli.main(["latency", "calibrate", str(tmp_path / "new.csv"), "-o", str(out), "--prior", "pixel1",
                         "--prior", str(other_file), "--name", "newphone"]) == 0
     printed = capsys.readouterr().out
     assert "pixel1-predicted x1.400" in printed and "other-phone x0.000" in printed, printed
@@ -431,14 +431,14 @@ def test_transfer_calibration_from_a_few_measurements(tmp_path, capsys):
     # sources travel inside the file; a transfer predictor can itself be a prior
     again = TransferPredictor.fit([model], archs, [2 * truth(a) for a in archs], name="twice")
     assert again.latency_ms(A1) == pytest.approx(2 * truth(A1), rel=1e-4)
-    assert launch.main(["latency", "mnasnet-a1", "--backend", f"calibrated:{out}", "--json"]) == 0
+    assert cli.main(["latency", "mnasnet-a1", "--backend", f"calibrated:{out}", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["model"]["kind"] == "transfer predictor" and data["latency_ms"] == pytest.approx(truth(A1), rel=1e-5)
 
 
 def test_transfer_rejects_bad_priors_and_files(tmp_path):
-    from search.latency import TransferPredictor, load_predictor
-    from search.latency.predictor import fit_linear
+    from mnas.search.latency import TransferPredictor, load_predictor
+    from mnas.search.latency.predictor import fit_linear
 
     with pytest.raises(ValueError, match="one weight per source"):
         TransferPredictor([get_latency_model("pixel1")], [1.0, 2.0])
@@ -462,8 +462,8 @@ def test_transfer_rejects_bad_priors_and_files(tmp_path):
 
 
 def test_a_table_is_never_extended_with_another_devices_layers(tmp_path):
-    from measure.host import HostTFLite, cpu_model
-    from search.latency.lut import same_device
+    from mnas.measure.host import HostTFLite, cpu_model
+    from mnas.search.latency.lut import same_device
 
     here = HostTFLite(cache_dir=None).settings()
     assert here["cpu"] == cpu_model() and here["cpu"]

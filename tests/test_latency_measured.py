@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-import launch
-from measure import get_latency_model
-from measure.adb import AdbDevice, DeviceError, parse_benchmark_output
-from search.arch import Architecture
+from mnas import cli
+from mnas.measure import get_latency_model
+from mnas.measure.adb import AdbDevice, DeviceError, parse_benchmark_output
+from mnas.search.arch import Architecture
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKE_ADB_DIR = os.path.join(ROOT, "tests", "fake_adb")
@@ -41,7 +41,7 @@ def test_host_measures_once_then_serves_the_cache(isolated):
     assert again.measured == 0 and again.cache.hits == 1
     # Different settings are a different key.
     other = get_latency_model("host", runs=11, warmup=2, num_classes=10)
-    assert other.cache.get(__import__("search.latency.cache", fromlist=["x"]).arch_key(
+    assert other.cache.get(__import__("mnas.search.latency.cache", fromlist=["x"]).arch_key(
         TINY, 32, other.settings())) is None
 
 
@@ -82,7 +82,7 @@ def test_adb_success_pushes_runs_pinned_and_cleans_up(fake_adb, monkeypatch):
 
 
 def test_adb_model_through_the_interface_and_cache(fake_adb, monkeypatch):
-    import measure.adb as adb_module
+    import mnas.measure.adb as adb_module
 
     converted = []
     monkeypatch.setattr(adb_module, "arch_to_tflite", lambda *a, **k: converted.append(a) or b"tflite")
@@ -113,13 +113,13 @@ def test_adb_wrong_serial_and_missing_adb(fake_adb, monkeypatch):
 
 
 def test_cli_host_json(isolated, capsys):
-    assert launch.main(["latency", "r1_k3_s11_e1_i8_o8 r1_k3_s22_e3_i8_o16_se0.25", "--backend", "host",
+    assert cli.main(["latency", "r1_k3_s11_e1_i8_o8 r1_k3_s22_e3_i8_o16_se0.25", "--backend", "host",
                         "--resolution", "32", "--runs", "5", "--passes", "2", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["source"] == "host-tflite" and data["latency_ms"] > 0 and data["resolution"] == 32
     assert data["measurement"]["runs"] == 5 and data["measurement"]["convert_s"] > 0
     assert data["measurement"]["passes"] == 2 and data["model"]["passes"] == 2
-    assert launch.main(["latency", "mnasnet-a1", "--backend", "adb", "--passes", "2"]) == 2
+    assert cli.main(["latency", "mnasnet-a1", "--backend", "adb", "--passes", "2"]) == 2
     assert "--passes is for the host backend" in capsys.readouterr().err
 
 
@@ -127,11 +127,11 @@ def test_host_batch_is_timed_in_interleaved_passes_and_keeps_each_networks_faste
     """Three networks, two passes: every network is converted once, then timed A B C A B C (a burst of load
     lasts seconds, so the passes meet different moments), with the caller's work between the passes; each keeps
     its fastest pass, and the cache serves the batch afterwards without converting, timing or that work."""
-    import measure.host as host
-    import measure.timing as timing
-    from search.latency.base import Measurement
+    import mnas.measure.host as host
+    import mnas.measure.timing as timing
+    from mnas.search.latency.base import Measurement
 
-    space = __import__("search.registry", fromlist=["x"]).load_space("mnasnet")
+    space = __import__("mnas.search.registry", fromlist=["x"]).load_space("mnasnet")
     archs = [space.sample(i).replace(resolution=32) for i in range(3)]
     names = {a.block_strings: name for a, name in zip(archs, "ABC")}
     converted, timed = [], []
@@ -194,7 +194,7 @@ class ScriptedInterpreter:
 def test_timing_takes_the_fastest_of_agreeing_rounds(monkeypatch):
     import ai_edge_litert.interpreter as litert
 
-    from measure.timing import time_tflite
+    from mnas.measure.timing import time_tflite
 
     monkeypatch.setattr(litert, "Interpreter", ScriptedInterpreter)
     # warm-up 1 call, then rounds of 5: the first round is disturbed (another process took the core), the
@@ -217,8 +217,8 @@ def test_timing_takes_the_fastest_of_agreeing_rounds(monkeypatch):
 def test_layers_for_a_table_are_converted_then_timed_in_passes(isolated):
     """The host's layer measurer, for real on two tiny layers: each converted once and timed in two passes;
     through `build_lut` it fills the table with both."""
-    from measure.layers import host_layer_measurer
-    from search.latency.lut import build_lut, layer_keys
+    from mnas.measure.layers import host_layer_measurer
+    from mnas.search.latency.lut import build_lut, layer_keys
 
     keys = layer_keys([TINY], num_classes=10)[:2]
     measure = host_layer_measurer(runs=5, warmup=1, passes=2)

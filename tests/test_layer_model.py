@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from search.counts import profile
-from measure import get_latency_model
-from search.latency.features import layer_features
-from search.latency.layer_model import MIN_LAYERS, LayerModel
-from search.latency.lut import LayerKey, LookupTable, build_lut, layer_keys, row_of
-from search.latency.trees import BoostedTrees
-from search.registry import ARCHITECTURES, load_space
+from mnas.search.counts import profile
+from mnas.measure import get_latency_model
+from mnas.search.latency.features import layer_features
+from mnas.search.latency.layer_model import MIN_LAYERS, LayerModel
+from mnas.search.latency.lut import LayerKey, LookupTable, build_lut, layer_keys, row_of
+from mnas.search.latency.trees import BoostedTrees
+from mnas.search.registry import ARCHITECTURES, load_space
 
 SPACE = load_space("mnasnet")
 
@@ -112,9 +112,9 @@ def test_without_a_model_a_missing_layer_says_how_to_add_one():
 
 def test_cli_build_lut_with_a_layer_model(tmp_path, monkeypatch, capsys):
     """`latency build-lut --layer-model` end to end, with this host's measurements replaced by the quirky device."""
-    import launch
-    import measure.host as host
-    import measure.layers as layers_module
+    from mnas import cli
+    import mnas.measure.host as host
+    import mnas.measure.layers as layers_module
 
     events = []
 
@@ -144,7 +144,7 @@ def test_cli_build_lut_with_a_layer_model(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(host, "HostTFLite", Device)
     monkeypatch.setattr(layers_module, "host_layer_measurer", lambda *a, **k: layers)
     out = tmp_path / "quirky.json"
-    assert launch.main(["latency", "build-lut", "-o", str(out), "--space", "mnasnet", "--samples", "40",
+    assert cli.main(["latency", "build-lut", "-o", str(out), "--space", "mnasnet", "--samples", "40",
                         "--resolution", "128", "--fixed-cost-archs", "10", "--layer-model", "--no-cache"]) == 0
     # the calibration networks' passes spread over the build, the table's layers measured between them
     assert events == ["networks pass 1", "layers", "networks pass 2", "layers", "networks pass 3"]
@@ -154,12 +154,12 @@ def test_cli_build_lut_with_a_layer_model(tmp_path, monkeypatch, capsys):
     new = [SPACE.sample(8000 + i).replace(resolution=128) for i in range(10)]
     truth = [Device().measure(a).ms for a in new]
     assert np.mean(np.abs(np.array(table.predict(new)) / truth - 1)) < 0.03
-    assert launch.main(["latency", "mnasnet-a1", "--backend", f"lut:{out}", "--resolution", "128", "--json"]) == 0
+    assert cli.main(["latency", "mnasnet-a1", "--backend", f"lut:{out}", "--resolution", "128", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["model"]["layer_model"]["used_for"] == "all" and data["latency_ms"] > 0
     # a table without a model, extended with one: its layers are not measured twice
     monkeypatch.setattr(layers_module, "host_layer_measurer", lambda *a, **k: lambda keys: pytest.fail(f"measured {keys}"))
-    assert launch.main(["latency", "build-lut", "-o", str(out), "--space", "mnasnet", "--samples", "5",
+    assert cli.main(["latency", "build-lut", "-o", str(out), "--space", "mnasnet", "--samples", "5",
                         "--resolution", "128", "--fixed-cost-archs", "5", "--layer-model", "missing",
                         "--no-cache"]) == 0
     assert get_latency_model(f"lut:{out}").model_for == "missing"

@@ -17,15 +17,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import launch
-from results import views
-from results.store import ResultStore, export_frame, read_export
+from mnas import cli
+from mnas.results import views
+from mnas.results.store import ResultStore, export_frame, read_export
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(argv, capsys) -> tuple[int, str, str]:
-    code = launch.main([str(a) for a in argv])
+    code = cli.main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -73,7 +73,7 @@ def _search_args(**given):
 
 
 def test_the_resume_hint_under_make_is_the_make_form(monkeypatch, tmp_path):
-    from commands.search import _resume_command
+    from mnas.commands.search import _resume_command
 
     monkeypatch.chdir(tmp_path)
     run_dir = str(tmp_path / "runs" / "default")
@@ -135,7 +135,7 @@ def _table(out: str) -> tuple[str, list[list[str]]]:
 
 @pytest.mark.parametrize("argv", [[], ["--pareto"], ["--sort", "latency_ms"], ["--status", "ok", "--top", "2"]])
 def test_the_results_table_names_each_child_as_train_takes_it(search_run, capsys, argv):
-    from trainer.replay import resolve_arch
+    from mnas.trainer.replay import resolve_arch
 
     code, out, _ = run_cli(["results", search_run, *argv], capsys)
     assert code == 0
@@ -157,7 +157,7 @@ def test_the_results_table_names_each_child_as_train_takes_it(search_run, capsys
 
 @pytest.mark.parametrize("form", [":1", ":pareto:1", ":3"])
 def test_describe_and_latency_take_every_arch_form_train_takes(search_run, capsys, form):
-    from trainer.replay import resolve_arch
+    from mnas.trainer.replay import resolve_arch
 
     spec = f"{search_run}{form}"
     arch = resolve_arch(spec).arch
@@ -238,28 +238,28 @@ def test_a_short_training_starts_quietly_warns_and_verbose_shows_the_libraries(t
     assert loud.returncode == 0 and re.search(r"^[IWE]\d{4} ", loud.stderr, re.MULTILINE), loud.stderr
 
 
-def test_the_quiet_defaults_keep_what_the_user_set_and_only_name_rays_own_auth_mode(monkeypatch, caplog):
+def test_the_quiet_defaults_keep_what_the_user_set_and_leave_rays_auth_mode_to_ray(monkeypatch, caplog):
     for name in ("TF_CPP_MIN_LOG_LEVEL", "RAY_AUTH_MODE", "MNAS_VERBOSE"):
         monkeypatch.delenv(name, raising=False)
-    launch.quiet_libraries(verbose=False, local_ray=False)  # joining a cluster: its own auth mode
+    auth = logging.getLogger(cli.RAY_AUTH_LOGGER)
+    monkeypatch.setattr(auth, "level", auth.level)
+    cli.quiet_libraries(verbose=False)
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3" and "RAY_AUTH_MODE" not in os.environ
-    launch.quiet_libraries(verbose=False)
-    assert os.environ["RAY_AUTH_MODE"] == "token"
     from ray._private.authentication.authentication_token_setup import enable_token_auth_by_default
 
     with caplog.at_level(logging.WARNING):
         assert enable_token_auth_by_default() is True  # Ray's local default, token auth, without its warning
     assert not [r for r in caplog.records if "Token authentication" in r.getMessage()]
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")
-    launch.quiet_libraries(verbose=False)
+    cli.quiet_libraries(verbose=False)
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1"  # the user's own choice is kept
-    launch.quiet_libraries(verbose=True)
+    cli.quiet_libraries(verbose=True)
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0" and os.environ["MNAS_VERBOSE"] == "1"
     monkeypatch.setenv("MNAS_VERBOSE", "0")
 
 
 def test_verbose_is_accepted_before_and_after_the_command():
-    parser = launch.build_parser()
+    parser = cli.build_parser()
     assert parser.parse_args(["--verbose", "describe", "mnasnet-a1"]).verbose is True
     assert parser.parse_args(["describe", "mnasnet-a1", "--verbose"]).verbose is True
     assert parser.parse_args(["describe", "mnasnet-a1"]).verbose is False
@@ -277,16 +277,16 @@ def _summary(steps, epochs, averaged=0.508, raw=0.425, classes=10, seconds=60.0)
 
 
 def _config(**recipe):
-    from search.registry import load_architecture
-    from trainer.recipe import Recipe
-    from trainer.train import TrainConfig
+    from mnas.search.registry import load_architecture
+    from mnas.trainer.recipe import Recipe
+    from mnas.trainer.train import TrainConfig
 
     return TrainConfig(arch=load_architecture("mnasnet-small"), recipe=Recipe(**recipe),
                        arch_source="runs/default:1")
 
 
 def test_a_short_run_says_neither_score_is_the_architectures_and_what_budget_would_be():
-    from trainer.train import reading
+    from mnas.trainer.train import reading
 
     headline, warning, note = reading(_summary(469, 1), _config())  # the run: 1 epoch of Fashion-MNIST
     assert headline.startswith("done after 1 epoch (469 steps): eval top-1 50.80% with the averaged weights, "
@@ -298,7 +298,7 @@ def test_a_short_run_says_neither_score_is_the_architectures_and_what_budget_wou
 
 
 def test_a_long_enough_run_names_the_number_to_read():
-    from trainer.train import reading
+    from mnas.trainer.train import reading
 
     lines = reading(_summary(1407, 3, averaged=0.853, raw=0.83), _config())
     assert lines[0] == ("done after 3 epochs (1,407 steps): eval top-1 85.30%, top-5 90.00% with the averaged "
@@ -313,9 +313,9 @@ def test_a_long_enough_run_names_the_number_to_read():
 
 
 def test_an_epoch_of_a_three_class_dataset_reports_no_top5(tmp_path):
-    from search.registry import load_architecture
-    from trainer.pipelines import _array_input
-    from trainer.train import TrainConfig, train
+    from mnas.search.registry import load_architecture
+    from mnas.trainer.pipelines import _array_input
+    from mnas.trainer.train import TrainConfig, train
 
     rng = np.random.default_rng(0)
     arrays = argparse.Namespace(x_train=rng.integers(0, 255, (32, 28, 28, 1), dtype=np.uint8),
@@ -331,7 +331,7 @@ def test_an_epoch_of_a_three_class_dataset_reports_no_top5(tmp_path):
 
 
 def test_an_export_that_disagrees_with_keras_says_so_with_the_figure_and_the_likely_reason():
-    from trainer.export import agreement_warnings
+    from mnas.trainer.export import agreement_warnings
 
     def report(int8_agreement, representative=256, float_agreement=1.0):
         return {"keras": {"top1": 0.508}, "num_eval": 10_000, "representative_images": representative,
@@ -359,9 +359,9 @@ def test_two_trainings_of_one_child_on_two_datasets_get_two_folders(search_run, 
 
     data = argparse.Namespace(name="data", num_train=1, num_eval=1, image_shape=(28, 28, 1))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("trainer.train.open_data", lambda config: data)
-    monkeypatch.setattr("trainer.train.train", stop)
-    monkeypatch.setattr("trainer.train.set_up_tensorflow", lambda threads=0: None)
+    monkeypatch.setattr("mnas.trainer.train.open_data", lambda config: data)
+    monkeypatch.setattr("mnas.trainer.train.train", stop)
+    monkeypatch.setattr("mnas.trainer.train.set_up_tensorflow", lambda threads=0: None)
     for dataset in ("fashion-mnist", "cifar"):
         code, _, err = run_cli(["train", "--arch", f"{search_run}:1", "--dataset", dataset], capsys)
         assert code == 130, err
@@ -373,7 +373,7 @@ def test_two_trainings_of_one_child_on_two_datasets_get_two_folders(search_run, 
 
 
 def test_the_plot_axes_name_the_runs_proxy_task_and_latency_backend(search_run):
-    from results.dashboard import scatter_figure
+    from mnas.results.dashboard import scatter_figure
 
     with ResultStore(search_run, readonly=True) as store:
         children = store.children()

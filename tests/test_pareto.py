@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from results.pareto import hypervolume, is_pareto_efficient, pareto_front
+from mnas.results.pareto import hypervolume, is_pareto_efficient, pareto_front
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -127,7 +127,7 @@ def test_is_pareto_efficient_runs_without_pandas():
         import sys
         sys.path.insert(0, {str(REPO)!r})
         sys.modules["pandas"] = None
-        from results.pareto import is_pareto_efficient, hypervolume
+        from mnas.results.pareto import is_pareto_efficient, hypervolume
         print(is_pareto_efficient([(0.7, 50), (0.6, 60)]), hypervolume([(0.5, 10)], (0, 20)))
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-from trainer import data, pipelines
+from mnas.trainer import data, pipelines
 
 
 @pytest.fixture(autouse=True)

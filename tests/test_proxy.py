@@ -11,12 +11,12 @@ import random
 
 import pytest
 
-from search.failures import ChildFailed, Failure, split_reason
-from search.registry import ARCHITECTURES, load_space
-from search.arch import Architecture, round_filters
-from search import proxy as proxy_task
-from search.proxy import ProxyConfig, blind_spots, model_signature, proxy_architecture
-from workers.proxy import train_child
+from mnas.search.failures import ChildFailed, Failure, split_reason
+from mnas.search.registry import ARCHITECTURES, load_space
+from mnas.search.arch import Architecture, round_filters
+from mnas.search import proxy as proxy_task
+from mnas.search.proxy import ProxyConfig, blind_spots, model_signature, proxy_architecture
+from mnas.workers.proxy import train_child
 
 TINY_ARCH = Architecture.from_strings(["r1_k3_s11_e1_i32_o16_noskip", "r1_k3_s22_e3_i16_o24_se0.25"],
                                       stem_filters=16, head_filters=64)
@@ -237,12 +237,12 @@ def test_build_errors_and_missing_data_are_child_failures(tiny_data, monkeypatch
         train_child(TINY_ARCH, tiny_config(str(tmp_path / "absent")))
     assert caught.value.code == Failure.DATA_ERROR and "apt-get install dataset-fashion-mnist" in caught.value.message
 
-    import trainer.builder
+    from mnas.trainer import builder
 
     def broken(*args, **kwargs):
         raise TypeError("no such layer")
 
-    monkeypatch.setattr(trainer.builder, "build_model", broken)
+    monkeypatch.setattr(builder, "build_model", broken)
     with pytest.raises(ChildFailed) as caught:
         train_child(TINY_ARCH, tiny_config(tiny_data))
     assert caught.value.code == Failure.BUILD_ERROR and "no such layer" in caught.value.message
@@ -275,7 +275,7 @@ def test_a_free_text_reason_of_an_old_store_splits_into_code_and_detail(reason, 
 def test_importing_the_worker_does_not_import_tensorflow(python):
     import subprocess
 
-    code = "import sys; import workers.proxy; print('tensorflow' in sys.modules)"
+    code = "import sys; import mnas.workers.proxy; print('tensorflow' in sys.modules)"
     out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True,
                          cwd=proxy_task.__file__.rsplit("/search/", 1)[0])
     assert out.stdout.strip() == "False"

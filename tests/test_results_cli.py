@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-import launch
-from results.store import ResultStore, read_export
+from mnas import cli as mnas_cli
+from mnas.results.store import ResultStore, read_export
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,7 +56,7 @@ def run_dir(tmp_path):
 
 
 def cli(capsys, *argv) -> tuple[int, str, str]:
-    code = launch.main(["results", *map(str, argv)])
+    code = mnas_cli.main(["results", *map(str, argv)])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -185,7 +185,7 @@ def test_the_command_needs_no_tensorflow_or_ray(run_dir):
         sys.path.insert(0, {str(REPO)!r})
         sys.modules["tensorflow"] = None
         sys.modules["ray"] = None
-        from commands import results
+        from mnas.commands import results
         parser = argparse.ArgumentParser()
         results.add_arguments(parser)
         sys.exit(results.run(parser.parse_args([{str(run_dir)!r}, "--pareto"])))

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from conftest import record_reliability
-from results.store import (COLUMN_NAMES, NoStoreError, ResultStore, STORE_FILENAME, encode_child, export_frame,
+from mnas.results.store import (COLUMN_NAMES, NoStoreError, ResultStore, STORE_FILENAME, encode_child, export_frame,
                            read_export)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -417,7 +417,7 @@ def test_a_version_1_store_is_read_as_is_and_migrated_by_a_writer(tmp_path):
 WRITER = textwrap.dedent("""
     import sys, time
     sys.path[:0] = [{repo!r}, {tests!r}]
-    from results.store import ResultStore
+    from mnas.results.store import ResultStore
     from test_results_store import expected_child
     with ResultStore({run!r}) as store:
         for i in range({n}):
@@ -519,7 +519,7 @@ def test_store_imports_without_tensorflow_or_ray():
         sys.path.insert(0, {str(REPO)!r})
         sys.modules["tensorflow"] = None
         sys.modules["ray"] = None
-        import results.store, results.pareto, commands.results
+        import mnas.results.store, mnas.results.pareto, mnas.commands.results
         loaded = [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "ray") and sys.modules[m] is not None]
         assert not loaded, loaded
         print("ok")

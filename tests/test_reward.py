@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from search.reward import PRESETS, LatencyTerm, Reward
+from mnas.search.reward import PRESETS, LatencyTerm, Reward
 
 # 2 ** 0.07 and 2 ** -0.07, worked out by hand (exp(+-0.07 * ln 2)): being 2x faster or slower than T under the
 # soft constraint changes the reward by about 5%.
@@ -137,7 +137,7 @@ def test_terms_are_frozen():
 
 def test_imports_without_tensorflow_or_ray(python):
     code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['ray'] = None\n"
-            "import search.reward as r\n"
+            "import mnas.search.reward as r\n"
             "reward = r.Reward.from_settings({'preset': 'hard', 'target_ms': 75}, ['pixel1'])\n"
             "assert reward(0.5, {'pixel1': 150}) == 0.25\n"
             "print('ok')")

@@ -8,11 +8,11 @@ import os
 
 import pytest
 
-from search.counts import count
-from measure import get_latency_model
-from search.registry import load_architecture, load_space
-from search.reward import Reward
-from search.strategy import make_strategy
+from mnas.search.counts import count
+from mnas.measure import get_latency_model
+from mnas.search.registry import load_architecture, load_space
+from mnas.search.reward import Reward
+from mnas.search.strategy import make_strategy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

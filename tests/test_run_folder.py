@@ -17,8 +17,8 @@ import tempfile
 import pytest
 
 from conftest import record_reliability
-from results.store import ResultStore
-from search.runlock import LOCK_FILE, RunInUse, RunLock
+from mnas.results.store import ResultStore
+from mnas.search.runlock import LOCK_FILE, RunInUse, RunLock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -112,7 +112,7 @@ def test_a_search_starts_only_in_a_new_or_empty_folder(tmp_path, surrogate_model
 def test_one_owner_at_a_time_and_the_lock_dies_with_its_process(tmp_path, surrogate_model, finished_run):
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[2]);"
-         "from search.runlock import RunLock; RunLock(sys.argv[1]).acquire(); print('locked', flush=True);"
+         "from mnas.search.runlock import RunLock; RunLock(sys.argv[1]).acquire(); print('locked', flush=True);"
          "time.sleep(600)", str(finished_run), ROOT], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"       # the event, not a sleep
@@ -237,8 +237,8 @@ def test_a_full_disk_stops_the_search_with_resume_advice(tmp_path, surrogate_mod
     """ENOSPC while storing a child: one line that says the disk is full and that --resume continues."""
     import errno
 
-    import launch
-    from results import store as store_module
+    from mnas import cli
+    from mnas.results import store as store_module
 
     real = store_module.ResultStore.add_child
     calls = []
@@ -253,11 +253,11 @@ def test_a_full_disk_stops_the_search_with_resume_advice(tmp_path, surrogate_mod
     config = str(_config(tmp_path, surrogate_model))
     monkeypatch.chdir(ROOT)
     monkeypatch.setattr(store_module.ResultStore, "add_child", full_after_two)
-    assert launch.main(["search", "--config", config, "--out", str(run), "--quiet"]) == 2
+    assert cli.main(["search", "--config", config, "--out", str(run), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("mnas search: error: the disk is full") and "--resume" in err[-1]
     monkeypatch.setattr(store_module.ResultStore, "add_child", real)          # space freed
-    assert launch.main(["search", "--out", str(run), "--resume", "--quiet"]) == 0
+    assert cli.main(["search", "--out", str(run), "--resume", "--quiet"]) == 0
     with ResultStore(run, readonly=True) as store:
         assert sorted(store.children()["sample"]) == list(range(6))           # nothing lost, nothing twice
     record_reliability("run_folder", case="the disk full while storing a child, then --resume", refused=1,
@@ -308,12 +308,12 @@ def test_an_out_folder_that_cannot_be_made_is_one_line(tmp_path, surrogate_model
     """--out with a component over 255 characters, or on a read-only file system: one line, nothing written."""
     import errno
 
-    import launch
+    from mnas import cli
 
     monkeypatch.chdir(ROOT)
     config = str(_config(tmp_path, surrogate_model))
     too_long = tmp_path / ("x" * 300)
-    assert launch.main(["search", "--config", config, "--out", str(too_long)]) == 2
+    assert cli.main(["search", "--config", config, "--out", str(too_long)]) == 2
     assert "cannot create the run folder" in capsys.readouterr().err
     real = os.makedirs
 
@@ -323,7 +323,7 @@ def test_an_out_folder_that_cannot_be_made_is_one_line(tmp_path, surrogate_model
         return real(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "makedirs", read_only)
-    assert launch.main(["search", "--config", config, "--out", str(tmp_path / "ro" / "run")]) == 2
+    assert cli.main(["search", "--config", config, "--out", str(tmp_path / "ro" / "run")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Read-only file system" in err[0] and not (tmp_path / "ro").exists()
     record_reliability("run_folder", case="--out too long a name, or on a read-only file system", refused=2,

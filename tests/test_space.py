@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import record_reliability
-from search.registry import ARCHITECTURES, SPACES, load_architecture, load_space
-from search.arch import Architecture, Block, decode_block, encode_block, parse_arch_text, round_filters
-from search.space import SearchSpace
+from mnas.search.registry import ARCHITECTURES, SPACES, load_architecture, load_space
+from mnas.search.arch import Architecture, Block, decode_block, encode_block, parse_arch_text, round_filters
+from mnas.search.space import SearchSpace
 
 OFFICIAL = [s for name in ("mnasnet-a1", "mnasnet-b1", "mnasnet-small", "mnasnet-d1", "mnasnet-d1-320")
             for s in ARCHITECTURES[name].block_strings]
@@ -309,9 +309,9 @@ def test_space_yaml_file(tmp_path):
 
 def test_pure_modules_import_without_tensorflow_or_ray():
     code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['ray'] = None; sys.modules['keras'] = None\n"
-            "import search.arch, search.space, search.counts, search.registry\n"
-            "from search.registry import load_space, ARCHITECTURES\n"
-            "from search.counts import count\n"
+            "import mnas.search.arch, mnas.search.space, mnas.search.counts, mnas.search.registry\n"
+            "from mnas.search.registry import load_space, ARCHITECTURES\n"
+            "from mnas.search.counts import count\n"
             "print(count(ARCHITECTURES['mnasnet-a1']).params, len(load_space('mnasnet').choice_counts))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["3887038", "42"]

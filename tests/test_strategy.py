@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from search.strategy import EvolutionStrategy, Proposal, RandomStrategy, make_strategy
+from mnas.search.strategy import EvolutionStrategy, Proposal, RandomStrategy, make_strategy
 
 COUNTS = [4, 2, 2, 3, 3, 3] * 3          # three blocks of the paper's per-block decisions
 
@@ -78,7 +78,7 @@ def test_bad_settings_are_clear():
 
 
 def test_mnas_settings_may_start_from_a_named_preset():
-    from search.controller import PPOConfig
+    from mnas.search.controller import PPOConfig
 
     strategy = make_strategy("mnas", COUNTS, seed=3, settings={"preset": "nasnet", "batch_size": 4})
     assert strategy.controller.config == PPOConfig(batch_size=4, seed=3)

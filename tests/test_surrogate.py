@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from search.registry import ARCHITECTURES, load_space
-from search.surrogate import Surrogate, cross_validate, feature_names, features, kendall, spearman
+from mnas.search.registry import ARCHITECTURES, load_space
+from mnas.search.surrogate import Surrogate, cross_validate, feature_names, features, kendall, spearman
 
 
 def _truth(arch):
@@ -88,8 +88,8 @@ def test_noise_is_drawn_from_genotype_and_seed(data):
 
 
 def test_surrogate_imports_no_tensorflow_or_ray(monkeypatch):
-    for name in [m for m in sys.modules if m.split(".")[0] in ("search", "tensorflow", "ray")]:
+    for name in [m for m in sys.modules if m.startswith("mnas.search") or m.split(".")[0] in ("tensorflow", "ray")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "tensorflow", None)
     monkeypatch.setitem(sys.modules, "ray", None)
-    import search.surrogate  # noqa: F401 -- must not raise
+    import mnas.search.surrogate  # noqa: F401 -- must not raise

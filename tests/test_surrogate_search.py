@@ -11,10 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-from results.dashboard import build_payload
-from results.store import ResultStore
-from results.views import read_run
-from search.driver import _array, _jsonable
+from mnas.results.dashboard import build_payload
+from mnas.results.store import ResultStore
+from mnas.results.views import read_run
+from mnas.search.driver import _array, _jsonable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

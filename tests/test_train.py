@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import launch
-from trainer import checkpoint as ckpt
-from trainer import data
-from trainer.recipe import Recipe, learning_rate
-from trainer.train import TrainConfig, train
+from mnas import cli
+from mnas.trainer import checkpoint as ckpt
+from mnas.trainer import data
+from mnas.trainer.recipe import Recipe, learning_rate
+from mnas.trainer.train import TrainConfig, train
 
 TINY_ARCH = """# two blocks, narrow head: builds and trains in a second at 28x28
 stem: 8
@@ -48,7 +48,7 @@ def tiny(tmp_path):
 
 
 def tiny_config(tiny, **changes):
-    from search.registry import load_architecture
+    from mnas.search.registry import load_architecture
 
     arch_file, data_dir = tiny
     fields = dict(arch=load_architecture(arch_file), data_dir=data_dir, epochs=2, batch_size=16, arch_source=arch_file)
@@ -104,7 +104,7 @@ def read_scalars(folder):
 
 
 def test_tensorboard_logs_training_loss_and_learning_rate_every_50_steps(tiny, tmp_path):
-    from trainer.recipe import make_schedule
+    from mnas.trainer.recipe import make_schedule
 
     config = tiny_config(tiny, epochs=1, batch_size=1)  # 64 steps: one per-step point, at step 50
     train(config, tmp_path / "run", threads=1, log=lambda _: None)
@@ -183,7 +183,7 @@ def test_recipe_schedule_scaling_and_short_run_rules():
 def test_weight_average_uses_the_official_num_updates_warm_up():
     import keras
 
-    from trainer.recipe import WeightEMA
+    from mnas.trainer.recipe import WeightEMA
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, use_bias=False)])
     model.layers[0].kernel.assign(np.ones((2, 1), np.float32))
@@ -197,7 +197,7 @@ def test_weight_average_uses_the_official_num_updates_warm_up():
 
 
 def run_cli(argv, capsys):
-    code = launch.main(argv)
+    code = cli.main(argv)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -233,9 +233,9 @@ def test_cli_errors_are_one_line_exit_2_and_write_nothing(tiny, tmp_path, capsys
 def test_recipe_defaults_are_the_papers_and_the_peak_scales_with_batch_size(tiny):
     import keras
 
-    from search.registry import ARCHITECTURES
-    from trainer.recipe import make_optimizer, make_schedule
-    from trainer.train import build, model_architecture, open_data
+    from mnas.search.registry import ARCHITECTURES
+    from mnas.trainer.recipe import make_optimizer, make_schedule
+    from mnas.trainer.train import build, model_architecture, open_data
 
     assert Recipe().to_dict() == {  # Tan et al. 2019 Sec. 6 and tensorflow/tpu mnasnet_main.py
         "base_lr": 0.016, "lr_batch": 256, "warmup_epochs": 5.0, "decay_rate": 0.97, "decay_epochs": 2.4,
@@ -267,7 +267,7 @@ def test_recipe_defaults_are_the_papers_and_the_peak_scales_with_batch_size(tiny
 def test_every_recipe_value_is_a_command_line_option(tiny):
     import dataclasses
 
-    from commands.train import RECIPE_FLAGS, build_config
+    from mnas.commands.train import RECIPE_FLAGS, build_config
 
     assert set(RECIPE_FLAGS) == {f.name for f in dataclasses.fields(Recipe)}
     values = {"base_lr": 0.1, "lr_batch": 512, "warmup_epochs": 1.5, "decay_rate": 0.9, "decay_epochs": 3.0,
@@ -276,18 +276,18 @@ def test_every_recipe_value_is_a_command_line_option(tiny):
     argv = ["train", "--arch", tiny[0]]
     for field, (flag, _) in RECIPE_FLAGS.items():
         argv += [flag, str(values[field])]
-    config, slug = build_config(launch.build_parser().parse_args(argv))
+    config, slug = build_config(cli.build_parser().parse_args(argv))
     assert config.recipe == Recipe(**values) and slug == "tiny"
-    config, _ = build_config(launch.build_parser().parse_args(["train", "--arch", tiny[0], "--batch-size", "64"]))
+    config, _ = build_config(cli.build_parser().parse_args(["train", "--arch", tiny[0], "--batch-size", "64"]))
     assert config.recipe == Recipe() and config.batch_size == 64
-    help_text = " ".join(launch.build_parser()._subparsers._group_actions[0].choices["train"].format_help().split())
+    help_text = " ".join(cli.build_parser()._subparsers._group_actions[0].choices["train"].format_help().split())
     for flag, _ in RECIPE_FLAGS.values():
         assert flag in help_text
     assert "(default 0.016)" in help_text and "(default 0.9999)" in help_text and "(default 1e-05)" in help_text
 
 
 def test_scores_report_top1_and_top5():
-    from trainer.train import scores
+    from mnas.trainer.train import scores
 
     logits = np.array([[9, 8, 7, 6, 5, 4, 0],    # label 0: top-1
                        [9, 8, 7, 6, 5, 4, 0],    # label 4: 5th best -> top-5 only
@@ -314,7 +314,7 @@ class _Stream:
 
 
 def test_progress_bar_redraws_on_a_terminal_and_prints_a_line_a_minute_in_a_log():
-    from trainer.progress import Progress
+    from mnas.trainer.progress import Progress
 
     now = [0.0]
     terminal = _Stream(tty=True)

@@ -22,7 +22,8 @@ import pytest
 
 from conftest import record_reliability
 from test_train import TINY_ARCH, write_tiny_fashion
-from trainer import checkpoint as ckpt
+from mnas.search.fileio import read_json
+from mnas.trainer import checkpoint as ckpt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS = 4
@@ -34,7 +35,7 @@ TIMINGS = ("train_seconds", "eval_seconds", "images_per_second")  # wall-clock c
 PRELUDE = """
 import os, runpy, signal, sys
 sys.path.insert(0, {root!r})
-from trainer import checkpoint
+from mnas.trainer import checkpoint
 when, name, nth = os.environ["MNAS_TEST_KILL"].split(":")
 real, writes = checkpoint.atomic_write, {{}}
 def kill():
@@ -146,7 +147,7 @@ def test_sigkilled_cli_training_resumes_to_the_uninterrupted_result(tmp_path):
     a, b = pd.read_csv(full / ckpt.METRICS), pd.read_csv(crashed / ckpt.METRICS)
     assert list(a.columns) == list(b.columns)
     pd.testing.assert_frame_equal(a.drop(columns=list(TIMINGS)), b.drop(columns=list(TIMINGS)), check_exact=True)
-    a_summary, b_summary = ckpt.read_json(full / ckpt.SUMMARY), ckpt.read_json(crashed / ckpt.SUMMARY)
+    a_summary, b_summary = read_json(full / ckpt.SUMMARY), read_json(crashed / ckpt.SUMMARY)
     for key in ("epochs", "steps", "best_eval_top1", "params"):
         assert a_summary[key] == b_summary[key], key
     epochs = epochs_in_metrics(crashed)

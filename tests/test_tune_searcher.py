@@ -6,12 +6,12 @@ pytest.importorskip("ray")
 
 from ray.tune.search import Searcher  # noqa: E402
 
-from results.store import ResultStore  # noqa: E402
-from search.reward import Reward  # noqa: E402
-from search.driver import SearchRun  # noqa: E402
-from search.registry import load_space  # noqa: E402
-from search.strategy import make_strategy  # noqa: E402
-from search.tune import MnasSearcher, _unflatten  # noqa: E402
+from mnas.results.store import ResultStore  # noqa: E402
+from mnas.search.reward import Reward  # noqa: E402
+from mnas.search.driver import SearchRun  # noqa: E402
+from mnas.search.registry import load_space  # noqa: E402
+from mnas.search.strategy import make_strategy  # noqa: E402
+from mnas.search.tune import MnasSearcher, _unflatten  # noqa: E402
 
 
 def make_searcher(run_dir, strategy="mnas", samples=4, seed=0):

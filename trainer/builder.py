@@ -16,8 +16,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from search.counts import residual_kind
-from search.arch import CONV_REGULAR, SKIP_IDENTITY, SKIP_POOL, Architecture, Block
+from mnas.search.counts import residual_kind
+from mnas.search.arch import CONV_REGULAR, SKIP_IDENTITY, SKIP_POOL, Architecture, Block
 
 BN_MOMENTUM = 0.99
 BN_EPSILON = 1e-3

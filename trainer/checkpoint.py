@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from search.fileio import atomic_write, current_umask  # noqa: F401 -- re-exported for the trainer
+from mnas.search.fileio import atomic_write, write_json_atomic
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.npz"
@@ -47,15 +47,8 @@ def remove_temporaries(folder: str | os.PathLike) -> list[str]:
 
 
 def write_json(path: str | os.PathLike, value: Any) -> None:
-    atomic_write(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    """A run's JSON file (config, summary, export report), atomically, sorted and indented for people to read."""
+    write_json_atomic(path, value, indent=2, sort_keys=True)
 
 
 def write_metrics(path: str | os.PathLike, history: Iterable[Mapping[str, Any]]) -> None:

@@ -2,7 +2,7 @@
 
 The embedded default is Fashion-MNIST from Debian's `dataset-fashion-mnist` package: the four IDX files of
 Zalando's release, gzipped, under /usr/share/datasets/fashion-mnist. It needs no network, which is why the
-search's default proxy task uses it (the paper's proxy is 5 epochs of ImageNet; see `workers/proxy.py`).
+search's default proxy task uses it (the paper's proxy is 5 epochs of ImageNet; see `search/proxy.py`).
 
 A dataset is a `DatasetSpec` in `DATASETS`: a loader returning an `ArrayDataset`, its number of classes, and
 where its files live by default: Fashion-MNIST and CIFAR-style arrays (python pickles or .npz). Datasets too big

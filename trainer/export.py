@@ -34,8 +34,9 @@ from typing import Callable
 
 import numpy as np
 
-from trainer import checkpoint as ckpt
-from trainer.progress import Progress
+from mnas.search.fileio import current_umask
+from mnas.trainer import checkpoint as ckpt
+from mnas.trainer.progress import Progress
 
 FORMATS = ("float32", "int8", "dynamic")
 EXPORT_FILES = {"saved_model", "export.json"} | {f"model_{kind}.tflite" for kind in FORMATS}
@@ -43,7 +44,7 @@ EXPORT_FILES = {"saved_model", "export.json"} | {f"model_{kind}.tflite" for kind
 
 def convert(model, kind: str, representative: np.ndarray | None = None) -> bytes:
     """The TFLite flatbuffer of `model`: 'float32', 'int8' (needs representative images) or 'dynamic'."""
-    from trainer.tflite import keras_to_tflite, quiet
+    from mnas.trainer.tflite import keras_to_tflite, quiet
 
     if kind not in FORMATS:
         raise ValueError(f"unknown TFLite format {kind!r} (known: {', '.join(FORMATS)})")
@@ -73,7 +74,7 @@ def run_tflite(flatbuffer: bytes, data, batch_size: int = 100, threads: int = 0,
     `info`, if given, receives {'kernels': 'xnnpack' or 'builtin'}: which kernels computed the result."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from trainer.tflite import quiet
+    from mnas.trainer.tflite import quiet
 
     def make(resolver):
         with quiet():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" line
@@ -153,7 +154,7 @@ def export_model(model, data, export_dir: str | os.PathLike, formats=("float32",
     """
     import tensorflow as tf
 
-    from trainer.train import predict, scores
+    from mnas.trainer.train import predict, scores
 
     log = log or (lambda line: print(line, flush=True))
     unknown = [f for f in formats if f not in FORMATS]
@@ -162,7 +163,7 @@ def export_model(model, data, export_dir: str | os.PathLike, formats=("float32",
     final = check_export_dir(export_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
-    os.chmod(work, 0o777 & ~ckpt.current_umask())
+    os.chmod(work, 0o777 & ~current_umask())
     try:
         eval_step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
         keras_logits, labels = predict(eval_step, data, label="keras")

@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from trainer.data import DatasetMissing, get_dataset_spec, load_dataset, make_pipeline
+from mnas.trainer.data import DatasetMissing, get_dataset_spec, load_dataset, make_pipeline
 
 IMAGENET_TRAIN_IMAGES = 1281167  # the official sharding's sizes, so the full set need not be scanned to count it
 IMAGENET_EVAL_IMAGES = 50000

@@ -20,7 +20,7 @@ import os
 import re
 from typing import NamedTuple
 
-from search.arch import Architecture
+from mnas.search.arch import Architecture
 
 _PARETO = re.compile(r"^(?P<run>.+):pareto:(?P<index>[^:]*)$")
 _RANK = re.compile(r"^(?P<run>.+):(?P<rank>[^:]*)$")
@@ -40,7 +40,7 @@ def _positive(text: str, what: str, spec: str) -> int:
 
 def _run_architecture(run_dir: str, blocks: str) -> Architecture:
     """Block strings of a child completed with the stem/head/dropout/stride of the run's space."""
-    from search.registry import load_space
+    from mnas.search.registry import load_space
 
     fields = {}
     config_path = os.path.join(run_dir, "config.json")
@@ -62,8 +62,8 @@ def _run_architecture(run_dir: str, blocks: str) -> Architecture:
 
 def resolve_child(run_dir: str, rank: int | None = None, pareto: int | None = None) -> Architecture:
     """The architecture of one child of a search run, by reward rank or by Pareto position (1-based)."""
-    from results.pareto import pareto_front
-    from results.store import ResultStore
+    from mnas.results.pareto import pareto_front
+    from mnas.results.store import ResultStore
 
     if not os.path.isdir(run_dir):
         raise ValueError(f"no such run directory: {run_dir}")
@@ -86,7 +86,7 @@ def resolve_child(run_dir: str, rank: int | None = None, pareto: int | None = No
 
 def resolve_arch(spec: str) -> Resolved:
     """Resolves any ARCH form; raises ValueError (one line, naming the problem) for anything else."""
-    from search.registry import ARCHITECTURES, load_architecture
+    from mnas.search.registry import ARCHITECTURES, load_architecture
 
     if not spec or not spec.strip():
         raise ValueError("ARCH is empty")

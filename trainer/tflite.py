@@ -89,7 +89,7 @@ def arch_to_tflite(arch, resolution: int | None = None, quantize: str = "float32
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     size = resolution or arch.resolution
     with quiet():
-        from trainer.builder import build_model
+        from mnas.trainer.builder import build_model
 
         model = build_model(arch, num_classes=num_classes, input_shape=(size, size, 3))
     return keras_to_tflite(model, quantize)

@@ -10,7 +10,7 @@ TensorFlow ops are deterministic, the resumed run computes the same weights an u
 Small images. A network built for 224 pixels halves its feature map five times; at 28 or 32 pixels the last
 blocks would see a single pixel. So on images smaller than 64 pixels the stem's stride is removed by default
 (`stem_stride=None` -> 1), the usual CIFAR adaptation of ImageNet networks and the one the search's proxy makes
-(workers/proxy.py); the trained and exported model is that architecture at that size, as config.json records.
+(search/proxy.py); the trained and exported model is that architecture at that size, as config.json records.
 
 A hand-written `tf.function` step rather than `model.fit`: the weight average, the official L2 penalty and
 exact resumption of the optimizer and the average need hooks `fit` does not have; benchmarks/train_speed.py
@@ -29,10 +29,11 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from search.arch import Architecture
-from trainer import checkpoint as ckpt
-from trainer.progress import Progress
-from trainer.recipe import Recipe
+from mnas.search.arch import Architecture
+from mnas.search.fileio import read_json
+from mnas.trainer import checkpoint as ckpt
+from mnas.trainer.progress import Progress
+from mnas.trainer.recipe import Recipe
 
 SMALL_IMAGE = 64  # below this side, the stem's stride is removed by default
 TOP5_MIN_CLASSES = 6  # top-5 is reported only where it says more than top-1 (5 of 3 classes is every image)
@@ -92,7 +93,7 @@ class TrainConfig:
 
 def open_data(config: TrainConfig):
     """The run's InputData (trainer.pipelines); raises before anything is written if the data is unusable."""
-    from trainer.pipelines import FILE_DATASETS, open_input
+    from mnas.trainer.pipelines import FILE_DATASETS, open_input
 
     size = config.image_size or (config.arch.resolution if config.dataset in FILE_DATASETS else None)
     return open_input(config.dataset, config.data_dir, size, config.fit, config.num_classes,
@@ -112,7 +113,7 @@ def build(config: TrainConfig, data):
     """The Keras model of `config` for `data`, batch-norm momentum from the recipe."""
     import keras
 
-    from trainer.builder import build_model
+    from mnas.trainer.builder import build_model
 
     model = build_model(model_architecture(config, data), data.num_classes, data.image_shape)
     for layer in model.layers:
@@ -134,7 +135,7 @@ def import_tensorflow():
         import tensorflow as tf
 
         return tf
-    from trainer.tflite import quiet
+    from mnas.trainer.tflite import quiet
 
     with quiet():
         import tensorflow as tf
@@ -172,7 +173,7 @@ def prepare_run_dir(config: TrainConfig, out_dir: str | os.PathLike, resume: boo
         return None
     if not saved.exists():
         raise ValueError(f"--resume: {out} holds no training run ({ckpt.CONFIG} missing)")
-    previous = ckpt.read_json(saved)
+    previous = read_json(saved)
     mine = config.to_dict()
     changed = sorted(k for k in mine if k not in ("epochs", "arch_source") and previous.get(k) != mine[k])
     if changed:
@@ -201,7 +202,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
     tf = set_up_tensorflow(threads)
     import keras
 
-    from trainer.recipe import WeightEMA, decayed_weights, make_optimizer, make_schedule
+    from mnas.trainer.recipe import WeightEMA, decayed_weights, make_optimizer, make_schedule
 
     log = log or (lambda line: print(line, flush=True))
     data = data or open_data(config)
@@ -435,7 +436,7 @@ def load_trained(run_dir: str | os.PathLike, averaged: bool = True, data=None, t
         raise ValueError(f"{run}: not a training run ({ckpt.CONFIG} missing)")
     if not (run / ckpt.CHECKPOINT).is_file():
         raise ValueError(f"{run}: no checkpoint yet (no epoch has finished)")
-    saved = ckpt.read_json(run / ckpt.CONFIG)
+    saved = read_json(run / ckpt.CONFIG)
     config = TrainConfig.from_dict({k: v for k, v in saved.items()
                                     if k in {f.name for f in dataclasses.fields(TrainConfig)}})
     if data_dir:

@@ -15,9 +15,9 @@ import math
 import time
 from typing import Any
 
-from search.failures import ChildFailed, Failure
-from search.proxy import ProxyConfig, proxy_architecture
-from search.arch import Architecture
+from mnas.search.failures import ChildFailed, Failure
+from mnas.search.proxy import ProxyConfig, proxy_architecture
+from mnas.search.arch import Architecture
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,29 +47,6 @@ class ProxyResult:
 # --------------------------------------------------------------------------------------------------------------
 # Training one child
 
-_PROCESS: dict[str, Any] = {}  # per-process TensorFlow set-up, done once (a Ray actor trains many children)
-
-
-def _tensorflow(threads: int):
-    """Imports TensorFlow and fixes its thread pools and op determinism, once per process.
-
-    TensorFlow refuses to change its thread pools once it has run an op, so a second call (a later trial in a
-    reused actor, or a process where something else used TensorFlow first) keeps what is in effect and
-    reports it rather than raising.
-    """
-    import tensorflow as tf
-
-    if "threads" not in _PROCESS:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
-        except RuntimeError:
-            pass
-        tf.config.experimental.enable_op_determinism()
-        _PROCESS["threads"] = tf.config.threading.get_intra_op_parallelism_threads()
-    return tf
-
-
 def _optimizer(proxy: ProxyConfig, total_steps: int):
     import keras
 
@@ -85,7 +62,7 @@ def _optimizer(proxy: ProxyConfig, total_steps: int):
 
 def _split(proxy: ProxyConfig):
     """The training subset and the held-out slice, both from the training split (never the test split)."""
-    from trainer.data import load_dataset
+    from mnas.trainer.data import load_dataset
 
     try:
         data = load_dataset(proxy.dataset, proxy.data_dir)
@@ -132,12 +109,14 @@ class ProxyTraining:
     """
 
     def __init__(self, arch: Architecture, proxy: ProxyConfig | None = None, num_classes: int | None = None):
+        from mnas.trainer.train import set_up_tensorflow
+
         self.proxy = proxy = proxy or ProxyConfig()
-        self._tf = tf = _tensorflow(proxy.threads)
+        self._tf = tf = set_up_tensorflow(proxy.threads)   # pools fixed by the first child of a reused actor
         import keras
 
-        from trainer.builder import build_model
-        from trainer.data import get_dataset_spec
+        from mnas.trainer.builder import build_model
+        from mnas.trainer.data import get_dataset_spec
 
         self.train_data, self.held_data = _split(proxy)
         num_classes = num_classes or get_dataset_spec(proxy.dataset).num_classes
@@ -187,7 +166,7 @@ class ProxyTraining:
     def _prepare(self) -> None:
         import keras
 
-        from trainer.data import make_pipeline
+        from mnas.trainer.data import make_pipeline
 
         proxy, tf = self.proxy, self._tf
         pipeline = make_pipeline(*self.train_data, proxy.batch_size, proxy.image_size, shuffle=True,
@@ -233,7 +212,8 @@ class ProxyTraining:
         """(top-1 accuracy, mean cross-entropy) on the held-out slice, or on its first `limit` images."""
         import numpy as np
 
-        from trainer.data import make_pipeline
+        from mnas.trainer.data import make_pipeline
+        from mnas.trainer.train import scores
 
         images, labels = self.held_data
         if limit is not None:
@@ -246,10 +226,8 @@ class ProxyTraining:
         if not np.all(np.isfinite(logits)):
             raise ChildFailed(Failure.NAN_LOSS,
                               "held-out logits are not finite (diverged weights or batch-norm statistics)")
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        loss = float(-log_probs[np.arange(len(labels)), labels].mean())
-        return float((logits.argmax(axis=1) == labels).mean()), loss
+        scored = scores(logits, labels)
+        return scored["top1"], scored["loss"]
 
     def result(self) -> ProxyResult:
         """Scores the whole held-out slice; call after training to `total_steps`."""
@@ -270,7 +248,7 @@ class ProxyTraining:
             images_per_second=steps * batch / max(self.train_seconds, 1e-9),
             proxy_params=int(sum(int(np.prod(v.shape)) for v in self.model.trainable_variables)),
             proxy_arch=self.parch.block_strings, cpu_seconds=time.process_time() - self._cpu_started,
-            threads=int(_PROCESS.get("threads", self.proxy.threads)))
+            threads=int(self._tf.config.threading.get_intra_op_parallelism_threads() or self.proxy.threads))
 
 
 class _FailureMapping:

@@ -21,9 +21,9 @@ import time
 import traceback
 from typing import Any, Mapping
 
-from search.counts import count
-from search.failures import ChildFailed, Failure, detail
-from search.arch import Architecture, echo
+from mnas.search.counts import count
+from mnas.search.failures import ChildFailed, Failure, detail
+from mnas.search.arch import Architecture, echo
 
 _LATENCY_MODELS: dict[str, Any] = {}
 
@@ -61,7 +61,7 @@ def check_faults(faults: Mapping[str, Any]) -> None:
 def latency_model(spec: str):
     """One latency model per backend spec and process (measured backends keep their caches)."""
     if spec not in _LATENCY_MODELS:
-        from measure import get_latency_model
+        from mnas.measure import get_latency_model
 
         _LATENCY_MODELS[spec] = get_latency_model(spec)
     return _LATENCY_MODELS[spec]
@@ -187,7 +187,7 @@ class ChildEvaluation:
         return dict(metrics)
 
     def _start(self) -> None:
-        from workers.proxy import ProxyTraining
+        from mnas.workers.proxy import ProxyTraining
 
         arch, settings, fault = self.arch, self.settings, injected_fault(self.settings.faults, self.sample)
         settings.check_size(arch)

@@ -7,10 +7,10 @@ every backend ('pixel1', 'host', 'lut:FILE', ...), are one layer up, in `measure
 
 from __future__ import annotations
 
-from search.latency.base import LatencyModel, Measurement
-from search.latency.calibrate import pixel1_preset
-from search.latency.lut import LookupTable
-from search.latency.predictor import CalibratedPredictor, TransferPredictor, load_predictor
+from mnas.search.latency.base import LatencyModel, Measurement
+from mnas.search.latency.calibrate import pixel1_preset
+from mnas.search.latency.lut import LookupTable
+from mnas.search.latency.predictor import CalibratedPredictor, TransferPredictor, load_predictor
 
 __all__ = ["CalibratedPredictor", "LatencyModel", "LookupTable", "Measurement", "TransferPredictor",
            "load_predictor", "pixel1_preset"]

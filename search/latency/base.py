@@ -12,7 +12,7 @@ import dataclasses
 import sys
 from typing import Sequence
 
-from search.arch import Architecture
+from mnas.search.arch import Architecture
 
 
 class LatencyModel(abc.ABC):

@@ -15,9 +15,9 @@ import hashlib
 import json
 import os
 
-from search.latency.base import Measurement
-from search.fileio import write_json_atomic
-from search.arch import Architecture
+from mnas.search.latency.base import Measurement
+from mnas.search.fileio import write_json_atomic
+from mnas.search.arch import Architecture
 
 ENV = "MNAS_LATENCY_CACHE"
 

@@ -24,10 +24,10 @@ from typing import Sequence
 
 import numpy as np
 
-from search.latency.base import LatencyModel
-from search.latency.predictor import (CalibratedPredictor, TransferPredictor, choose_tile, features_of, fit_linear,
+from mnas.search.latency.base import LatencyModel
+from mnas.search.latency.predictor import (CalibratedPredictor, TransferPredictor, choose_tile, features_of, fit_linear,
                                       fit_spread, leave_one_out)
-from search.arch import Architecture
+from mnas.search.arch import Architecture
 
 PIXEL1_PRESET = "pixel1.json"
 PIXEL1_PUBLISHED = "pixel1_published.csv"   # other published Pixel 1 figures, each with its source and use
@@ -51,7 +51,7 @@ def read_measurements(path: str, arch: str | None = None) -> tuple[list[Architec
 
     Raises ValueError naming the file, line and bad value.
     """
-    from search.registry import load_architecture
+    from mnas.search.registry import load_architecture
 
     if not os.path.isfile(path):
         raise ValueError(f"no such measurements file: {path!r}")
@@ -171,9 +171,9 @@ def published_pixel1(use: str | None = None) -> list[dict]:
     MnasNet paper prints): it is the held-out test of how the preset carries to another family."""
     if use is not None and use not in PUBLISHED_USES:
         raise ValueError(f"unknown use {use!r} (known: {', '.join(PUBLISHED_USES)})")
-    from search.registry import load_architecture
+    from mnas.search.registry import load_architecture
 
-    text = resources.files("search.latency").joinpath(PIXEL1_PUBLISHED).read_text(encoding="utf-8")
+    text = resources.files("mnas.search.latency").joinpath(PIXEL1_PUBLISHED).read_text(encoding="utf-8")
     rows = []
     for number, row in enumerate(csv.DictReader(text.splitlines()), 2):
         try:
@@ -206,7 +206,7 @@ def build_pixel1(seed_csv: str) -> CalibratedPredictor:
 def pixel1_preset() -> CalibratedPredictor:
     """The Pixel 1 predictor (package data): `build_pixel1` of the seed's 25 MnasNet-A1 rows and four
     published figures of other families."""
-    text = resources.files("search.latency").joinpath(PIXEL1_PRESET).read_text(encoding="utf-8")
+    text = resources.files("mnas.search.latency").joinpath(PIXEL1_PRESET).read_text(encoding="utf-8")
     import json
 
     return CalibratedPredictor.from_dict(json.loads(text), source=PIXEL1_PRESET)

@@ -26,9 +26,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from search.counts import LayerProfile, profile
-from search.counts import layer_profile  # the per-layer counter behind profile()
-from search.arch import SKIP_IDENTITY, SKIP_POOL, Architecture, Block
+from mnas.search.counts import LayerProfile, profile
+from mnas.search.counts import layer_profile  # the per-layer counter behind profile()
+from mnas.search.arch import SKIP_IDENTITY, SKIP_POOL, Architecture, Block
 
 # The feature vector, in order. Multiply-adds, activations and weights are in millions; ops is a plain count.
 FEATURES: tuple[str, ...] = (

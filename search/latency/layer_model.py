@@ -24,10 +24,10 @@ from typing import Sequence
 
 import numpy as np
 
-from search.counts import LayerProfile
-from search.latency.features import TILES, check_tile, layer_features
-from search.latency.predictor import fit_linear
-from search.latency.trees import BoostedTrees
+from mnas.search.counts import LayerProfile
+from mnas.search.latency.features import TILES, check_tile, layer_features
+from mnas.search.latency.predictor import fit_linear
+from mnas.search.latency.trees import BoostedTrees
 
 FORMAT = "mnas-layer-model/1"
 MIN_LAYERS = 30            # measured layers below which there is no model to learn

@@ -26,12 +26,12 @@ import statistics
 import sys
 from typing import Callable, Iterable, NamedTuple, Sequence
 
-from search.counts import LayerProfile, classifier_profile, head_profile, layer_profile, profile, stem_profile
-from search.latency.base import LatencyModel, Progress, check_resolution
-from search.latency.features import FeatureCache
-from search.latency.layer_model import LayerModel
-from search.fileio import read_json, write_json_atomic
-from search.arch import CONV_REGULAR, SKIP_IDENTITY, SKIP_NONE, SKIP_POOL, Architecture, Block
+from mnas.search.counts import LayerProfile, classifier_profile, head_profile, layer_profile, profile, stem_profile
+from mnas.search.latency.base import LatencyModel, Progress, check_resolution
+from mnas.search.latency.features import FeatureCache
+from mnas.search.latency.layer_model import LayerModel
+from mnas.search.fileio import read_json, write_json_atomic
+from mnas.search.arch import CONV_REGULAR, SKIP_IDENTITY, SKIP_NONE, SKIP_POOL, Architecture, Block
 
 FORMAT = "mnas-latency-lut/1"
 FULL_CALIBRATION = 5   # whole networks needed to fit the scale and the weights term beside the fixed cost

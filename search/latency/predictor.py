@@ -18,10 +18,10 @@ from typing import Sequence
 
 import numpy as np
 
-from search import fileio
-from search.latency.base import LatencyModel, check_resolution
-from search.latency.features import FEATURES, TILES, check_tile, feature_matrix
-from search.arch import Architecture
+from mnas.search import fileio
+from mnas.search.latency.base import LatencyModel, check_resolution
+from mnas.search.latency.features import FEATURES, TILES, check_tile, feature_matrix
+from mnas.search.arch import Architecture
 
 FORMAT = "mnas-latency-predictor/1"
 
