@@ -56,7 +56,7 @@ def test_bad_input_is_one_line_and_status_2(argv, needle):
 
 
 def test_describe_does_not_import_tensorflow():
-    code = ("import sys, launch; cli.main(['describe', 'mnasnet-small', '--json']);"
+    code = ("import sys; from mnas import cli; cli.main(['describe', 'mnasnet-small', '--json']);"
             "sys.stderr.write(str('tensorflow' in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=ROOT)
