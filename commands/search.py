@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import statistics
 import sys
 import time
 
@@ -149,7 +150,7 @@ def _search(args, config, space, reward, proxy, strategy, surrogate, run_dir, st
     store = ResultStore(os.path.join(run_dir, "results.sqlite"))
     store.set_meta("config", config.to_dict())
     store.set_meta("space", space.to_dict())
-    progress = Progress(quiet=args.quiet)
+    progress = Progress(quiet=args.quiet, workers=1 if config.surrogate else config.workers)
     search = SearchRun(space, strategy, reward, store, samples=config.samples, run_dir=run_dir,
                        deployment=config.deployment, feed_failures=config.feed_failures,
                        max_consecutive_failures=config.max_consecutive_failures, on_record=progress)
@@ -163,7 +164,6 @@ def _search(args, config, space, reward, proxy, strategy, surrogate, run_dir, st
     else:
         search.save()
         store.set_meta("started_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    progress.start(search)
     if search.finished and not search.in_flight:
         print(f"nothing to do: all {search.samples} children are in {run_dir}", file=sys.stderr)
         return 0
@@ -396,25 +396,35 @@ def _clock(seconds: float) -> str:
     return f"{hours}h{rest // 60:02d}m{rest % 60:02d}s" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
+def eta_seconds(remaining: int, child_seconds: list[float], workers: int, in_flight: int = 0) -> float | None:
+    """Seconds until `remaining` more children are done, `workers` at a time: the median of the recent children's
+    own wall time (what one child costs a worker, without the search's start-up, which a rate since the start
+    would spread over every child), less the half of it that the children in flight have already run on
+    average. None before any child has finished."""
+    if not child_seconds or remaining <= 0:
+        return None if not child_seconds else 0.0
+    per_child = statistics.median(child_seconds[-20:])
+    return max(remaining - in_flight / 2, 0.0) * per_child / max(workers, 1)
+
+
 class Progress:
     """One line per finished child: count, outcome, reward, best so far, controller entropy, ETA."""
 
-    def __init__(self, quiet: bool = False, stream=None):
+    def __init__(self, quiet: bool = False, stream=None, workers: int = 1):
         self.quiet = quiet
         self.stream = stream or sys.stderr
-        self.start_done = 0
-        self.started = time.time()
-
-    def start(self, search) -> None:
-        self.start_done = search.completed
-        self.started = time.time()
+        self.workers = workers
+        self.child_seconds: list[float] = []
 
     def __call__(self, record: dict, summary: dict) -> None:
+        if record.get("total_seconds") is not None:
+            self.child_seconds.append(float(record["total_seconds"]))
         if self.quiet:
             return
         done, total = summary["done"], summary["samples"]
-        rate = (done - self.start_done) / max(time.time() - self.started, 1e-9)
-        eta = _clock((total - done) / rate) if rate > 0 and done < total else "-"
+        left = eta_seconds(total - done, self.child_seconds, self.workers, min(summary.get("in_flight", 0),
+                                                                                total - done))
+        eta = _clock(left) if left is not None and done < total else "-"
         if record["status"] == "ok":
             what = (f"reward {record['reward']:.4f}  acc {record['accuracy']:.4f}  "
                     f"lat {record['latency_ms']:.1f} ms")

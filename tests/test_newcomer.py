@@ -4,6 +4,7 @@ command, a quiet start, a replay and an export that say what their numbers mean,
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -389,3 +390,20 @@ def test_the_plot_axes_name_the_runs_proxy_task_and_latency_backend(search_run):
     other = snapshot({"latency": ["host", "pixel1"], "proxy": {"dataset": "cifar", "steps": 300}}, "other")
     assert views.axis_titles([other]) == ("latency (ms, measured on this host)", "proxy accuracy (CIFAR-10, 300 steps)")
     assert views.axis_titles([default, other]) == ("latency (ms)", "accuracy")  # runs that differ: plain words
+
+
+def test_the_eta_counts_what_a_child_costs_a_worker_not_the_start_up():
+    """Five children of 60 s each on two workers, after a 90-second start-up: 35 left, two of them already half
+    done, take (35 - 1) x 60 / 2 = 17 minutes; a rate since the start (5 children in 240 s) would say 28."""
+    from mnas.commands.search import Progress, eta_seconds
+
+    assert eta_seconds(35, [60.0] * 5, workers=2, in_flight=2) == pytest.approx(34 * 60 / 2)
+    assert eta_seconds(35, [], workers=2) is None and eta_seconds(0, [60.0], workers=2) == 0.0
+    assert eta_seconds(10, [10.0] * 20 + [500.0], workers=1) == pytest.approx(100.0)  # one straggler: the median
+    stream = io.StringIO()
+    progress = Progress(stream=stream, workers=2)
+    for done in range(1, 6):
+        record = {"status": "ok", "reward": 0.8, "accuracy": 0.8, "latency_ms": 70.0, "total_seconds": 60.0}
+        progress(record, {"done": done, "samples": 40, "best_reward": 0.8, "entropy": 1.0, "step": 1,
+                          "elapsed": 90.0 + 30 * done, "in_flight": 2})
+    assert stream.getvalue().splitlines()[-1].endswith("ETA 17m00s")
