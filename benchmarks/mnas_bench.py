@@ -74,10 +74,10 @@ def run_rows(run_dir: str) -> tuple[list[dict], dict]:
     return rows, config
 
 
-def export(run_dirs: list[str], out: str) -> "pd.DataFrame":
+def export(run_dirs: list[str], out: str):
     import pandas as pd
 
-    from mnas.results.store import export_frame
+    from mnas.results.export import export_frame
 
     frames, fingerprints = [], {}
     for run_dir in run_dirs:

@@ -148,7 +148,8 @@ def table(rows, children=None) -> list[str]:
 
 
 def run(args) -> int:
-    from mnas.results.store import ResultStore, check_export_path, export_frame
+    from mnas.results.export import check_export_path, export_frame
+    from mnas.results.store import ResultStore
 
     if args.export:
         check_export_path(args.export)

@@ -6,7 +6,8 @@ still writing it. SQLite in WAL mode gives exactly that: readers see the last co
 writer, and every child is written in one short transaction, so a reader -- or a resumed search after the driver is
 killed -- never sees half a row.
 
-Pure Python plus sqlite3 and pandas: importing this module pulls in neither TensorFlow nor Ray.
+Pure Python plus sqlite3 and pandas: importing this module pulls in neither TensorFlow nor Ray. What a row holds
+is `results.schema`; files for other tools (Parquet, CSV) are `results.export`.
 
 Rules the store enforces, because resuming a search depends on them (issue 7):
 
@@ -20,12 +21,7 @@ Rules the store enforces, because resuming a search depends on them (issue 7):
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import difflib
-import io
 import json
-import math
-import numbers
 import os
 import sqlite3
 import tempfile
@@ -33,12 +29,15 @@ import threading
 import urllib.parse
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Mapping
 
 import pandas as pd
 
-from mnas.search.failures import CODES, split_reason
-from mnas.search.fileio import atomic_write, current_umask
+from mnas.results.export import check_export_path, export_frame
+from mnas.results.schema import (COLUMN_NAMES, COLUMNS, LOWER_IS_BETTER, NUMERIC, REQUIRED, STATUSES, canonical_json,
+                                 check_status, children_frame, decode_row, encode_child, is_int)
+from mnas.search.failures import split_reason
+from mnas.search.fileio import current_umask
 
 STORE_FILENAME = "results.sqlite"
 SCHEMA_VERSION = 3
@@ -55,13 +54,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 # Before version 3 the failure column was free text under another name; readers of such a store split it.
 _LEGACY_FAILURE = "failure_reason"
-STATUSES = ("ok", "failed", "pruned")
 BUSY_TIMEOUT_S = 30.0  # how long a reader or the writer waits on a lock before giving up
 _STORE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
-
-# pandas 3 has a real string dtype with NaN as its missing value; pandas 2's "str" would turn None into 'None'.
-_TEXT_DTYPE = "str" if int(pd.__version__.split(".")[0]) >= 3 else object
-
 
 class NoStoreError(FileNotFoundError, ValueError):
     """There is no results store where one was expected (read-only open of a path without one).
@@ -71,57 +65,7 @@ class NoStoreError(FileNotFoundError, ValueError):
     """
 
 
-@dataclasses.dataclass(frozen=True)
-class Column:
-    """One column of the ``children`` table: its name, its kind (how values are checked, stored and decoded)."""
-
-    name: str
-    kind: str
-    doc: str
-
-
-# The schema, in table order. Kinds: id/text/time/arch/status/failure -> TEXT, int -> INTEGER, real -> REAL,
-# indices/latencies/extra -> TEXT holding JSON.
-COLUMNS: tuple[Column, ...] = (
-    Column("trial_id", "id", "unique id of the child (the Ray Tune trial id)"),
-    Column("sample", "int", "order in which the searcher suggested the child (0-based)"),
-    Column("controller_step", "int", "PPO updates done when the child was sampled"),
-    Column("strategy", "text", "searcher that proposed it, e.g. 'mnas', 'random'"),
-    Column("arch", "arch", "block strings joined by single spaces"),
-    Column("indices", "indices", "JSON list of the choice indices the controller emitted"),
-    Column("accuracy", "real", "proxy-task accuracy on held-out data, in [0, 1]"),
-    Column("latency_ms", "real", "the latency used in the reward, milliseconds"),
-    Column("latency_source", "text", "where latency_ms comes from, e.g. 'pixel1-predicted', 'host-tflite'"),
-    Column("latencies", "latencies", "JSON {source: ms} of every latency measured or predicted"),
-    Column("reward", "real", "the MNAS reward (or the documented reward of a failed child)"),
-    Column("params", "int", "trainable parameters, counted analytically"),
-    Column("madds", "int", "multiply-adds at the deployment resolution"),
-    Column("status", "status", "'ok', 'failed' or 'pruned' (stopped early by a scheduler)"),
-    Column("failure_code", "failure", "why a child failed, one of search.failures.CODES (only for 'failed')"),
-    Column("train_seconds", "real", "proxy training time"),
-    Column("eval_seconds", "real", "evaluation time"),
-    Column("latency_seconds", "real", "time spent measuring or predicting latency"),
-    Column("total_seconds", "real", "wall time of the whole trial"),
-    Column("started_at", "time", "ISO-8601 UTC"),
-    Column("finished_at", "time", "ISO-8601 UTC"),
-    Column("extra", "extra", "JSON object of anything else: proxy settings, log_prob, ..."),
-    # schema version 2
-    Column("accuracy_source", "text", "what measured `accuracy`: 'proxy' (the child was trained) or "
-                                      "'surrogate:<model file>' (predicted; nothing was trained); missing in "
-                                      "stores written before version 2, whose children were all trained"),
-    # schema version 3
-    Column("failure_detail", "text", "the failure's message (a step number, the file and line, ...)"),
-)
-COLUMN_NAMES: tuple[str, ...] = tuple(column.name for column in COLUMNS)
-REQUIRED = ("trial_id", "arch", "status")
-JSON_COLUMNS = tuple(column.name for column in COLUMNS if column.kind in ("indices", "latencies", "extra"))
-# Columns where a smaller value is the better one (top() sorts them ascending).
-LOWER_IS_BETTER = ("latency_ms", "params", "madds", "train_seconds", "eval_seconds", "latency_seconds",
-                   "total_seconds")
-
 _SQL_TYPES = {"int": "INTEGER", "real": "REAL"}  # every other kind is TEXT
-_PANDAS_DTYPES = {"int": "Int64", "real": "float64", "indices": object, "latencies": object, "extra": object}
-_NUMERIC = tuple(column.name for column in COLUMNS if column.kind in ("int", "real"))
 _SELECT = f"SELECT {', '.join(COLUMN_NAMES)} FROM children"
 
 
@@ -154,269 +98,6 @@ def store_path(path: str | os.PathLike) -> Path:
     if path.exists() or path.suffix.lower() in _STORE_SUFFIXES:
         return path
     return path / STORE_FILENAME
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Checking and encoding one child record.
-
-
-def _json_default(value):
-    # numpy scalars and arrays (no numpy import needed); anything else is not JSON.
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON-serializable")
-
-
-def _dumps(value) -> str:
-    """Canonical JSON, so that the same content always gives the same text (idempotent re-adds compare text)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _real(value) -> float | None:
-    value = float(value)
-    return None if math.isnan(value) else value  # SQLite stores NaN as NULL anyway: say so explicitly
-
-
-def _encode_value(column: Column, value, where: str):
-    """`value` as stored in SQLite, or ValueError naming the field. None (missing) stays None."""
-    name, kind = column.name, column.kind
-    if value is None:
-        return None
-    if kind in ("id", "text", "status", "failure"):
-        if not isinstance(value, str):
-            raise ValueError(f"{where}: field '{name}' must be a string, got {type(value).__name__} {value!r}")
-        if kind == "id" and not value.strip():
-            raise ValueError(f"{where}: field '{name}' must not be empty")
-        if kind == "status" and value not in STATUSES:
-            raise ValueError(f"{where}: status must be one of {', '.join(STATUSES)}, got {value!r}")
-        if kind == "failure" and value not in CODES:
-            raise ValueError(f"{where}: failure_code must be one of {', '.join(CODES)}, got {value!r}")
-        return value
-    if kind == "arch":
-        tokens = value.split() if isinstance(value, str) else value
-        if isinstance(tokens, (str, bytes)) or not isinstance(tokens, Iterable):
-            raise ValueError(f"{where}: field 'arch' must be block strings (one string, or a list of them)")
-        tokens = list(tokens)
-        if not tokens or not all(isinstance(token, str) and token.strip() for token in tokens):
-            raise ValueError(f"{where}: field 'arch' must hold at least one block string and nothing else")
-        return " ".join(" ".join(tokens).split())
-    if kind == "int":
-        if not _is_int(value):
-            raise ValueError(f"{where}: field '{name}' must be an integer, got {value!r}")
-        return int(value)
-    if kind == "real":
-        if not _is_real(value):
-            raise ValueError(f"{where}: field '{name}' must be a number, got {value!r}")
-        return _real(value)
-    if kind == "time":
-        return _encode_time(value, name, where)
-    if kind == "indices":
-        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
-            raise ValueError(f"{where}: field 'indices' must be a list of integers, got {value!r}")
-        items = list(value)
-        bad = [item for item in items if not _is_int(item)]
-        if bad:
-            raise ValueError(f"{where}: field 'indices' must hold integers only, got {bad[0]!r}")
-        return _dumps([int(item) for item in items])
-    if kind == "latencies":
-        if not isinstance(value, Mapping):
-            raise ValueError(f"{where}: field 'latencies' must be a mapping {{source: ms}}, got {value!r}")
-        clean = {}
-        for source, ms in value.items():
-            if not isinstance(source, str) or not (ms is None or _is_real(ms)):
-                raise ValueError(f"{where}: field 'latencies' must map source names to milliseconds, "
-                                 f"got {source!r}: {ms!r}")
-            clean[source] = None if ms is None else _real(ms)
-        return _dumps(clean)
-    if kind == "extra":
-        if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
-            raise ValueError(f"{where}: field 'extra' must be a mapping with string keys, got {value!r}")
-        try:
-            return _dumps(dict(value))
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"{where}: field 'extra' is not JSON-serializable: {err}") from None
-    raise AssertionError(f"unknown column kind {kind}")  # a bug in COLUMNS, not bad input
-
-
-def _encode_time(value, name: str, where: str) -> str:
-    if isinstance(value, datetime):
-        if value.tzinfo is None:  # datetime.utcnow() and friends: naive but UTC
-            value = value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc).isoformat()
-    if isinstance(value, str):
-        try:  # Python 3.10's fromisoformat does not take the 'Z' suffix
-            datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
-        except ValueError:
-            raise ValueError(f"{where}: field '{name}' must be an ISO-8601 time, got {value!r}") from None
-        return value
-    raise ValueError(f"{where}: field '{name}' must be an ISO-8601 string or a datetime, got {value!r}")
-
-
-def encode_child(record: Mapping[str, Any]) -> tuple:
-    """Checks one child record and returns its row: one SQLite value per column of COLUMNS, in order.
-
-    Raises:
-        ValueError: naming the unknown, missing or ill-typed field.
-    """
-    if not isinstance(record, Mapping):
-        raise ValueError(f"a child record must be a mapping of field names to values, got {type(record).__name__}")
-    unknown = [key for key in record if key not in COLUMN_NAMES]
-    if unknown:
-        key = unknown[0]
-        close = difflib.get_close_matches(str(key), COLUMN_NAMES, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else f" (known fields: {', '.join(COLUMN_NAMES)})"
-        raise ValueError(f"unknown field {key!r} in child record{hint}")
-    where = f"child {record.get('trial_id')!r}"
-    missing = [name for name in REQUIRED if record.get(name) is None]
-    if missing:
-        raise ValueError(f"{where}: missing required field(s): {', '.join(missing)}")
-    row = tuple(_encode_value(column, record.get(column.name), where) for column in COLUMNS)
-    values = dict(zip(COLUMN_NAMES, row))
-    if (values["status"] == "failed") != (values["failure_code"] is not None):
-        raise ValueError(f"{where}: a failed child needs a failure_code, and only a failed child has one"
-                         if values["status"] == "failed" else
-                         f"{where}: only a failed child has a failure_code, not one with status {values['status']!r}")
-    if values["status"] == "ok":
-        lacking = [name for name in ("accuracy", "latency_ms") if values[name] is None]
-        if lacking:
-            raise ValueError(f"{where}: an 'ok' child needs {' and '.join(lacking)} (NaN counts as missing); "
-                             "record it as 'failed' with a reason instead")
-    return row
-
-
-def _decode_json(value):
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return json.loads(value) if isinstance(value, str) else value
-
-
-def _decode_row(row: Iterable) -> dict:
-    record = dict(zip(COLUMN_NAMES, row))
-    for name in JSON_COLUMNS:
-        record[name] = _decode_json(record[name])
-    return record
-
-
-def _frame(records: list[dict]) -> pd.DataFrame:
-    """A DataFrame of decoded child records with one fixed dtype per column, empty or not."""
-    data = {}
-    for column in COLUMNS:
-        values = [record.get(column.name) for record in records]
-        data[column.name] = pd.Series(values, dtype=_PANDAS_DTYPES.get(column.kind, _TEXT_DTYPE))
-    return pd.DataFrame(data, columns=list(COLUMN_NAMES))
-
-
-def _check_status(status: str | None) -> str | None:
-    if status is None or status == "all":
-        return None
-    if status not in STATUSES:
-        raise ValueError(f"status must be one of {', '.join(STATUSES)} or 'all', got {status!r}")
-    return status
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Export.
-
-
-# Parquet keeps the structured columns typed, as children() gives them: indices a list<int64>, latencies a
-# map<string, double> ({source: ms}; a map because the sources vary by run). extra (any JSON object) stays JSON
-# text, as every column of a CSV export does.
-_ARROW_COLUMNS = ("indices", "latencies")
-
-
-def _write_parquet(frame: pd.DataFrame, path: str) -> None:
-    import pyarrow as pa
-
-    types = {"indices": pa.list_(pa.int64()), "latencies": pa.map_(pa.string(), pa.float64())}
-    typed = [name for name in _ARROW_COLUMNS if name in frame.columns]
-    schema = pa.Schema.from_pandas(frame.assign(**{name: None for name in typed}), preserve_index=False)
-    for name in typed:
-        schema = schema.set(schema.get_field_index(name), pa.field(name, types[name]))
-    frame.to_parquet(path, index=False, schema=schema)
-
-
-def _write_csv(frame: pd.DataFrame, path: str) -> None:
-    frame.to_csv(path, index=False)
-
-
-_WRITERS: dict[str, Callable[[pd.DataFrame, str], None]] = {".parquet": _write_parquet, ".csv": _write_csv}
-
-
-def check_export_path(path: str | os.PathLike) -> str:
-    """The export format of `path` ('.parquet' or '.csv'), or ValueError saying why it cannot be written to.
-
-    Callers check before doing any work, so a typo in a file name fails fast instead of after a long read.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in _WRITERS:
-        shown = f"'{path.suffix}'" if path.suffix else "no suffix"
-        raise ValueError(f"cannot export to {path}: unknown format ({shown}); use .parquet or .csv")
-    if path.is_dir():
-        raise ValueError(f"cannot export to {path}: it is a directory")
-    if not path.parent.is_dir():
-        raise ValueError(f"cannot export to {path}: directory {path.parent} does not exist")
-    return suffix
-
-
-def export_frame(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Writes `frame` to .parquet or .csv (chosen by the suffix), atomically.
-
-    The file is written under a temporary name in the same directory and moved into place with os.replace, so a
-    reader (or a crash) sees the old file or the whole new one, never a partial one. In Parquet, indices and
-    latencies are Arrow list and map columns (pandas reads them as arrays and (source, ms) pairs); extra, and in
-    CSV all three, are JSON text -- portable to any reader. read_export() gives back what children() gave.
-    """
-    path = Path(path)
-    suffix = check_export_path(path)
-    flat = frame.copy()
-    for name in JSON_COLUMNS:
-        if name in flat.columns and not (suffix == ".parquet" and name in _ARROW_COLUMNS):
-            flat[name] = pd.Series([value if value is None or isinstance(value, str) else _dumps(value)
-                                    for value in flat[name]], index=flat.index, dtype=object)
-    buffer = io.BytesIO()  # written whole, then through the project's one atomic writer (which sets the mode)
-    _WRITERS[suffix](flat, buffer)
-    atomic_write(path, buffer.getvalue())
-    return path
-
-
-def read_export(path: str | os.PathLike) -> pd.DataFrame:
-    """Reads a file written by export_frame() back into the frame children() gives (JSON decoded, same dtypes).
-
-    CSV cannot tell an empty string from a missing value: both come back missing. Parquet is exact.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in _WRITERS:
-        raise ValueError(f"cannot read {path}: unknown format ('{path.suffix}'); expected .parquet or .csv")
-    kinds = {column.name: column.kind for column in COLUMNS}
-    if suffix == ".parquet":
-        frame = pd.read_parquet(path)
-    else:
-        dtypes = {name: ("Int64" if kind == "int" else "float64" if kind == "real" else _TEXT_DTYPE)
-                  for name, kind in kinds.items()}
-        frame = pd.read_csv(path, dtype=dtypes, keep_default_na=False, na_values=[""], float_precision="round_trip")
-    for name in frame.columns:
-        kind = kinds.get(name)
-        if name == "indices" and suffix == ".parquet":
-            frame[name] = pd.Series([None if value is None else [int(item) for item in value]
-                                     for value in frame[name]], index=frame.index, dtype=object)
-        elif name == "latencies" and suffix == ".parquet":
-            frame[name] = pd.Series([None if value is None else {str(key): float(ms) for key, ms in value}
-                                     for value in frame[name]], index=frame.index, dtype=object)
-        elif name in JSON_COLUMNS:
-            frame[name] = pd.Series([_decode_json(value) for value in frame[name]], index=frame.index, dtype=object)
-        elif kind is not None:
-            frame[name] = frame[name].astype(_PANDAS_DTYPES.get(kind, _TEXT_DTYPE))
-    return frame
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -587,7 +268,7 @@ class ResultStore:
             if statement.strip():
                 conn.execute(statement)
         conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
-                         [("schema_version", _dumps(SCHEMA_VERSION)), ("created_at", _dumps(utc_now()))])
+                         [("schema_version", canonical_json(SCHEMA_VERSION)), ("created_at", canonical_json(utc_now()))])
 
     @staticmethod
     def _tables(conn: sqlite3.Connection) -> set[str]:
@@ -622,7 +303,7 @@ class ResultStore:
             for step in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in _MIGRATIONS[step]:
                     self._conn.execute(statement)
-            self._conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (_dumps(SCHEMA_VERSION),))
+            self._conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (canonical_json(SCHEMA_VERSION),))
             self._conn.execute("COMMIT")
         except BaseException:
             if self._conn.in_transaction:
@@ -685,7 +366,7 @@ class ResultStore:
         if key == "schema_version":
             raise ValueError("meta key 'schema_version' belongs to the store itself")
         try:
-            text = _dumps(value)
+            text = canonical_json(value)
         except (TypeError, ValueError) as err:
             raise ValueError(f"meta value for {key!r} is not JSON-serializable: {err}") from None
         with self._write() as conn:
@@ -734,43 +415,43 @@ class ResultStore:
     def child(self, trial_id: str) -> dict | None:
         """One child as a plain dict (JSON fields decoded), or None."""
         rows = self._read(f"{self._select} WHERE trial_id = ?", (trial_id,))
-        return _decode_row(rows[0]) if rows else None
+        return decode_row(rows[0]) if rows else None
 
     def count(self, status: str | None = None) -> int:
         """Number of children, of one status if given ('all' or None: every child)."""
-        status = _check_status(status)
+        status = check_status(status)
         if status is None:
             return self._read("SELECT COUNT(*) FROM children")[0][0]
         return self._read("SELECT COUNT(*) FROM children WHERE status = ?", (status,))[0][0]
 
     def records(self, status: str | None = None) -> list[dict]:
         """The children as plain dicts, in the order they were stored -- for callers that want no pandas."""
-        status = _check_status(status)
+        status = check_status(status)
         if status is None:
             rows = self._read(f"{self._select} ORDER BY rowid")
         else:
             rows = self._read(f"{self._select} WHERE status = ? ORDER BY rowid", (status,))
-        return [_decode_row(row) for row in rows]
+        return [decode_row(row) for row in rows]
 
     def children(self, status: str | None = None) -> pd.DataFrame:
         """The children as a DataFrame, in the order they were stored (completion order; `sample` gives the
         order they were proposed). Columns are COLUMN_NAMES; indices, latencies and extra hold decoded lists and
         dicts; integers are nullable Int64, times stay ISO-8601 strings."""
-        return _frame(self.records(status))
+        return children_frame(self.records(status))
 
     def top(self, k: int, by: str = "reward", status: str | None = "ok") -> pd.DataFrame:
         """The k best children by one numeric column: highest first, except for costs (latency, params,
         madds, seconds), lowest first. Children missing that value are left out; ties keep storage order."""
-        if not _is_int(k) or k < 1:
+        if not is_int(k) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
-        if by not in _NUMERIC:
-            raise ValueError(f"cannot rank by {by!r}: use one of {', '.join(_NUMERIC)}")
-        status = _check_status(status)
+        if by not in NUMERIC:
+            raise ValueError(f"cannot rank by {by!r}: use one of {', '.join(NUMERIC)}")
+        status = check_status(status)
         order = "ASC" if by in LOWER_IS_BETTER else "DESC"
         where = f"{by} IS NOT NULL" + (" AND status = ?" if status else "")
         rows = self._read(f"{self._select} WHERE {where} ORDER BY {by} {order}, rowid LIMIT ?",
                           ((status,) if status else ()) + (int(k),))
-        return _frame([_decode_row(row) for row in rows])
+        return children_frame([decode_row(row) for row in rows])
 
     def export(self, path: str | os.PathLike, status: str | None = None) -> Path:
         """Writes the children to .parquet or .csv (by suffix), atomically; see export_frame()."""
@@ -789,7 +470,7 @@ class ResultStore:
         Returns:
             True if the row was written, False if it was already there unchanged.
         """
-        if not _is_int(step) or step < 0:
+        if not is_int(step) or step < 0:
             raise ValueError(f"controller step must be a non-negative integer, got {step!r}")
         if not isinstance(stats, Mapping):
             raise ValueError(f"controller stats must be a mapping, got {type(stats).__name__}")
@@ -802,7 +483,7 @@ class ResultStore:
                 raise ValueError(f"controller stats key {key!r} is not allowed (string keys other than "
                                  "'recorded_at')")
         try:  # numbers (numpy scalars included) are what they should hold; anything JSON is accepted
-            text = _dumps(stats)
+            text = canonical_json(stats)
         except (TypeError, ValueError) as err:
             raise ValueError(f"controller stats of step {step} are not JSON-serializable: {err}") from None
         with self._write() as conn:

@@ -77,7 +77,7 @@ def whole(row: dict, fields=None) -> bool:
         return False
     want = child(sample)
     if fields is None:  # `launch.py results --json`: every column of the store
-        from mnas.results.store import COLUMN_NAMES
+        from mnas.results.schema import COLUMN_NAMES
         return set(row) == set(COLUMN_NAMES) and all(row[name] == want.get(name) for name in COLUMN_NAMES)
     want = {**want, "arch": want["arch"].split()}  # the dashboard sends the block strings as a list
     return all(row.get(name) == want.get(name) for name in fields)

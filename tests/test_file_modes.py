@@ -10,7 +10,8 @@ import stat
 import pytest
 
 from mnas.results.dashboard import write_report
-from mnas.results.store import ResultStore, export_frame
+from mnas.results.export import export_frame
+from mnas.results.store import ResultStore
 
 CHILD = {"trial_id": "t0", "sample": 0, "arch": "r1_k3_s11_e1_i32_o16", "status": "ok", "reward": 0.5,
          "accuracy": 0.5, "latency_ms": 10.0}

@@ -20,7 +20,8 @@ import pytest
 
 from mnas import cli
 from mnas.results import views
-from mnas.results.store import ResultStore, export_frame, read_export
+from mnas.results.export import export_frame, read_export
+from mnas.results.store import ResultStore
 
 ROOT = Path(__file__).resolve().parents[1]
 

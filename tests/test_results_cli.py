@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from mnas import cli as mnas_cli
-from mnas.results.store import ResultStore, read_export
+from mnas.results.export import read_export
+from mnas.results.store import ResultStore
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,8 +17,9 @@ import pandas as pd
 import pytest
 
 from conftest import record_reliability
-from mnas.results.store import (COLUMN_NAMES, NoStoreError, ResultStore, STORE_FILENAME, encode_child, export_frame,
-                           read_export)
+from mnas.results.export import export_frame, read_export
+from mnas.results.schema import COLUMN_NAMES, encode_child
+from mnas.results.store import STORE_FILENAME, NoStoreError, ResultStore
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
