@@ -127,14 +127,16 @@ class SearchRun:
         deployment: what the phone runs (resolution, classes, channels), applied to every child.
         max_consecutive_failures: stop proposing when this many children in a row failed (0: never).
         on_record: called with each stored record and a summary dict (progress display).
+        clock: seconds, for the driver's own timings (`summary()['timings']`); tests pass a fake one.
     """
 
     def __init__(self, space: SearchSpace, strategy, reward, store, samples: int, run_dir: str | None = None,
                  deployment: Deployment = Deployment(), feed_failures: bool = True,
-                 max_consecutive_failures: int = 0, on_record: Callable[[dict, dict], None] | None = None):
+                 max_consecutive_failures: int = 0, on_record: Callable[[dict, dict], None] | None = None,
+                 clock: Callable[[], float] = time.perf_counter):
         if samples < 1:
             raise ValueError(f"samples must be a positive integer, got {samples}")
-        self.space, self.strategy, self.reward, self.store = space, strategy, reward, store
+        self.space, self.strategy, self.reward, self.store, self.clock = space, strategy, reward, store, clock
         self.samples, self.run_dir, self.deployment = samples, run_dir, deployment
         self.feed_failures, self.on_record = feed_failures, on_record
         self.max_consecutive_failures = max_consecutive_failures
@@ -169,9 +171,9 @@ class SearchRun:
         if self.retry:
             entry = self.retry.pop(0)
         elif self.issued < self.samples:
-            tick = time.perf_counter()
+            tick = self.clock()
             proposal = self.strategy.propose()
-            self.timings["propose"] += time.perf_counter() - tick
+            self.timings["propose"] += self.clock() - tick
             entry = {"sample": self.issued, "indices": list(proposal.indices), "log_prob": proposal.log_prob,
                      "step": proposal.step, "started_at": _now()}
             self.issued += 1
@@ -197,9 +199,9 @@ class SearchRun:
             return None
         record = self._record(trial_id, entry, dict(result or {}), error)
         crash_point("store")
-        tick = time.perf_counter()
+        tick = self.clock()
         self.store.add_child(record)
-        self.timings["store"] += time.perf_counter() - tick
+        self.timings["store"] += self.clock() - tick
         crash_point("feed")
         self._feed(entry, record)
         del self.in_flight[trial_id]
@@ -272,9 +274,9 @@ class SearchRun:
         if record["status"] == "failed" and not self.feed_failures:
             return
         proposal = Proposal(tuple(entry["indices"]), entry.get("log_prob"), entry.get("step", 0))
-        tick = time.perf_counter()
+        tick = self.clock()
         stats = self.strategy.observe(proposal, record["reward"])
-        self.timings["observe"] += time.perf_counter() - tick
+        self.timings["observe"] += self.clock() - tick
         if stats:
             crash_point("update")
             self.last_stats = dict(stats)
@@ -300,9 +302,9 @@ class SearchRun:
     def save(self, path: str | None = None) -> None:
         path = path or (os.path.join(self.run_dir, STATE_FILE) if self.run_dir else None)
         if path:
-            tick = time.perf_counter()
+            tick = self.clock()
             write_json_atomic(path, self.state())
-            self.timings["state"] += time.perf_counter() - tick
+            self.timings["state"] += self.clock() - tick
 
     def restore(self, state: Mapping[str, Any]) -> None:
         """Continues from a saved state; reconciles it with the store (see the module docstring)."""
