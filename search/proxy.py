@@ -24,7 +24,8 @@ from mnas.search.space import SearchSpace
 
 @dataclasses.dataclass(frozen=True)
 class ProxyConfig:
-    """The proxy task's settings. Defaults measured on the 2-core reference machine (BENCHMARKS.md, proxy task)."""
+    """The proxy task's settings. The defaults were chosen by measurement on a 2-core machine; the figures are in
+    BENCHMARKS.md (proxy task), not here, so that a new run changes one file."""
 
     dataset: str = "fashion-mnist"
     """A dataset of the data layer (`trainer.data`), e.g. fashion-mnist, cifar."""
@@ -47,18 +48,18 @@ class ProxyConfig:
     """Images per training step; full batches only, so the train step is traced once."""
     optimizer: str = "rmsprop"
     """'rmsprop' (the paper's: decay 0.9, momentum 0.9, epsilon 1e-3), 'adam' or 'sgd' (Nesterov momentum 0.9).
-    Measured on two children at the defaults: RMSProp 0.002 reached 77-79% held-out accuracy, Adam 0.005 66-71%,
-    SGD 0.1 62-63%; a proxy that leaves children half-trained ranks the optimizer's luck, not the architecture."""
+    RMSProp trained children furthest in one epoch (BENCHMARKS.md, proxy task); a proxy that leaves children
+    half-trained ranks the optimizer's luck, not the architecture."""
     learning_rate: float = 0.002
     """Peak learning rate, cosine-decayed to zero over the run so the last weights are not a noisy snapshot.
-    0.002 for 64 images is the paper's 0.016 per 256 halved. Measured with RMSProp on two children: 0.002 gave
-    78.7/77.7%, 0.001 74.6/78.4%, 0.0005 72.8/75.2%."""
+    0.002 for 64 images is the paper's 0.016 per 256 halved, the best of the rates tried (BENCHMARKS.md, proxy
+    task)."""
     weight_decay: float = 0.0
     """Decoupled weight decay (AdamW style for 'adam'); 0 turns it off -- one epoch does not overfit."""
     width: float = 0.5
-    """Depth multiplier of the proxy model, multiplying the architecture's own (official rounding). Measured on
-    MnasNet-A1: 0.25 trained only ~15% faster per image than 0.5 (per-op overhead dominates at these sizes),
-    so halving keeps most of the speed while every block keeps at least 8 filters to choose among."""
+    """Depth multiplier of the proxy model, multiplying the architecture's own. Narrower saves little at these
+    sizes, where per-op overhead dominates (BENCHMARKS.md, proxy task), so halving keeps most of the speed while
+    every block keeps at least 8 filters to choose among."""
     strides_removed: int | tuple[str, ...] = ("stem", "b6")
     """Which stride-2 layers of the child become stride 1 in the proxy: a list of names, "stem" or "bK" (the
     first layer of block K, counted from 1), or a number N for the first N stride-2 layers (stem first, then
@@ -67,9 +68,8 @@ class ProxyConfig:
     reads padding). The default removes the stem's stride, so blocks 1-4 see 1/4 of their deployment side
     (28-28-14-7 against 112-112-56-28), and block 6's, so blocks 4-7 all run on 4x4 maps, where every kernel
     choice of the space changes the function (`blind_spots` checks this for any space and setting). Block 6's
-    stride was the cheapest of the strides that do this (BENCHMARKS.md, proxy task: against the stem's alone,
-    it costs a few percent more CPU a child, block 4's a quarter more, the stem's and block 2's 2.5-3x). A layer
-    that loses its stride keeps the shortcut it has at its stride (see `_unstride`)."""
+    stride was the cheapest of the strides that do this (BENCHMARKS.md, proxy task, the cost of each variant). A
+    layer that loses its stride keeps the shortcut it has at its stride (see `_unstride`)."""
     filter_divisor: int = 4
     """Filters of the proxy model are the deployment model's filters x `width`, rounded to a multiple of this
     (the official rule otherwise: never down by more than 10%). The deployment filters are multiples of 8, so
@@ -77,11 +77,12 @@ class ProxyConfig:
     the official width scaling, 12/16/20 of a 24-filter block would all become 16."""
     bn_momentum: float = 0.9
     """Batch-norm moving-average momentum of the proxy model (the deployment model uses 0.99). With 0.99 the
-    moving statistics of a ~150-step run still weigh their initial values, and held-out accuracy measured with
-    them was below chance; 0.9 forgets the start within ~50 steps."""
+    moving statistics of a short run still weigh their initial values, and held-out accuracy measured with them
+    fell below chance (BENCHMARKS.md); 0.9 forgets the start within ~50 steps."""
     threads: int = 1
-    """TensorFlow intra- and inter-op threads. Measured on MnasNet-A1: 66 s at 1 thread, 46 s at 2 -- so on 2
-    cores two 1-thread children at once finish more children per minute than one 2-thread child. TensorFlow
+    """TensorFlow intra- and inter-op threads. A second thread speeds one child up by far less than 2x
+    (BENCHMARKS.md, child throughput), so on 2 cores two 1-thread children at once finish more children per
+    minute than one 2-thread child. TensorFlow
     fixes the pools at its first use in a process: later trials in the same actor keep the first value.
     Results are reproducible for a given thread count, not across counts (reductions change order)."""
     seed: int = 0

@@ -26,8 +26,8 @@ import pytest
 from mnas import cli as mnas_cli
 from conftest import record_reliability
 from mnas.results import views
-from mnas.results.dashboard import (DashboardSource, build_payload, failures_figure, progress_figure, render_page,
-                               scatter_figure)
+from mnas.results.dashboard import DashboardSource, build_payload, render_page
+from mnas.results.figures import failures_figure, progress_figure, scatter_figure
 from mnas.results.pareto import pareto_front
 from mnas.results.server import DashboardServer
 from mnas.results.store import ResultStore

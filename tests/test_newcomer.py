@@ -375,7 +375,7 @@ def test_two_trainings_of_one_child_on_two_datasets_get_two_folders(search_run, 
 
 
 def test_the_plot_axes_name_the_runs_proxy_task_and_latency_backend(search_run):
-    from mnas.results.dashboard import scatter_figure
+    from mnas.results.figures import scatter_figure
 
     with ResultStore(search_run, readonly=True) as store:
         children = store.children()

@@ -9,9 +9,8 @@ phone over adb). A network's latency is then
 
 calibrated on a few whole-network measurements. A layer timed alone runs with its weights and its input hot in
 the cache, so the plain sum (ProxylessNAS's and FBNet's model: scale 1, no weights term) misses what a network
-pays for streaming every layer's weights from memory and for the cache the other layers evict; on this host
-networks took 4-23% longer than their sums on average in four runs, and within a run they ranged over a
-quarter of their sums or more (0.95-1.18x in one, 1.00-1.31x in another; BENCHMARKS.md).
+pays for streaming every layer's weights from memory and for the cache the other layers evict: on this host
+networks took longer than their sums, by amounts that varied between networks (BENCHMARKS.md, host latency).
 With fewer than `FULL_CALIBRATION` networks only the fixed cost is fitted (the median gap). Build once, ship the
 JSON file, predict for free.
 
