@@ -27,14 +27,13 @@ def add_arguments(parser):
     parser.add_argument("--config", help="search config YAML (default: configs/default.yaml; with --resume, the "
                                          "run's own config.json)")
     parser.add_argument("--out", help="run directory (default: runs/<config name>)")
-    parser.add_argument("--samples", type=int, help="children to evaluate in all")
-    parser.add_argument("--workers", type=int, help="children trained at once")
+    from mnas.search.config import SearchConfig
+    from mnas.search.settings import add_flags
+
+    add_flags(parser, SearchConfig)    # --samples, --workers, --strategy, --seed: from the config's own fields
     parser.add_argument("--target-ms", type=float, help="latency target T in milliseconds")
     parser.add_argument("--reward", choices=["soft", "hard"], help="reward preset: soft (a=b=-0.07) or hard (a=0, b=-1)")
     parser.add_argument("--latency", metavar="BACKEND", help="latency backend for the reward: pixel1, host, lut:FILE, calibrated:FILE, adb[:SERIAL]")
-    parser.add_argument("--strategy", choices=["mnas", "random", "evolution"],
-                        help="mnas (LSTM + PPO controller), random search, or regularized evolution")
-    parser.add_argument("--seed", type=int, help="seed of the strategy and the proxy training")
     parser.add_argument("--scheduler", choices=["none", "asha"],
                         help="asha: stop children whose reward lags at a rung of their proxy training (Ray Tune "
                              "ASHA; rungs and reduction factor in the config's scheduler section); none: train "
@@ -47,16 +46,14 @@ def add_arguments(parser):
 def load_config(args):
     """The config file with the command-line overrides applied and every section validated."""
     from mnas.search.config import SearchConfig
+    from mnas.search.settings import apply_flags
 
     path = args.config
     if path is None:
         saved = os.path.join(args.out or os.path.join("runs", "default"), "config.json")
         path = saved if args.resume and os.path.isfile(saved) else "configs/default.yaml"
     config = SearchConfig.load(path)
-    overrides = {"samples": args.samples, "workers": args.workers, "strategy": args.strategy, "seed": args.seed}
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(config, key, value)
+    apply_flags(config, args, SearchConfig)
     if args.latency:
         config.latency = [args.latency] + [b for b in config.latency[1:] if b != args.latency]
     reward = dict(config.reward)

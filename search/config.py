@@ -30,11 +30,11 @@ strategy that is not used is ignored, so one config can be run with --strategy m
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from typing import Any, Mapping
 
 from mnas.search.arch import echo
+from mnas.search.settings import BOOL, INT, POSITIVE_INT, POSITIVE_NUMBER, from_mapping, one_of, setting, validate
 
 _TOP_KEYS = {"name", "space", "strategy", "samples", "workers", "cpus_per_worker", "seed", "deploy", "latency",
              "reward", "controller", "evolution", "proxy", "feed_failures", "limits", "faults", "scheduler",
@@ -50,6 +50,7 @@ SCHEDULERS = ("none", "asha")
 
 
 MAX_NAME = 100
+STRATEGY_NAMES = ("mnas", "random", "evolution")   # search.strategy.STRATEGIES, without importing it here
 # limits: max_params (children larger fail as too_large before anything is built); max_consecutive_failures (the
 # search stops when that many children in a row failed: something is broken for every child, such as a missing
 # dataset, and carrying on would only record the same failure; 0 never stops).
@@ -72,11 +73,12 @@ def check_run_name(name: Any, source: str = "config") -> str:
 class SearchConfig:
     name: str = "search"
     space: Any = "mnasnet"
-    strategy: str = "mnas"
-    samples: int = 40
-    workers: int = 2
-    cpus_per_worker: float = 1.0
-    seed: int = 0
+    strategy: str = setting("mnas", one_of(STRATEGY_NAMES), flag="--strategy",
+                            help="mnas (LSTM + PPO controller), random search, or regularized evolution")
+    samples: int = setting(40, POSITIVE_INT, flag="--samples", help="children to evaluate in all")
+    workers: int = setting(2, POSITIVE_INT, flag="--workers", help="children trained at once")
+    cpus_per_worker: float = setting(1.0, POSITIVE_NUMBER)
+    seed: int = setting(0, INT, flag="--seed", help="seed of the strategy and the proxy training")
     deploy: dict = dataclasses.field(default_factory=lambda: {"resolution": 224, "num_classes": 1000})
     latency: list = dataclasses.field(default_factory=lambda: ["pixel1"])
     reward: dict = dataclasses.field(default_factory=lambda: {"preset": "soft", "target_ms": 75.0})
@@ -86,7 +88,7 @@ class SearchConfig:
     faults: dict = dataclasses.field(default_factory=dict)
     proxy: dict = dataclasses.field(default_factory=dict)
     scheduler: dict = dataclasses.field(default_factory=dict)
-    feed_failures: bool = True
+    feed_failures: bool = setting(True, BOOL)
     surrogate: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -127,29 +129,14 @@ class SearchConfig:
         if not (isinstance(self.space, str) and self.space.strip() or isinstance(self.space, Mapping)):
             raise ValueError(f"{source}: space must be a preset name, a YAML file or a mapping, "
                              f"got {echo(self.space)}")
-        if not isinstance(self.strategy, str):
-            raise ValueError(f"{source}: strategy must be a name (mnas, random, evolution), got {echo(self.strategy)}")
-        positive_int("samples", self.samples)
-        positive_int("workers", self.workers)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ValueError(f"{source}: seed must be an integer, got {echo(self.seed)}")
-        if (isinstance(self.cpus_per_worker, bool) or not isinstance(self.cpus_per_worker, (int, float))
-                or not 0 < self.cpus_per_worker < math.inf):  # NaN fails this too, and Ray would fail on it later
-            raise ValueError(f"{source}: cpus_per_worker must be a positive number, got {echo(self.cpus_per_worker)}")
-        if not isinstance(self.feed_failures, bool):
-            raise ValueError(f"{source}: feed_failures must be true or false, got {echo(self.feed_failures)}")
+        validate(self, source)        # every field that says what it accepts (search.settings)
         if not isinstance(self.latency, list) or not self.latency or not all(isinstance(b, str) for b in self.latency):
             raise ValueError(f"{source}: latency must be a backend name or a list of them, got {self.latency!r}")
         for name in ("deploy", "reward", "controller", "evolution", "proxy", "limits", "faults", "scheduler",
                      "surrogate"):
             if not isinstance(getattr(self, name), Mapping):
                 raise ValueError(f"{source}: {name} must be a mapping, got {getattr(self, name)!r}")
-        unknown = sorted(set(self.deploy) - {"resolution", "num_classes", "input_channels"})
-        if unknown:
-            raise ValueError(f"{source}: deploy: unknown setting(s) {', '.join(unknown)}")
-        for key in ("resolution", "num_classes", "input_channels"):
-            if key in self.deploy:
-                positive_int(f"deploy.{key}", self.deploy[key])
+        self.deployment_in(source)
         unknown = sorted(set(self.limits) - set(LIMITS), key=str)
         if unknown:
             raise ValueError(f"{source}: limits: unknown setting(s) {', '.join(map(echo, unknown))} "
@@ -213,9 +200,12 @@ class SearchConfig:
     @property
     def deployment(self):
         """What the phone runs (`search.driver.Deployment`): every child is built with it applied, once."""
+        return self.deployment_in("config")
+
+    def deployment_in(self, source: str):
         from mnas.search.driver import Deployment
 
-        return Deployment(**self.deploy)
+        return from_mapping(Deployment, self.deploy, f"{source}: deploy")
 
     @property
     def max_consecutive_failures(self) -> int:

@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping
 from mnas.search import fileio
 from mnas.search.counts import count
 from mnas.search.failures import Failure, detail, failure
+from mnas.search.settings import OPTIONAL_POSITIVE_INT, POSITIVE_INT, setting, validate
 from mnas.search.arch import Architecture
 from mnas.search.space import SearchSpace
 from mnas.search.strategy import Proposal
@@ -105,9 +106,12 @@ class Deployment:
         num_classes, input_channels: of the deployment task, for the analytic params and multiply-adds.
     """
 
-    resolution: int | None = None
-    num_classes: int = 1000
-    input_channels: int = 3
+    resolution: int | None = setting(None, OPTIONAL_POSITIVE_INT)
+    num_classes: int = setting(1000, POSITIVE_INT)
+    input_channels: int = setting(3, POSITIVE_INT)
+
+    def __post_init__(self):
+        validate(self, "deploy")
 
     def child(self, space: SearchSpace, indices) -> Architecture:
         arch = space.decode(indices)

@@ -14,12 +14,16 @@ that this adaptation cannot tell apart. Training and scoring the adapted child i
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Mapping
 
 from mnas.search.counts import profile, residual_kind
-from mnas.search.arch import SKIP_NONE, SKIP_POOL, Architecture, Block, echo, round_filters
+from mnas.search.settings import (FRACTION, INT, NAME, NONNEGATIVE_NUMBER, OPTIONAL_PATH, OPTIONAL_POSITIVE_INT,
+                                  POSITIVE_INT, POSITIVE_NUMBER, from_mapping, one_of, setting, validate)
+from mnas.search.arch import SKIP_NONE, SKIP_POOL, Architecture, Block, round_filters
 from mnas.search.space import SearchSpace
+
+
+_OPTIMIZERS = ("adam", "rmsprop", "sgd")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,36 +31,36 @@ class ProxyConfig:
     """The proxy task's settings. The defaults were chosen by measurement on a 2-core machine; the figures are in
     BENCHMARKS.md (proxy task), not here, so that a new run changes one file."""
 
-    dataset: str = "fashion-mnist"
+    dataset: str = setting("fashion-mnist", NAME)
     """A dataset of the data layer (`trainer.data`), e.g. fashion-mnist, cifar."""
-    data_dir: str | None = None
+    data_dir: str | None = setting(None, OPTIONAL_PATH)
     """Folder of the dataset's files; None uses the dataset's default (Debian's /usr/share/datasets/...)."""
-    image_size: int = 28
+    image_size: int = setting(28, POSITIVE_INT)
     """Side of the square images the proxy trains on; Fashion-MNIST's native 28 avoids resizing cost."""
-    train_subset: int = 20000
+    train_subset: int = setting(20000, POSITIVE_INT)
     """Training images used (the first ones of the training split, minus the held-out slice). 20,000 rather than
     10,000: the same children's accuracies then varied about half as much from one training seed to the next, for
     about 1.5x the CPU a child (BENCHMARKS.md, proxy task)."""
-    heldout: int = 5000
+    heldout: int = setting(5000, POSITIVE_INT)
     """Training images held out for scoring: the *last* ones of the training split, the same for every child, so
     accuracies compare. The paper likewise scores on held-out training images, never on the test set."""
-    epochs: int = 1
+    epochs: int = setting(1, POSITIVE_INT)
     """Passes over `train_subset`; ignored when `steps` is set."""
-    steps: int | None = None
+    steps: int | None = setting(None, OPTIONAL_POSITIVE_INT)
     """If set, train for exactly this many batches (repeating the data as needed) instead of `epochs`."""
-    batch_size: int = 64
+    batch_size: int = setting(64, POSITIVE_INT)
     """Images per training step; full batches only, so the train step is traced once."""
-    optimizer: str = "rmsprop"
+    optimizer: str = setting("rmsprop", one_of(_OPTIMIZERS))
     """'rmsprop' (the paper's: decay 0.9, momentum 0.9, epsilon 1e-3), 'adam' or 'sgd' (Nesterov momentum 0.9).
     RMSProp trained children furthest in one epoch (BENCHMARKS.md, proxy task); a proxy that leaves children
     half-trained ranks the optimizer's luck, not the architecture."""
-    learning_rate: float = 0.002
+    learning_rate: float = setting(0.002, POSITIVE_NUMBER)
     """Peak learning rate, cosine-decayed to zero over the run so the last weights are not a noisy snapshot.
     0.002 for 64 images is the paper's 0.016 per 256 halved, the best of the rates tried (BENCHMARKS.md, proxy
     task)."""
-    weight_decay: float = 0.0
+    weight_decay: float = setting(0.0, NONNEGATIVE_NUMBER)
     """Decoupled weight decay (AdamW style for 'adam'); 0 turns it off -- one epoch does not overfit."""
-    width: float = 0.5
+    width: float = setting(0.5, POSITIVE_NUMBER)
     """Depth multiplier of the proxy model, multiplying the architecture's own. Narrower saves little at these
     sizes, where per-op overhead dominates (BENCHMARKS.md, proxy task), so halving keeps most of the speed while
     every block keeps at least 8 filters to choose among."""
@@ -70,69 +74,36 @@ class ProxyConfig:
     choice of the space changes the function (`blind_spots` checks this for any space and setting). Block 6's
     stride was the cheapest of the strides that do this (BENCHMARKS.md, proxy task, the cost of each variant). A
     layer that loses its stride keeps the shortcut it has at its stride (see `_unstride`)."""
-    filter_divisor: int = 4
+    filter_divisor: int = setting(4, POSITIVE_INT)
     """Filters of the proxy model are the deployment model's filters x `width`, rounded to a multiple of this
     (the official rule otherwise: never down by more than 10%). The deployment filters are multiples of 8, so
     at width 0.5 a divisor of 4 halves them exactly and distinct filter choices stay distinct; with 8, as in
     the official width scaling, 12/16/20 of a 24-filter block would all become 16."""
-    bn_momentum: float = 0.9
+    bn_momentum: float = setting(0.9, FRACTION)
     """Batch-norm moving-average momentum of the proxy model (the deployment model uses 0.99). With 0.99 the
     moving statistics of a short run still weigh their initial values, and held-out accuracy measured with them
     fell below chance (BENCHMARKS.md); 0.9 forgets the start within ~50 steps."""
-    threads: int = 1
+    threads: int = setting(1, POSITIVE_INT)
     """TensorFlow intra- and inter-op threads. A second thread speeds one child up by far less than 2x
     (BENCHMARKS.md, child throughput), so on 2 cores two 1-thread children at once finish more children per
     minute than one 2-thread child. TensorFlow
     fixes the pools at its first use in a process: later trials in the same actor keep the first value.
     Results are reproducible for a given thread count, not across counts (reductions change order)."""
-    seed: int = 0
+    seed: int = setting(0, INT)
     """Seeds weights, dropout and the shuffling order; TensorFlow ops are made deterministic too."""
 
     def __post_init__(self):
-        # The name is checked against the data layer's datasets where the data is read (`launch.py search` reads
-        # it before the first child): this module defines the task and imports nothing above `search`.
-        if not isinstance(self.dataset, str) or not self.dataset:
-            raise ValueError(f"proxy config: dataset must be a name, got {echo(self.dataset)}")
-        if self.data_dir is not None and (not isinstance(self.data_dir, str) or not self.data_dir):
-            raise ValueError(f"proxy config: data_dir must be a folder's path or null, got {echo(self.data_dir)}")
-        for name in ("image_size", "train_subset", "heldout", "epochs", "batch_size", "threads"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"proxy config: {name} must be a positive integer, got {value!r}")
-        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int)
-                                       or self.steps < 1):
-            raise ValueError(f"proxy config: steps must be a positive integer or null, got {self.steps!r}")
+        # The dataset's name is checked against the data layer where the data is read (`mnas search` reads it
+        # before the first child): this module defines the task and imports nothing above `search`.
+        validate(self, "proxy config")
         if self.batch_size > self.train_subset:
             raise ValueError(f"proxy config: batch_size {self.batch_size} exceeds train_subset {self.train_subset}")
-        if not isinstance(self.optimizer, str) or self.optimizer not in _OPTIMIZERS:
-            raise ValueError(f"proxy config: unknown optimizer {echo(self.optimizer)} "
-                             f"(known: {', '.join(_OPTIMIZERS)})")
-        if not isinstance(self.bn_momentum, (int, float)) or not 0 <= self.bn_momentum < 1:
-            raise ValueError(f"proxy config: bn_momentum must be in [0, 1), got {self.bn_momentum!r}")
-        for name in ("learning_rate", "width"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
-                raise ValueError(f"proxy config: {name} must be a positive number, got {value!r}")
-        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) \
-                or not 0 <= self.weight_decay < math.inf:
-            raise ValueError(f"proxy config: weight_decay must be a finite number >= 0, got {echo(self.weight_decay)}")
         object.__setattr__(self, "strides_removed", _check_strides_removed(self.strides_removed))
-        if isinstance(self.filter_divisor, bool) or not isinstance(self.filter_divisor, int) \
-                or self.filter_divisor < 1:
-            raise ValueError(f"proxy config: filter_divisor must be a positive integer, got {self.filter_divisor!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ValueError(f"proxy config: seed must be an integer, got {self.seed!r}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "ProxyConfig":
         """Builds a config from a (YAML) mapping; unknown keys raise ValueError naming them."""
-        data = dict(data or {})
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ValueError(f"proxy config: unknown key(s) {', '.join(map(repr, unknown))} "
-                             f"(known: {', '.join(known)})")
-        return cls(**data)
+        return from_mapping(cls, data, "proxy config")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -146,7 +117,6 @@ class ProxyConfig:
         return dataclasses.replace(self, **changes)
 
 
-_OPTIMIZERS = ("adam", "rmsprop", "sgd")
 
 
 def _check_strides_removed(value: Any) -> int | tuple[str, ...]:

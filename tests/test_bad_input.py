@@ -165,7 +165,7 @@ CASES = [
     ("config-space-null", lambda t: ["search", "--config", smoke_with(t, {"space": None}), "--out", str(t / "r")],
      "space must be a preset name"),
     ("config-strategy-list", lambda t: ["search", "--config", smoke_with(t, {"strategy": ["mnas"]}),
-                                        "--out", str(t / "r")], "strategy must be a name"),
+                                        "--out", str(t / "r")], "strategy must be one of mnas, random, evolution"),
     ("config-name-int", lambda t: ["search", "--config", smoke_with(t, {"name": 5})], "name must be a non-empty"),
     # a run name is one folder under runs/ (no --out: the name decides where the run goes)
     ("config-name-escapes-runs", lambda t: ["search", "--config", smoke_with(t, {"name": "../../x"})],

@@ -41,7 +41,7 @@ def test_config_round_trips_and_rejects_unknown_keys():
     config = ProxyConfig(epochs=2, seed=7)
     assert ProxyConfig.from_dict(config.to_dict()) == config
     assert ProxyConfig.from_dict(None) == ProxyConfig()
-    with pytest.raises(ValueError, match="unknown key.*'epoch'"):
+    with pytest.raises(ValueError, match=r"^proxy config: unknown setting\(s\) epoch \(known: dataset, data_dir, "):
         ProxyConfig.from_dict({"epoch": 3})
 
 
@@ -50,12 +50,16 @@ def test_config_round_trips_and_rejects_unknown_keys():
     ({"epochs": 0}, "epochs must be a positive integer"),
     ({"steps": -1}, "steps must be"),
     ({"batch_size": 30000}, "exceeds train_subset"),
-    ({"optimizer": "lamb"}, "unknown optimizer 'lamb'"),
-    ({"learning_rate": float("nan")}, "learning_rate"),
-    ({"width": 0}, "width"),
+    ({"optimizer": "lamb"}, "optimizer must be one of adam, rmsprop, sgd, got 'lamb'"),
+    ({"learning_rate": float("nan")}, "learning_rate must be a positive number, got nan"),
+    ({"width": 0}, "width must be a positive number, got 0"),
     ({"strides_removed": -1}, "strides_removed"),
-    ({"bn_momentum": 1.0}, "bn_momentum"),
-    ({"threads": True}, "threads"),
+    ({"bn_momentum": 1.0}, r"bn_momentum must be in \[0, 1\), got 1.0"),
+    ({"threads": True}, "threads must be a positive integer, got True"),
+    ({"steps": 0}, "steps must be a positive integer or null, got 0"),
+    ({"weight_decay": -1e-4}, "weight_decay must be a finite number >= 0"),
+    ({"seed": 1.5}, "seed must be an integer, got 1.5"),
+    ({"batch_size": 64, "train_subset": 32}, "batch_size 64 exceeds train_subset 32"),
 ])
 def test_config_validation(changes, message):
     with pytest.raises(ValueError, match=message):

@@ -112,3 +112,31 @@ def test_smoke_search_end_to_end_through_ray_then_resume_extends_it(tmp_path):
         assert len(json.loads(mnas("results", str(run_dir), "--json").stdout)) >= 5
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_the_strategy_names_a_config_accepts_are_the_strategies_there_are():
+    from mnas.search.config import STRATEGY_NAMES
+    from mnas.search.strategy import STRATEGIES
+
+    assert STRATEGY_NAMES == tuple(STRATEGIES)
+
+
+def test_command_line_overrides_come_from_the_config_fields():
+    """--samples, --workers, --strategy and --seed are derived from SearchConfig's fields: their types, choices
+    and help come with them, and a value the command line gives wins over the file's."""
+    import argparse
+
+    from mnas.commands.search import add_arguments, load_config
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--config", "configs/smoke.yaml", "--samples", "7", "--strategy", "evolution",
+                              "--seed", "3"])
+    config = load_config(args)
+    assert (config.samples, config.strategy, config.seed) == (7, "evolution", 3)
+    assert load_config(parser.parse_args(["--config", "configs/smoke.yaml"])).workers == 2
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--strategy", "annealing"])
+    flags = {action.dest: action for action in parser._actions}
+    assert flags["samples"].type is int and "children to evaluate" in flags["samples"].help
+    assert flags["strategy"].choices == ("mnas", "random", "evolution")
