@@ -11,7 +11,7 @@ DESCRIPTION = """Latency in milliseconds, batch 1, from one of the backends of s
 
   latency ARCH [--backend B] [--resolution R] [--depth-multiplier D] [--json]
       (the same as 'latency predict ARCH ...'). B is one of
-        pixel1           Pixel 1 predictor calibrated on the seed's 25 MnasNet-A1 rows (default; instant)
+        pixel1           Pixel 1 predictor: the seed's 25 MnasNet-A1 rows and 4 published figures (default; instant)
         host             measured here: Keras -> TFLite -> LiteRT, 1 thread, the fastest of 5 timing passes
                          (about 10 s a new network; cached)
         lut:FILE         a lookup table from 'latency build-lut'
