@@ -11,7 +11,9 @@ The collection is an ordinary search with the random strategy, run in the backgr
 
     .venv/bin/python benchmarks/mnas_bench.py export /work/bench-run [--out benchmarks/results/mnas_bench.csv]
 
-Runs are merged by (run, trial_id); runs whose proxy, space or deployment settings differ from each other are
+A collection continued on another machine (its earlier run folder gone) starts a new run with another --seed
+(new proposals; every child still trains with proxy.seed 0) and adds it with `export NEW_RUN --merge`, which keeps
+the table's rows of other runs. Runs are merged by (run, trial_id); runs whose proxy, space or deployment settings differ from each other are
 refused, so that one table never mixes children scored under different rules. Columns: `genotype` (one digit a
 decision, in the space's decision order), `indices` (the same as a JSON list), `arch` (block strings),
 `accuracy` and `heldout_loss` (the proxy's held-out slice), `final_loss`, `latency_pixel1_ms` (predicted, at the
@@ -74,12 +76,18 @@ def run_rows(run_dir: str) -> tuple[list[dict], dict]:
     return rows, config
 
 
-def export(run_dirs: list[str], out: str):
+def export(run_dirs: list[str], out: str, merge: bool = False):
+    """Writes the children of `run_dirs` to `out`; with `merge`, the rows `out` already holds of other runs are
+    kept (a collection continued on another machine, whose earlier run folder is gone, adds a run to the table)."""
     import pandas as pd
 
     from mnas.results.export import export_frame
 
     frames, fingerprints = [], {}
+    if merge and os.path.exists(out):
+        kept = pd.read_csv(out) if out.endswith(".csv") else pd.read_parquet(out)
+        names = {os.path.basename(os.path.normpath(run)) for run in run_dirs}
+        frames.append(kept[~kept["run"].isin(names)].reindex(columns=list(COLUMNS)))
     for run_dir in run_dirs:
         rows, config = run_rows(run_dir)
         fingerprints[run_dir] = rules_fingerprint(config)
@@ -130,6 +138,8 @@ def main(argv=None) -> int:
     ex = commands.add_parser("export", help="write the children of one or more collection runs as one table")
     ex.add_argument("runs", nargs="+", help="run folders of random-strategy searches")
     ex.add_argument("--out", default=DEFAULT_TABLE, help="CSV or Parquet file (default: %(default)s)")
+    ex.add_argument("--merge", action="store_true",
+                    help="keep the rows --out already holds of other runs (their folders need not exist here)")
     ft = commands.add_parser("fit", help="fit the surrogate on the exported table and cross-validate it")
     ft.add_argument("--table", default=DEFAULT_TABLE, help="the exported table (default: %(default)s)")
     ft.add_argument("--out", default=DEFAULT_SURROGATE, help="the surrogate file (default: %(default)s)")
@@ -152,7 +162,7 @@ def main(argv=None) -> int:
         return 0
     if args.command == "export":
         try:
-            frame = export(args.runs, args.out)
+            frame = export(args.runs, args.out, merge=args.merge)
         except ValueError as err:
             print(f"mnas_bench: {err}", file=sys.stderr)
             return 2

@@ -53,6 +53,10 @@ def load_config(args):
         saved = os.path.join(args.out or os.path.join("runs", "default"), "config.json")
         path = saved if args.resume and os.path.isfile(saved) else "configs/default.yaml"
     config = SearchConfig.load(path)
+    if args.resume and os.path.basename(path) == "config.json":    # the run's own saved config: its proxy as it ran
+        from mnas.search.config import saved_proxy
+
+        config.proxy = saved_proxy(config.proxy)
     apply_flags(config, args, SearchConfig)
     if args.latency:
         config.latency = [args.latency] + [b for b in config.latency[1:] if b != args.latency]
@@ -73,7 +77,7 @@ def load_config(args):
 def run(args) -> int:
     from mnas.search.driver import STATE_FILE
     from mnas.search.registry import load_space
-    from mnas.search.runlock import LOCK_FILE, RunLock
+    from mnas.search.runlock import LOCK_FILE
     from mnas.search.strategy import make_strategy
     from mnas.search.proxy import ProxyConfig, blind_spots
     from mnas.workers.trial import check_faults
@@ -82,6 +86,9 @@ def run(args) -> int:
     space = load_space(config.space)
     reward = config.make_reward()
     proxy = ProxyConfig.from_dict(config.proxy)          # fail now, not in the first worker
+    if proxy.mixed_precision and not config.gpus_per_worker and not config.surrogate:
+        raise ValueError("proxy.mixed_precision trains in float16 on GPUs, but children get none: set "
+                         "gpus_per_worker (--gpus-per-worker), or drop mixed_precision")
     _check_rungs(config.rungs, proxy)
     check_faults(config.faults)
     run_dir = _run_dir(args, config)
@@ -92,7 +99,7 @@ def run(args) -> int:
     else:
         _check_new_folder(run_dir, allow=(LOCK_FILE,), resume=_resume_command(args, run_dir))
     _check_latency_backends(config.latency)
-    surrogate = _load_surrogate(config.surrogate, space) if config.surrogate else None
+    surrogate = _load_surrogate(config.surrogate_settings, space) if config.surrogate else None
     if surrogate is None:
         _check_dataset(proxy)
         for spot in blind_spots(space, proxy, strict="strides_removed" in config.proxy):
@@ -100,13 +107,21 @@ def run(args) -> int:
                   "(see proxy.strides_removed and proxy.filter_divisor)", file=sys.stderr)
     strategy = make_strategy(config.strategy, space.choice_counts, seed=config.seed,
                              settings=config.strategy_settings())
-    if surrogate is None and not args.address:
-        from mnas.search.tune import ray_temp_dir
+    started_ray = surrogate is None and _start_ray(args, config)   # Ray up, and room for a child, before any write
+    try:
+        return _in_run_folder(args, config, space, reward, proxy, strategy, surrogate, run_dir, state_path)
+    finally:
+        if started_ray:              # a command run in-process (tests, notebooks) leaves no Ray behind
+            import ray
 
-        ray_temp_dir()          # a Ray folder that cannot hold Ray's sockets stops us here, before any write
+            ray.shutdown()
 
-    # Every check that needs no lock has passed; from here on this process owns the folder, and nothing is
-    # written into it before the checks that need the lock (a new folder still empty, a resume that matches) pass.
+
+def _in_run_folder(args, config, space, reward, proxy, strategy, surrogate, run_dir, state_path) -> int:
+    """Every check that needs no lock has passed; from here on this process owns the folder, and nothing is
+    written into it before the checks that need the lock (a new folder still empty, a resume that matches) pass."""
+    from mnas.search.runlock import LOCK_FILE, RunLock
+
     try:
         os.makedirs(run_dir, exist_ok=True)
     except OSError as err:
@@ -140,20 +155,22 @@ def run(args) -> int:
 def _search(args, config, space, reward, proxy, strategy, surrogate, run_dir, state_path) -> int:
     from mnas.results.store import ResultStore
     from mnas.results.views import mnas_command
+    from mnas.search.config import saved_config
     from mnas.search.driver import SearchRun, run_in_process, write_json_atomic
     from mnas.workers.trial import SurrogateEvaluator, TrialSettings
 
-    write_json_atomic(os.path.join(run_dir, "config.json"), config.to_dict())
+    saved = saved_config(config, proxy.split)
+    write_json_atomic(os.path.join(run_dir, "config.json"), saved)
     store = ResultStore(os.path.join(run_dir, "results.sqlite"))
-    store.set_meta("config", config.to_dict())
+    store.set_meta("config", saved)
     store.set_meta("space", space.to_dict())
     progress = Progress(quiet=args.quiet, workers=1 if config.surrogate else config.workers)
     search = SearchRun(space, strategy, reward, store, samples=config.samples, run_dir=run_dir,
                        deployment=config.deployment, feed_failures=config.feed_failures,
                        max_consecutive_failures=config.max_consecutive_failures, on_record=progress)
     scheduler = config.scheduler_settings()
-    settings = TrialSettings(proxy=proxy, reward=reward, latency=tuple(config.latency), limits=dict(config.limits),
-                             faults=dict(config.faults), rungs=config.rungs, rung_heldout=scheduler["rung_heldout"])
+    settings = TrialSettings(proxy=proxy, reward=reward, latency=tuple(config.latency), limits=config.limits_in(),
+                             faults=dict(config.faults), rungs=config.rungs, rung_heldout=scheduler.rung_heldout)
     if args.resume:
         search.load(state_path)
         print(f"resuming {run_dir}: {search.completed} children done, {len(search.retry)} to redo, "
@@ -166,20 +183,21 @@ def _search(args, config, space, reward, proxy, strategy, surrogate, run_dir, st
         return 0
 
     if surrogate is not None:
-        source = f"surrogate:{os.path.basename(config.surrogate['model'])}"
-        store.set_meta("surrogate", {"model": os.path.abspath(config.surrogate["model"]), **surrogate.info})
+        chosen = config.surrogate_settings
+        source = f"surrogate:{os.path.basename(chosen.model)}"
+        store.set_meta("surrogate", {"model": os.path.abspath(chosen.model), **surrogate.info})
         print(f"search {config.name!r}: {config.samples} children of space {space.name!r}, strategy "
               f"{config.strategy}, reward ACC * {reward.describe()}; accuracies PREDICTED by {source} "
-              f"(nothing is trained; noise {'on' if config.surrogate.get('noise', True) else 'off'}), in this "
+              f"(nothing is trained; noise {'on' if chosen.noise else 'off'}), in this "
               f"process; results in {run_dir}", file=sys.stderr)
         evaluate = SurrogateEvaluator(surrogate, source, settings, proxy_seed=proxy.seed,
-                                      noisy=config.surrogate.get("noise", True))
+                                      noisy=chosen.noise)
         run_in_process(search, evaluate)
         return _finish(search, store, run_dir, attempt=0)
 
     from ray import tune
 
-    from mnas.search.tune import init_ray, make_scheduler, run_trials
+    from mnas.search.tune import make_scheduler, run_trials
     from mnas.workers.trial import make_child_trainable
 
     print(f"search {config.name!r}: {config.samples} children of space {space.name!r} ({space.size:.2e} "
@@ -187,13 +205,12 @@ def _search(args, config, space, reward, proxy, strategy, surrogate, run_dir, st
           f"{config.workers} worker(s); results in {run_dir}", file=sys.stderr)
     print(f"watch it live: {mnas_command('dashboard', _shown(run_dir))}  (in another terminal; then open "
           f"http://127.0.0.1:{DEFAULT_PORT})", file=sys.stderr)
-    init_ray(args.address, num_cpus=None if args.address else max(config.workers * config.cpus_per_worker,
-                                                                    os.cpu_count() or 1))
     trainable = tune.with_parameters(make_child_trainable(), settings=settings)
     tune_dir = os.path.join(run_dir, "tune")
     attempt = len(os.listdir(tune_dir)) if os.path.isdir(tune_dir) else 0   # one Tune experiment per (re)start
     run_trials(search, trainable, workers=config.workers, cpus_per_worker=config.cpus_per_worker,
-               storage_path=tune_dir, name=f"attempt-{attempt}", scheduler=make_scheduler(scheduler))
+               gpus_per_worker=config.gpus_per_worker, storage_path=tune_dir, name=f"attempt-{attempt}",
+               scheduler=make_scheduler(scheduler))
     return _finish(search, store, run_dir, attempt)
 
 
@@ -348,24 +365,48 @@ def _read_state(path: str) -> dict:
     return state
 
 
-def _load_surrogate(settings: dict, space):
-    """The config's surrogate, checked against the search's space before anything is written."""
+def _start_ray(args, config) -> bool:
+    """Starts a local Ray (or joins --address) and checks that a child fits on one of its nodes; warns when fewer
+    children than `workers` fit at once. Returns whether this call started (or joined) Ray."""
+    import ray
+
+    from mnas.search.tune import init_ray, placement
+
+    if ray.is_initialized():        # the caller's own Ray (a notebook, a test): used as it is, left running
+        started = False
+    else:
+        init_ray(args.address, num_cpus=None if args.address else max(config.workers * config.cpus_per_worker,
+                                                                        os.cpu_count() or 1))
+        started = True
+    try:
+        fits = placement(config.cpus_per_worker, config.gpus_per_worker)
+    except ValueError:
+        if started:
+            ray.shutdown()
+        raise
+    if fits < config.workers:
+        print(f"warning: the Ray cluster has room for {fits} child(ren) at once ({config.cpus_per_worker:g} CPU, "
+              f"{config.gpus_per_worker:g} GPU each), not the {config.workers} workers asked for", file=sys.stderr)
+    return started
+
+
+def _load_surrogate(settings, space):
+    """The config's surrogate (`SurrogateSettings`), checked against the search's space before anything is
+    written."""
     from mnas.search.surrogate import Surrogate
 
-    surrogate = Surrogate.load(settings["model"])
+    surrogate = Surrogate.load(settings.model)
     surrogate.check_space(space)
     return surrogate
 
 
 def _check_dataset(proxy) -> None:
-    """Loads the proxy data once here, so a missing or corrupt data set stops the search before Ray starts
-    (otherwise every child would fail alike with data_error)."""
-    from mnas.trainer.data import load_dataset
+    """Checks the proxy data once here (`workers.proxy.check_proxy_data`), so a missing or corrupt data set, labels
+    that do not fit or a one-class held-out sample stop the search before Ray starts (otherwise every child would
+    fail alike with data_error)."""
+    from mnas.workers.proxy import check_proxy_data
 
-    data = load_dataset(proxy.dataset, proxy.data_dir)
-    if proxy.train_subset + proxy.heldout > len(data.x_train):
-        raise ValueError(f"proxy: train_subset + heldout = {proxy.train_subset + proxy.heldout} but "
-                         f"{proxy.dataset} has {len(data.x_train)} training images")
+    print(f"proxy data: {check_proxy_data(proxy).describe()}", file=sys.stderr)
 
 
 def _check_rungs(rungs: int, proxy) -> None:

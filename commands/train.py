@@ -26,6 +26,15 @@ train-* and validation-* with image/encoded and image/class/label; Inception cro
 and DIR/val/<class>/ images; or DIR/<class>/ with every 10th image held out). Images below 64 pixels train with
 the stem's stride removed (--stem-stride to choose).
 
+Devices and clusters. --batch-size is the global batch, split evenly over every replica, and the learning rate
+follows it (0.016 per 256 images). One GPU or a CPU trains as is; a machine with several GPUs trains on all of
+them (MirroredStrategy), or on the first --devices N. --workers N trains on N processes with Ray Train
+(MultiWorkerMirroredStrategy): a local Ray cluster over this machine, or the cluster at --address (the run
+directory and the data must then be on storage every node sees); each worker takes --devices GPUs (default one
+on a cluster with GPUs, else its CPU) and --threads CPUs. Worker 0 writes the run directory; a worker that dies
+restarts the group from the last checkpoint; --resume works with or without workers. --mixed-precision (GPUs
+only) trains in float16 with float32 weights; --sync-bn computes batch norm's statistics over the global batch.
+
 The run directory (--out, default runs/train/<name>-<dataset>) gets config.json, checkpoint.npz after every epoch,
 metrics.csv (pandas.read_csv), summary.json and tensorboard/. After a crash, run the same command with --resume.
 Training, evaluation and LiteRT runs show a progress bar on a terminal (a line a minute in a log file).
@@ -62,7 +71,8 @@ def add_arguments(parser):
                         help="the dataset's folder (default: Debian's Fashion-MNIST; data/cifar for CIFAR)")
     parser.add_argument("--epochs", type=int, default=None, metavar="N", help="epochs (default 350, the paper's)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="B",
-                        help="images per step (default 128); the learning rate scales with it")
+                        help="images per step over every device and worker: the global batch (default 128); the "
+                             "learning rate scales with it")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="run directory (default runs/train/<arch name>-<dataset>)")
     parser.add_argument("--export-dir", default=None, metavar="DIR",
@@ -84,7 +94,20 @@ def add_arguments(parser):
     group.add_argument("--eval-limit", type=int, default=None, metavar="N",
                        help="use only the first N evaluation images")
     group.add_argument("--seed", type=int, default=None, help="seed of weights, data order, augmentation (default 0)")
-    group.add_argument("--threads", type=int, default=0, metavar="N", help="TensorFlow threads (default: every core)")
+    group.add_argument("--threads", type=int, default=0, metavar="N",
+                       help="TensorFlow threads (default: every core); with --workers, each worker's (and its CPUs)")
+    cluster = parser.add_argument_group("devices and clusters (--batch-size stays the global batch)")
+    cluster.add_argument("--devices", type=int, default=None, metavar="N",
+                         help="local devices to replicate over (default: every GPU, or the CPU); with --workers, "
+                              "GPUs per worker")
+    cluster.add_argument("--workers", type=int, default=None, metavar="N",
+                         help="train on N Ray Train workers (multi-worker mirrored), on a local Ray or --address")
+    cluster.add_argument("--address", default=None, metavar="ADDR",
+                         help="the Ray cluster to run --workers on (e.g. HEAD_IP:6379 or auto; default: a local Ray)")
+    cluster.add_argument("--mixed-precision", action="store_true",
+                         help="mixed_float16: float16 math, float32 weights (GPUs only)")
+    cluster.add_argument("--sync-bn", action="store_true",
+                         help="batch-norm statistics over the global batch, not each replica's slice")
     recipe = parser.add_argument_group("recipe overrides (defaults: the paper's and the official trainer's)")
     defaults = Recipe()
     for field, (flag, text) in RECIPE_FLAGS.items():
@@ -128,16 +151,20 @@ def build_config(args):
     given = {k: getattr(args, k) for k in ("dataset", "data_dir", "epochs", "batch_size", "image_size", "fit",
                                            "stem_stride", "num_classes", "train_limit", "eval_limit", "seed")
              if getattr(args, k) is not None}
-    config = TrainConfig(arch=arch, recipe=recipe, arch_source=resolved.source, **given)
+    config = TrainConfig(arch=arch, recipe=recipe, arch_source=resolved.source,
+                         mixed_precision=bool(getattr(args, "mixed_precision", False)),
+                         sync_bn=bool(getattr(args, "sync_bn", False)), **given)
     return config, resolved.slug
 
 
 def run(args) -> int:
     from pathlib import Path
 
+    from mnas.trainer.ray_replay import check_options
     from mnas.trainer.train import open_data, reading, set_up_tensorflow, train
 
     check_export_options(args)
+    check_options(args.workers, args.address, args.devices)
     config, slug = build_config(args)  # a bad ARCH or value fails here, before TensorFlow is even imported
     out = args.out or os.path.join("runs", "train", f"{slug}-{config.dataset}")  # one child on two datasets: two
     if args.export_dir:
@@ -147,11 +174,37 @@ def run(args) -> int:
         if export_dir == run_dir or export_dir in run_dir.parents:
             raise ValueError(f"--export-dir {args.export_dir} would replace the run directory {out}: "
                              "choose another folder (RUN_DIR/export is fine)")
-    set_up_tensorflow(args.threads)  # before any TensorFlow op runs: thread pools are fixed at the first
+    # Before any TensorFlow op runs (thread pools and GPU memory are fixed at the first). The driver of a Ray run
+    # trains nothing: its workers check mixed precision against their own GPUs.
+    tf = set_up_tensorflow(args.threads, config.mixed_precision and not args.workers)
+    replicas = placement = None
+    if args.workers:
+        from mnas.trainer.ray_replay import plan_workers
+
+        # more workers than the cluster can place fails here (a local cluster: before Ray starts)
+        placement = plan_workers(config, args.workers, args.devices, args.threads, args.address)
+    else:
+        from mnas.trainer.distributed import check_global_batch, local_replicas
+
+        replicas = local_replicas(tf, args.devices)  # more --devices than the machine has fails here
+        check_global_batch(config.batch_size, replicas)
     data = open_data(config)  # a missing or malformed dataset fails here, before the run directory exists
+    spread = ""
+    if replicas is not None:
+        from mnas.trainer.devices import short
+
+        spread = (f" on {replicas.count} devices ({', '.join(map(short, replicas.strategy.extended.worker_devices))}"
+                  f", {config.batch_size // replicas.count} images each a step)")
     print(f"training {config.arch_source} on {data.name} ({data.num_train} training, {data.num_eval} evaluation "
-          f"images of {'x'.join(map(str, data.image_shape))}) for {config.epochs} epochs -> {out}", flush=True)
-    summary = train(config, out, resume=args.resume, threads=args.threads, data=data)
+          f"images of {'x'.join(map(str, data.image_shape))}) for {config.epochs} epochs{spread} -> {out}", flush=True)
+    if args.workers:
+        from mnas.trainer.ray_replay import train_on_ray
+
+        summary = train_on_ray(config, out, placement, resume=args.resume, threads=args.threads,
+                               address=args.address, data=data)
+    else:
+        summary = train(config, out, resume=args.resume, threads=args.threads, data=data, devices=args.devices,
+                        replicas=replicas)
     for line in reading(summary, config):
         print(line)
     if summary["final"]:
@@ -161,8 +214,16 @@ def run(args) -> int:
 
         from mnas.trainer.export import export_model
 
-        model, ema = summary["model"], summary["ema"]
+        if args.workers or replicas is not None or config.mixed_precision:
+            # The model was trained elsewhere, or its variables are mirrored, or it computes in float16: export a
+            # float32 model rebuilt from the checkpoint's averaged weights.
+            from mnas.trainer.train import load_trained
+
+            model, ema = load_trained(out, averaged=True, data=data, threads=args.threads)[0], None
+        else:
+            model, ema = summary["model"], summary["ema"]
         with ema.swapped() if ema is not None else contextlib.nullcontext():  # export what was evaluated
             export_model(model, data, args.export_dir, export_formats(args), args.representative,
                          threads=args.threads)
     return 0
+

@@ -5,7 +5,8 @@
     strategy: mnas                # mnas (LSTM + PPO controller) | random | evolution
     samples: 40                   # children evaluated in all
     workers: 2                    # children trained at once
-    cpus_per_worker: 1
+    cpus_per_worker: 1            # CPUs Ray reserves for each child
+    gpus_per_worker: 0            # GPUs Ray reserves for each child (0.5: two children share a GPU)
     seed: 0
     deploy:                       # what the phone runs: latency and the reported params/madds are for this
       resolution: 224
@@ -23,8 +24,11 @@
     surrogate: {model: benchmarks/results/mnas_bench_surrogate.json}   # score children with a surrogate of the
                                   # proxy (search.surrogate) instead of training them: in this process, no Ray
 
-Sections `controller`, `evolution` and `proxy` are validated by the classes they configure; a section of a
-strategy that is not used is ignored, so one config can be run with --strategy mnas, random or evolution.
+Each section is validated by the dataclass it configures (`Limits`, `Scheduler`, `SurrogateSettings` here,
+`search.driver.Deployment`, `search.controller.PPOConfig`, `search.strategy.EvolutionConfig`,
+`search.proxy.ProxyConfig`): its fields declare what they accept (`search.settings`), so an error names the file,
+the field's path and what it must be. A section of a strategy that is not used is ignored, so one config can be
+run with --strategy mnas, random or evolution.
 """
 
 from __future__ import annotations
@@ -34,28 +38,76 @@ import os
 from typing import Any, Mapping
 
 from mnas.search.arch import echo
-from mnas.search.settings import BOOL, INT, POSITIVE_INT, POSITIVE_NUMBER, from_mapping, one_of, setting, validate
+from mnas.search.settings import (BOOL, INT, NONNEGATIVE_INT, NONNEGATIVE_NUMBER, OPTIONAL_POSITIVE_INT, POSITIVE_INT,
+                                  POSITIVE_NUMBER, Check, from_mapping, one_of, setting, validate)
 
-_TOP_KEYS = {"name", "space", "strategy", "samples", "workers", "cpus_per_worker", "seed", "deploy", "latency",
-             "reward", "controller", "evolution", "proxy", "feed_failures", "limits", "faults", "scheduler",
-             "surrogate"}
-_SURROGATE_KEYS = {"model", "noise"}
-
-# Early stopping (`scheduler:`). ASHA (Li et al., MLSys 2020) as Ray Tune implements it: a child's proxy training is
-# cut into `rungs` equal segments; after segment r < rungs it is scored on the first `rung_heldout` held-out
-# images, and it goes on only if its reward so far is in the top 1/reduction_factor of the children that reached
-# that rung before it. Rung checks happen at segments grace_rungs * reduction_factor^k.
-SCHEDULER_DEFAULTS = {"name": "none", "rungs": 4, "reduction_factor": 2, "grace_rungs": 1, "rung_heldout": 1000}
+_TOP_KEYS = {"name", "space", "strategy", "samples", "workers", "cpus_per_worker", "gpus_per_worker", "seed",
+             "deploy", "latency", "reward", "controller", "evolution", "proxy", "feed_failures", "limits", "faults",
+             "scheduler", "surrogate"}
+MAX_NAME = 100
+STRATEGY_NAMES = ("mnas", "random", "evolution")   # search.strategy.STRATEGIES, without importing it here
 SCHEDULERS = ("none", "asha")
 
 
-MAX_NAME = 100
-STRATEGY_NAMES = ("mnas", "random", "evolution")   # search.strategy.STRATEGIES, without importing it here
-# limits: max_params (children larger fail as too_large before anything is built); max_consecutive_failures (the
-# search stops when that many children in a row failed: something is broken for every child, such as a missing
-# dataset, and carrying on would only record the same failure; 0 never stops).
-LIMITS = ("max_params", "max_consecutive_failures")
-DEFAULT_MAX_CONSECUTIVE_FAILURES = 10
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """A config's `limits:` section: guards on each child and on the search as a whole."""
+
+    max_params: int | None = setting(None, OPTIONAL_POSITIVE_INT)
+    """Children with more parameters fail as too_large before anything is built (null: no limit)."""
+    max_consecutive_failures: int = setting(10, NONNEGATIVE_INT)
+    """The search stops when this many children in a row failed: something is then broken for every child (a
+    missing dataset, say), and carrying on would only record the same failure. 0: never stop."""
+
+    def __post_init__(self):
+        validate(self, "limits", section=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scheduler:
+    """Early stopping (`scheduler:`). ASHA (Li et al., MLSys 2020) as Ray Tune implements it: a child's proxy
+    training is cut into `rungs` equal segments; after segment r < rungs it is scored on the first `rung_heldout`
+    held-out images, and it goes on only if its reward so far is in the top 1/reduction_factor of the children
+    that reached that rung before it. Rung checks happen at segments grace_rungs * reduction_factor^k."""
+
+    name: str = setting("none", one_of(SCHEDULERS))
+    """none: every child trains fully; asha: weak children stop early."""
+    rungs: int = setting(4, POSITIVE_INT)
+    """Segments of a child's proxy training (each must train at least one step)."""
+    reduction_factor: int = setting(2, POSITIVE_INT)
+    """Keep the top 1/reduction_factor at a rung."""
+    grace_rungs: int = setting(1, POSITIVE_INT)
+    """No child is stopped before this rung."""
+    rung_heldout: int = setting(1000, POSITIVE_INT)
+    """Held-out images scored at a rung (the last rung scores all of them)."""
+
+    def __post_init__(self):
+        validate(self, "scheduler", section=True)
+        if self.name == "asha":
+            if self.rungs < 2:
+                raise ValueError("scheduler.rungs must be at least 2 for asha (1 leaves nothing to stop)")
+            if self.reduction_factor < 2:
+                raise ValueError("scheduler.reduction_factor must be at least 2")
+            if self.grace_rungs >= self.rungs:
+                raise ValueError(f"scheduler.grace_rungs ({self.grace_rungs}) must be below rungs ({self.rungs})")
+
+    @property
+    def segments(self) -> int:
+        """Segments of each child's proxy training: 1 unless a scheduler may stop children between them."""
+        return self.rungs if self.name != "none" else 1
+
+
+@dataclasses.dataclass(frozen=True)
+class SurrogateSettings:
+    """A config's `surrogate:` section: score children with a surrogate of the proxy instead of training them."""
+
+    model: str = setting("", Check(lambda v: isinstance(v, str) and bool(v),
+                                   "the path of a surrogate file (benchmarks/mnas_bench.py fit writes one)"))
+    noise: bool = setting(True, BOOL)
+    """Add the proxy's own seed-to-seed noise to each prediction, as a real proxy would have."""
+
+    def __post_init__(self):
+        validate(self, "surrogate", section=True)
 
 
 def check_run_name(name: Any, source: str = "config") -> str:
@@ -77,8 +129,13 @@ class SearchConfig:
                             help="mnas (LSTM + PPO controller), random search, or regularized evolution")
     samples: int = setting(40, POSITIVE_INT, flag="--samples", help="children to evaluate in all")
     workers: int = setting(2, POSITIVE_INT, flag="--workers", help="children trained at once")
-    cpus_per_worker: float = setting(1.0, POSITIVE_NUMBER)
-    seed: int = setting(0, INT, flag="--seed", help="seed of the strategy and the proxy training")
+    cpus_per_worker: float = setting(1.0, POSITIVE_NUMBER, flag="--cpus-per-worker",
+                                     help="CPUs Ray reserves for each child (its TensorFlow threads: proxy.threads)")
+    gpus_per_worker: float = setting(0.0, NONNEGATIVE_NUMBER, flag="--gpus-per-worker",
+                                     help="GPUs Ray reserves for each child; a fraction packs several children "
+                                          "on one GPU (0.5: two); 0 trains on CPUs")
+    seed: int = setting(0, INT, flag="--seed", help="seed of the strategy's proposals (a child's training seed is proxy.seed, the "
+                                                "same for every child)")
     deploy: dict = dataclasses.field(default_factory=lambda: {"resolution": 224, "num_classes": 1000})
     latency: list = dataclasses.field(default_factory=lambda: ["pixel1"])
     reward: dict = dataclasses.field(default_factory=lambda: {"preset": "soft", "target_ms": 75.0})
@@ -121,10 +178,6 @@ class SearchConfig:
         return cls.from_dict(data or {}, source=path)
 
     def validate(self, source: str = "config") -> None:
-        def positive_int(name, value):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{source}: {name} must be a positive integer, got {value!r}")
-
         check_run_name(self.name, source)
         if not (isinstance(self.space, str) and self.space.strip() or isinstance(self.space, Mapping)):
             raise ValueError(f"{source}: space must be a preset name, a YAML file or a mapping, "
@@ -136,62 +189,35 @@ class SearchConfig:
                      "surrogate"):
             if not isinstance(getattr(self, name), Mapping):
                 raise ValueError(f"{source}: {name} must be a mapping, got {getattr(self, name)!r}")
+        if self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
+            raise ValueError(f"{source}: gpus_per_worker above 1 must be a whole number (Ray shares a GPU between "
+                             f"children, not several GPUs), got {self.gpus_per_worker!r}")
         self.deployment_in(source)
-        unknown = sorted(set(self.limits) - set(LIMITS), key=str)
-        if unknown:
-            raise ValueError(f"{source}: limits: unknown setting(s) {', '.join(map(echo, unknown))} "
-                             f"(known: {', '.join(LIMITS)})")
-        if "max_params" in self.limits:
-            positive_int("limits.max_params", self.limits["max_params"])
-        failures = self.limits.get("max_consecutive_failures", 0)
-        if isinstance(failures, bool) or not isinstance(failures, int) or failures < 0:
-            raise ValueError(f"{source}: limits.max_consecutive_failures must be a whole number (0: never stop), "
-                             f"got {echo(failures)}")
+        self.limits_in(source)
         self.make_reward()
-
-        self.scheduler_settings(source)
+        scheduler = self.scheduler_settings(source)
         if self.surrogate:
-            unknown = sorted(set(self.surrogate) - _SURROGATE_KEYS)
-            if unknown:
-                raise ValueError(f"{source}: surrogate: unknown setting(s) {', '.join(unknown)} "
-                                 f"(known: {', '.join(sorted(_SURROGATE_KEYS))})")
-            if not isinstance(self.surrogate.get("model"), str) or not self.surrogate["model"]:
-                raise ValueError(f"{source}: surrogate.model must be the path of a surrogate file "
-                                 "(benchmarks/mnas_bench.py fit writes one)")
-            if not isinstance(self.surrogate.get("noise", True), bool):
-                raise ValueError(f"{source}: surrogate.noise must be true or false, got {self.surrogate['noise']!r}")
-            if self.scheduler_settings(source)["name"] != "none":
+            _section(SurrogateSettings, self.surrogate, source, "surrogate")
+            if scheduler.name != "none":
                 raise ValueError(f"{source}: a surrogate scores a child in one go: scheduler must be none")
 
-    def scheduler_settings(self, source: str = "config") -> dict:
-        """The `scheduler` section with its defaults filled in, validated."""
-        unknown = sorted(set(self.scheduler) - set(SCHEDULER_DEFAULTS))
-        if unknown:
-            raise ValueError(f"{source}: scheduler: unknown setting(s) {', '.join(unknown)} "
-                             f"(known: {', '.join(SCHEDULER_DEFAULTS)})")
-        settings = {**SCHEDULER_DEFAULTS, **self.scheduler}
-        if settings["name"] not in SCHEDULERS:
-            raise ValueError(f"{source}: scheduler: name must be one of {', '.join(SCHEDULERS)}, "
-                             f"got {settings['name']!r}")
-        for key in ("rungs", "reduction_factor", "grace_rungs", "rung_heldout"):
-            value = settings[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{source}: scheduler.{key} must be a positive integer, got {value!r}")
-        if settings["name"] == "asha":
-            if settings["rungs"] < 2:
-                raise ValueError(f"{source}: scheduler.rungs must be at least 2 for asha (1 leaves nothing to stop)")
-            if settings["reduction_factor"] < 2:
-                raise ValueError(f"{source}: scheduler.reduction_factor must be at least 2")
-            if settings["grace_rungs"] >= settings["rungs"]:
-                raise ValueError(f"{source}: scheduler.grace_rungs ({settings['grace_rungs']}) must be below "
-                                 f"rungs ({settings['rungs']})")
-        return settings
+    def scheduler_settings(self, source: str = "config") -> Scheduler:
+        """The `scheduler` section, validated, with its defaults filled in."""
+        return _section(Scheduler, self.scheduler, source, "scheduler")
+
+    def limits_in(self, source: str = "config") -> Limits:
+        """The `limits` section, validated, with its defaults filled in."""
+        return _section(Limits, self.limits, source, "limits")
+
+    @property
+    def surrogate_settings(self) -> SurrogateSettings | None:
+        """The `surrogate` section, or None when children are trained."""
+        return _section(SurrogateSettings, self.surrogate, "config", "surrogate") if self.surrogate else None
 
     @property
     def rungs(self) -> int:
         """Segments of each child's proxy training: 1 unless a scheduler may stop children between them."""
-        settings = self.scheduler_settings()
-        return settings["rungs"] if settings["name"] != "none" else 1
+        return self.scheduler_settings().segments
 
     def strategy_settings(self) -> dict:
         """The settings section of the chosen strategy."""
@@ -205,11 +231,11 @@ class SearchConfig:
     def deployment_in(self, source: str):
         from mnas.search.driver import Deployment
 
-        return from_mapping(Deployment, self.deploy, f"{source}: deploy")
+        return _section(Deployment, self.deploy, source, "deploy")
 
     @property
     def max_consecutive_failures(self) -> int:
-        return int(self.limits.get("max_consecutive_failures", DEFAULT_MAX_CONSECUTIVE_FAILURES))
+        return self.limits_in().max_consecutive_failures
 
     def make_reward(self):
         """The `search.reward.Reward` of the `reward` section, on the backends of `latency`."""
@@ -223,7 +249,34 @@ class SearchConfig:
 
 # What a resumed search may change: where it runs and how many children it evaluates in all. Everything else
 # decides a child's reward or the sequence of proposals, and one run must score every child under the same rules.
-RESUME_FREE = ("name", "samples", "workers", "cpus_per_worker")
+RESUME_FREE = ("name", "samples", "workers", "cpus_per_worker", "gpus_per_worker")
+
+
+def _section(cls, data, source: str, name: str):
+    """`cls` built from the section `name` of a config; errors name the config file, the section and the field."""
+    try:
+        return from_mapping(cls, data, name)
+    except ValueError as err:
+        message = str(err)
+        if not message.startswith(name):
+            message = f"{name}: {message}"
+        raise ValueError(f"{source}: {message}") from None
+
+
+def saved_proxy(section: Mapping[str, Any] | None) -> dict:
+    """A run's saved `proxy` section as it ran. Runs save the split they use (`saved_config`); a run saved before
+    `split` existed trained on the file-order slices, whatever ProxyConfig's default has become since."""
+    if section is not None and not isinstance(section, Mapping):
+        return section                      # let the config's own check name it
+    return {"split": "file-order", **(section or {})}
+
+
+def saved_config(config: SearchConfig, split: str) -> dict:
+    """What a run saves of its config (config.json and the store): as given, plus the proxy's split written out,
+    so that a later change of ProxyConfig's default cannot change the split a resumed run trains on."""
+    data = config.to_dict()
+    data["proxy"] = {**data["proxy"], "split": split}
+    return data
 
 
 def resume_differences(saved: Mapping[str, Any], current: SearchConfig, saved_space: Mapping | None = None,
@@ -237,6 +290,7 @@ def resume_differences(saved: Mapping[str, Any], current: SearchConfig, saved_sp
     """
     from mnas.search.proxy import ProxyConfig
 
+    saved = {**saved, "proxy": saved_proxy(saved.get("proxy"))}
     old = SearchConfig.from_dict({k: v for k, v in saved.items() if k in _TOP_KEYS}, source="the run's config")
     differences = []
     for field in dataclasses.fields(SearchConfig):
@@ -247,7 +301,9 @@ def resume_differences(saved: Mapping[str, Any], current: SearchConfig, saved_sp
         if name == "proxy":
             before, after = ProxyConfig.from_dict(before).to_dict(), ProxyConfig.from_dict(after).to_dict()
         elif name == "scheduler":
-            before, after = old.scheduler_settings(), current.scheduler_settings()
+            before, after = dataclasses.asdict(old.scheduler_settings()), dataclasses.asdict(current.scheduler_settings())
+        elif name == "limits":
+            before, after = dataclasses.asdict(old.limits_in()), dataclasses.asdict(current.limits_in())
         elif name == "space" and saved_space is not None and current_space is not None:
             before, after = dict(saved_space), dict(current_space)
         differences += _diff(name, _plain(before), _plain(after))

@@ -58,6 +58,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from mnas.search.fileio import atomic_write
+from mnas.search.settings import (BOOL, FRACTION, NONNEGATIVE_INT, NONNEGATIVE_NUMBER, OPTIONAL_POSITIVE_NUMBER,
+                                  POSITIVE_INT, POSITIVE_NUMBER, Check, from_mapping, setting, validate)
 
 tfd = tfp.distributions
 
@@ -70,82 +72,63 @@ _STATE_KEYS = ("choice_counts", "config", "weights", "optimizer", "baseline", "s
 DRAWN_LIMIT = 512
 
 
+_ENTROPY_FLOOR = Check(lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1),
+                       "null or a fraction in (0, 1] of the uniform policy's entropy")
+
+
 @dataclasses.dataclass(frozen=True)
 class PPOConfig:
     """Hyperparameters of the controller and its PPO update."""
 
-    lstm_units: int = 100
+    lstm_units: int = setting(100, POSITIVE_INT)
     """Hidden units per LSTM layer (NASNet: 100)."""
-    lstm_layers: int = 1
+    lstm_layers: int = setting(1, POSITIVE_INT)
     """Stacked LSTM layers (NASNet: 1)."""
-    embedding_dim: int = 100
+    embedding_dim: int = setting(100, POSITIVE_INT)
     """Size of the embedding of the previous choice fed to the LSTM (ENAS uses the LSTM size; so do we)."""
-    learning_rate: float = 3.5e-4
+    learning_rate: float = setting(3.5e-4, POSITIVE_NUMBER)
     """Adam learning rate (NASNet: 3.5e-4)."""
-    clip: float = 0.2
+    clip: float = setting(0.2, POSITIVE_NUMBER)
     """PPO clipping epsilon of the probability ratio (cleanrl and the PPO paper: 0.2; NASNet does not say)."""
-    entropy_weight: float = 1e-5
+    entropy_weight: float = setting(1e-5, NONNEGATIVE_NUMBER)
     """Weight of the entropy bonus, on the summed entropy of a sampled sequence as in ENAS (NASNet: 1e-5)."""
-    baseline_decay: float = 0.95
+    baseline_decay: float = setting(0.95, FRACTION)
     """Decay of the exponential moving-average reward baseline (NASNet: 0.95)."""
-    batch_size: int = 10
+    batch_size: int = setting(10, POSITIVE_INT)
     """Completed children per PPO update (our choice: small, so the policy moves often on a slow search)."""
-    update_epochs: int = 4
+    update_epochs: int = setting(4, POSITIVE_INT)
     """Gradient steps on each batch (cleanrl: 4); the clipping keeps later epochs near the old policy."""
-    max_grad_norm: float = 0.5
+    max_grad_norm: float = setting(0.5, POSITIVE_NUMBER)
     """Global gradient-norm clipping (cleanrl: 0.5)."""
-    init_range: float = 0.1
+    init_range: float = setting(0.1, POSITIVE_NUMBER)
     """Weights start uniform in [-init_range, init_range], so the first policy is near uniform (ENAS: 0.1)."""
-    temperature: float = 1.0
+    temperature: float = setting(1.0, POSITIVE_NUMBER)
     """Logits are divided by this before the tanh clipping, as in the public ENAS controller; 1.0: unchanged."""
-    tanh_constant: float | None = None
+    tanh_constant: float | None = setting(None, OPTIONAL_POSITIVE_NUMBER)
     """If set, logits become tanh_constant * tanh(logits), bounding how sure the policy gets (ENAS); None: off."""
-    normalize_advantages: bool = False
+    normalize_advantages: bool = setting(False, BOOL)
     """Standardize each batch's advantages (cleanrl's norm_adv). NASNet does not; but proxy rewards of a small
     search often differ by a few hundredths, and raw advantages that small barely move the policy."""
-    ratio_per_decision: bool = False
+    ratio_per_decision: bool = setting(False, BOOL)
     """One PPO ratio per decision, each clipped on its own, instead of one per architecture (module docstring). Off
     (NASNet's preset, and how this controller began): clipping the architecture's ratio leaves each of its decisions
     a tiny share of the trust region, so the policy learns slowly. On: PPO as it is run on token sequences."""
-    target_kl: float | None = None
+    target_kl: float | None = setting(None, OPTIONAL_POSITIVE_NUMBER)
     """Stop an update's epochs once the approximate KL divergence of the policy from the one that began the update
     exceeds this, in nats over a whole architecture (cleanrl's target_kl): with per-decision ratios the clipping
     bounds each decision, not the architecture, and this bounds the whole. None: always update_epochs epochs."""
-    entropy_floor: float | None = None
+    entropy_floor: float | None = setting(None, _ENTROPY_FLOOR)
     """A floor on the policy's mean entropy per decision, as a fraction of the uniform policy's; below it a penalty
     pushes the entropy back up, above it nothing (module docstring). None: no floor, as NASNet, whose policy may
     collapse onto one architecture and stop finding better ones."""
-    entropy_floor_weight: float = 10.0
+    entropy_floor_weight: float = setting(10.0, POSITIVE_NUMBER)
     """Weight of that penalty, per nat below the floor. Large next to standardized advantages (about 1 each), so the
     floor holds against the policy gradient's pull toward certainty."""
-    seed: int = 0
+    seed: int = setting(0, NONNEGATIVE_INT)
     """Seeds the initial weights and the sampling RNG: same seed and same observations, same search."""
 
     def __post_init__(self):
-        for name in ("lstm_units", "lstm_layers", "embedding_dim", "batch_size", "update_epochs"):
-            _require(_is_int(getattr(self, name)) and getattr(self, name) >= 1,
-                     f"PPO config: {name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("learning_rate", "clip", "max_grad_norm", "init_range", "temperature"):
-            _require(_is_real(getattr(self, name)) and 0 < getattr(self, name) < float("inf"),
-                     f"PPO config: {name} must be a positive number, got {getattr(self, name)!r}")
-        _require(_is_real(self.entropy_weight) and 0 <= self.entropy_weight < float("inf"),
-                 f"PPO config: entropy_weight must be a number >= 0, got {self.entropy_weight!r}")
-        _require(_is_real(self.baseline_decay) and 0 <= self.baseline_decay < 1,
-                 f"PPO config: baseline_decay must be in [0, 1), got {self.baseline_decay!r}")
-        _require(self.tanh_constant is None or (_is_real(self.tanh_constant) and self.tanh_constant > 0),
-                 f"PPO config: tanh_constant must be None or a positive number, got {self.tanh_constant!r}")
-        for name in ("normalize_advantages", "ratio_per_decision"):
-            _require(isinstance(getattr(self, name), bool),
-                     f"PPO config: {name} must be true or false, got {getattr(self, name)!r}")
-        _require(self.target_kl is None or (_is_real(self.target_kl) and 0 < self.target_kl < float("inf")),
-                 f"PPO config: target_kl must be None or a positive number, got {self.target_kl!r}")
-        _require(self.entropy_floor is None or (_is_real(self.entropy_floor) and 0 < self.entropy_floor <= 1),
-                 f"PPO config: entropy_floor must be None or a fraction in (0, 1] of the uniform policy's entropy, "
-                 f"got {self.entropy_floor!r}")
-        _require(_is_real(self.entropy_floor_weight) and 0 < self.entropy_floor_weight < float("inf"),
-                 f"PPO config: entropy_floor_weight must be a positive number, got {self.entropy_floor_weight!r}")
-        _require(_is_int(self.seed) and self.seed >= 0,
-                 f"PPO config: seed must be an integer >= 0, got {self.seed!r}")
+        validate(self, "PPO config")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "PPOConfig":
@@ -153,9 +136,7 @@ class PPOConfig:
 
         A state saved before a field existed lacks it and gets the field's default, which is the behaviour it was
         saved with: every field added later defaults to off."""
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
-        _require(not unknown, f"PPO config: unknown field(s) {', '.join(unknown)}")
-        return cls(**data)
+        return from_mapping(cls, data, "PPO config")
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any] | None, seed: int = 0) -> "PPOConfig":

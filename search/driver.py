@@ -111,7 +111,7 @@ class Deployment:
     input_channels: int = setting(3, POSITIVE_INT)
 
     def __post_init__(self):
-        validate(self, "deploy")
+        validate(self, "deploy", section=True)
 
     def child(self, space: SearchSpace, indices) -> Architecture:
         arch = space.decode(indices)

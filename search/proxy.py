@@ -17,13 +17,14 @@ import dataclasses
 from typing import Any, Mapping
 
 from mnas.search.counts import profile, residual_kind
-from mnas.search.settings import (FRACTION, INT, NAME, NONNEGATIVE_NUMBER, OPTIONAL_PATH, OPTIONAL_POSITIVE_INT,
+from mnas.search.settings import (BOOL, FRACTION, INT, NAME, NONNEGATIVE_NUMBER, OPTIONAL_PATH, OPTIONAL_POSITIVE_INT,
                                   POSITIVE_INT, POSITIVE_NUMBER, from_mapping, one_of, setting, validate)
 from mnas.search.arch import SKIP_NONE, SKIP_POOL, Architecture, Block, round_filters
 from mnas.search.space import SearchSpace
 
 
 _OPTIMIZERS = ("adam", "rmsprop", "sgd")
+SPLITS = ("random", "file-order")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,18 +33,36 @@ class ProxyConfig:
     BENCHMARKS.md (proxy task), not here, so that a new run changes one file."""
 
     dataset: str = setting("fashion-mnist", NAME)
-    """A dataset of the data layer (`trainer.data`), e.g. fashion-mnist, cifar."""
+    """A dataset of the data layer (`trainer.splits`, the one the trainer reads): fashion-mnist, cifar, cifar100,
+    npz (any arrays file), folder (DIR/<class>/ images, or DIR/train/ and DIR/val/) or imagenet (TFRecord shards
+    in the official schema). Arrays are held in memory; folders and TFRecords stream from their files, and a
+    worker reads only the images of its training subset and held-out sample."""
     data_dir: str | None = setting(None, OPTIONAL_PATH)
-    """Folder of the dataset's files; None uses the dataset's default (Debian's /usr/share/datasets/...)."""
+    """Folder of the dataset's files (for npz: the file, or its folder); None uses the dataset's default
+    (Debian's /usr/share/datasets/... for Fashion-MNIST). folder, imagenet and npz need one."""
+    num_classes: int | None = setting(None, OPTIONAL_POSITIVE_INT)
+    """Classifier width; null takes it from the data: 10 for Fashion-MNIST and CIFAR-10, 100 for CIFAR-100, an
+    npz's largest label + 1, a folder's class folders, 1000 for ImageNet. A label that does not fit stops a
+    search before its first child."""
     image_size: int = setting(28, POSITIVE_INT)
     """Side of the square images the proxy trains on; Fashion-MNIST's native 28 avoids resizing cost."""
     train_subset: int = setting(20000, POSITIVE_INT)
-    """Training images used (the first ones of the training split, minus the held-out slice). 20,000 rather than
+    """Training images used, drawn from the training split less the held-out sample (see `split`). 20,000 rather than
     10,000: the same children's accuracies then varied about half as much from one training seed to the next, for
     about 1.5x the CPU a child (BENCHMARKS.md, proxy task)."""
     heldout: int = setting(5000, POSITIVE_INT)
-    """Training images held out for scoring: the *last* ones of the training split, the same for every child, so
-    accuracies compare. The paper likewise scores on held-out training images, never on the test set."""
+    """Training images held out for scoring, the same for every child, so accuracies compare (see `split`). The
+    paper likewise scores on held-out training images (50,000 random ones of ImageNet), never on the test set."""
+    split: str = setting("random", one_of(SPLITS))
+    """How the held-out sample and the training subset are drawn from the training split. 'random': `heldout`
+    images at random (seeded by `split_seed`), then `train_subset` at random from the rest -- the paper's way, and
+    safe for a file sorted by class. 'file-order': the first `train_subset` images train and the last `heldout`
+    score, unshuffled -- how the MNAS-Bench collection's children were trained (Fashion-MNIST's file is in random
+    class order); a class-sorted file puts whole classes in the held-out slice, and a held-out sample of a single
+    class is refused before any child trains."""
+    split_seed: int = setting(0, INT)
+    """Seed of the random split. It is not the training `seed`: every child of a search is trained and scored on
+    the same images whatever its training seed, so their accuracies compare."""
     epochs: int = setting(1, POSITIVE_INT)
     """Passes over `train_subset`; ignored when `steps` is set."""
     steps: int | None = setting(None, OPTIONAL_POSITIVE_INT)
@@ -89,6 +108,9 @@ class ProxyConfig:
     minute than one 2-thread child. TensorFlow
     fixes the pools at its first use in a process: later trials in the same actor keep the first value.
     Results are reproducible for a given thread count, not across counts (reductions change order)."""
+    mixed_precision: bool = setting(False, BOOL)
+    """Train in Keras' mixed_float16 (float16 compute, float32 weights, a scaled loss) on GPU workers: about twice
+    the throughput on GPUs with tensor cores. It needs gpus_per_worker > 0: a CPU has no fast float16."""
     seed: int = setting(0, INT)
     """Seeds weights, dropout and the shuffling order; TensorFlow ops are made deterministic too."""
 

@@ -39,12 +39,16 @@ def _integer(value) -> bool:
 INT = Check(_integer, "an integer")
 POSITIVE_INT = Check(lambda v: _integer(v) and v >= 1, "a positive integer")
 OPTIONAL_POSITIVE_INT = Check(lambda v: v is None or (_integer(v) and v >= 1), "a positive integer or null")
+NONNEGATIVE_INT = Check(lambda v: _integer(v) and v >= 0, "an integer >= 0")
 POSITIVE_NUMBER = Check(lambda v: _number(v) and 0 < v < math.inf, "a positive number")
+OPTIONAL_POSITIVE_NUMBER = Check(lambda v: v is None or (_number(v) and 0 < v < math.inf),
+                                 "a positive number or null")
 NONNEGATIVE_NUMBER = Check(lambda v: _number(v) and 0 <= v < math.inf, "a finite number >= 0")
 FRACTION = Check(lambda v: _number(v) and 0 <= v < 1, "in [0, 1)")
 BOOL = Check(lambda v: isinstance(v, bool), "true or false")
 NAME = Check(lambda v: isinstance(v, str) and bool(v.strip()), "a name")
 OPTIONAL_PATH = Check(lambda v: v is None or (isinstance(v, str) and bool(v)), "a folder's path or null")
+PATH = Check(lambda v: isinstance(v, str) and bool(v), "a file's path")
 
 
 def one_of(options: Sequence[str], what: str = "") -> Check:
@@ -63,13 +67,15 @@ def setting(default: Any = dataclasses.MISSING, check: Check | None = None, *, f
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def validate(obj: Any, where: str) -> None:
-    """Checks every field of `obj` that has a check; ValueError '<where>: <field> must be ..., got ...'."""
+def validate(obj: Any, where: str, section: bool = False) -> None:
+    """Checks every field of `obj` that has a check; ValueError '<where>: <field> must be ..., got ...', or for a
+    section of a config file (`section=True`) '<where>.<field> must be ...', the field's path in the file."""
     for field in dataclasses.fields(obj):
         check = field.metadata.get("check")
         value = getattr(obj, field.name)
         if check is not None and not check.accepts(value):
-            raise ValueError(f"{where}: {field.name} must be {check.must_be}, got {echo(value)}")
+            path = f"{where}.{field.name}" if section else f"{where}: {field.name}"
+            raise ValueError(f"{path} must be {check.must_be}, got {echo(value)}")
 
 
 def from_mapping(cls, data: Mapping[str, Any] | None, where: str):
@@ -90,7 +96,8 @@ def add_flags(parser, cls) -> None:
         flag = field.metadata.get("flag")
         if flag:
             check = field.metadata.get("check")
-            kind = int if check in (INT, POSITIVE_INT) else float if check in (POSITIVE_NUMBER,) else str
+            kind = (int if check in (INT, POSITIVE_INT, NONNEGATIVE_INT) else
+                    float if check in (POSITIVE_NUMBER, NONNEGATIVE_NUMBER) else str)
             parser.add_argument(flag, dest=field.name, type=kind, default=None, help=field.metadata.get("help"),
                                 choices=check.options if check is not None else None)
 

@@ -15,6 +15,8 @@ import dataclasses
 import random
 from typing import Any, Callable, Mapping, Sequence
 
+from mnas.search.settings import POSITIVE_INT, from_mapping, setting, validate
+
 
 @dataclasses.dataclass(frozen=True)
 class Proposal:
@@ -67,6 +69,22 @@ class RandomStrategy(_SeededStrategy):
         return Proposal(self._random_indices())
 
 
+@dataclasses.dataclass(frozen=True)
+class EvolutionConfig:
+    """A config's `evolution:` section."""
+
+    population: int = setting(20, POSITIVE_INT)
+    """Members kept alive; the first `population` proposals are uniform random."""
+    sample_size: int = setting(5, POSITIVE_INT)
+    """Members drawn for each tournament; the best of them is mutated."""
+
+    def __post_init__(self):
+        validate(self, "evolution", section=True)
+        if self.population < 2 or self.sample_size > self.population:
+            raise ValueError(f"evolution needs population >= 2 and sample_size <= population, got population "
+                             f"{self.population} and sample_size {self.sample_size}")
+
+
 class EvolutionStrategy(_SeededStrategy):
     """Regularized evolution (Real et al., "Regularized Evolution for Image Classifier Architecture Search", 2019).
 
@@ -79,19 +97,10 @@ class EvolutionStrategy(_SeededStrategy):
 
     name = "evolution"
 
-    def __init__(self, choice_counts: Sequence[int], seed: int = 0, settings: Mapping[str, Any] | None = None,
-                 population: int = 20, sample_size: int = 5):
-        settings = dict(settings or {})
-        population = int(settings.pop("population", population))
-        sample_size = int(settings.pop("sample_size", sample_size))
-        if settings:
-            raise ValueError(f"evolution: unknown setting(s) {', '.join(sorted(settings))} "
-                             "(known: population, sample_size)")
-        if population < 2 or not 1 <= sample_size <= population:
-            raise ValueError(f"evolution needs population >= 2 and 1 <= sample_size <= population, "
-                             f"got {population} and {sample_size}")
+    def __init__(self, choice_counts: Sequence[int], seed: int = 0, settings: Mapping[str, Any] | None = None):
+        config = from_mapping(EvolutionConfig, settings, "evolution")
         super().__init__(choice_counts, seed)
-        self.population_size, self.sample_size = population, sample_size
+        self.population_size, self.sample_size = config.population, config.sample_size
         self.population: list[tuple[tuple[int, ...], float]] = []   # oldest first
         self.proposed = 0
 

@@ -103,27 +103,57 @@ def ray_temp_dir(temp_dir: str | None = None) -> str:
     return folder
 
 
-def make_scheduler(settings: dict | None):
-    """The Tune trial scheduler of a config's validated `scheduler` section (`SearchConfig.scheduler_settings`):
-    None for 'none' (Tune's FIFO: every child trains fully), or ASHA over the children's rungs."""
-    if not settings or settings.get("name", "none") == "none":
+def make_scheduler(settings):
+    """The Tune trial scheduler of a config's `scheduler` section (`search.config.Scheduler`): None for 'none'
+    (Tune's FIFO: every child trains fully), or ASHA over the children's rungs."""
+    if settings is None or settings.name == "none":
         return None
     from ray.tune.schedulers import ASHAScheduler
 
     # time_attr counts the trainable's step() calls: one per rung. `score` is the reward on the accuracy so far.
-    return ASHAScheduler(time_attr="training_iteration", metric="score", mode="max", max_t=settings["rungs"],
-                         grace_period=settings["grace_rungs"], reduction_factor=settings["reduction_factor"])
+    return ASHAScheduler(time_attr="training_iteration", metric="score", mode="max", max_t=settings.rungs,
+                         grace_period=settings.grace_rungs, reduction_factor=settings.reduction_factor)
+
+
+def placement(cpus: float, gpus: float = 0.0) -> int:
+    """How many children needing `cpus` CPUs and `gpus` GPUs each the running Ray cluster holds at once.
+
+    Raises:
+        ValueError: no node can hold even one (Tune would wait for it forever), naming the largest node.
+    """
+    import ray
+
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    per_node = [min(int(res.get("CPU", 0) / cpus + 1e-9), int(res.get("GPU", 0) / gpus + 1e-9) if gpus else 1 << 30)
+                for res in nodes]
+    if not per_node or max(per_node) == 0:
+        most_cpus = max((res.get("CPU", 0) for res in nodes), default=0)
+        most_gpus = max((res.get("GPU", 0) for res in nodes), default=0)
+        raise ValueError(f"no node of the Ray cluster can run a child that needs {cpus:g} CPU(s) and {gpus:g} GPU(s) "
+                         f"(the largest have {most_cpus:g} CPUs and {most_gpus:g} GPUs): lower cpus_per_worker / "
+                         "gpus_per_worker (--cpus-per-worker, --gpus-per-worker), or join a cluster that has them "
+                         "with --address")
+    return sum(per_node)
 
 
 def run_trials(run: SearchRun, trainable, workers: int, cpus_per_worker: float, storage_path: str,
-               name: str, resources_per_worker: dict | None = None, scheduler=None):
-    """Runs the search's children as Tune trials until the run has none left to propose."""
+               name: str, gpus_per_worker: float = 0.0, scheduler=None):
+    """Runs the search's children as Tune trials until the run has none left to propose. A child gets
+    `cpus_per_worker` CPUs and `gpus_per_worker` GPUs (a fraction shares a GPU); Ray sets CUDA_VISIBLE_DEVICES
+    in its worker to the GPUs it assigned."""
     from ray import tune
 
-    resources = {"cpu": cpus_per_worker, **(resources_per_worker or {})}
+    resources = {"cpu": cpus_per_worker, "gpu": gpus_per_worker}
     # Ctrl-C reaches the search as KeyboardInterrupt, which says how to --resume; Tune's own handler would stop
     # gracefully and advise `Tuner.restore(...)`, which is not how an MNAS run continues.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    # Each trial's result.json and progress.csv, but not Tune's TensorBoard files: the results store has every
+    # child, and tensorboardX's writer thread could hang the interpreter's exit after a Ctrl-C (its atexit
+    # cleanup joined a thread blocked on a queue that no one fed any more: seen as a search that printed how to
+    # resume, then never exited).
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
         tune_config=tune.TuneConfig(search_alg=MnasSearcher(run), num_samples=max(1, run.samples - run.completed),
@@ -138,7 +168,7 @@ def run_trials(run: SearchRun, trainable, workers: int, cpus_per_worker: float, 
                                   # class trainable is to save one at the end, which would call the
                                   # unimplemented save_checkpoint and fail every child.
                                   checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
-                                  log_to_file=True))
+                                  callbacks=[JsonLoggerCallback(), CSVLoggerCallback()], log_to_file=True))
     return tuner.fit()
 
 

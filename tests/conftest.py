@@ -98,10 +98,13 @@ def surrogate_model(tmp_path_factory):
 
 def trial_settings(proxy: dict, reward: dict | None = None, **fields):
     """The `TrialSettings` a search would send its workers, from a proxy section (and a reward section)."""
+    from mnas.search.config import Limits
     from mnas.search.reward import Reward
     from mnas.search.proxy import ProxyConfig
     from mnas.workers.trial import TrialSettings
 
+    if "limits" in fields:
+        fields["limits"] = Limits(**fields["limits"])
     return TrialSettings(proxy=ProxyConfig.from_dict(proxy), latency=("pixel1",),
                          reward=Reward.from_settings(reward or {"preset": "soft", "target_ms": 75}, ["pixel1"]),
                          **fields)

@@ -215,12 +215,27 @@ CASES = [
                                              "--output", str(t / "out.json")], "m.csv"),
     # search: the early-stopping scheduler (config section and option)
     ("scheduler-unknown-name", lambda t: ["search", "--config", smoke_with(t, {"scheduler": {"name": "hyperband"}}),
-                                          "--out", str(t / "r")], "scheduler: name must be one of none, asha"),
+                                          "--out", str(t / "r")], "scheduler.name must be one of none, asha"),
     ("scheduler-asha-one-rung", lambda t: ["search", "--config", smoke_with(t, {"scheduler": {"rungs": 1}}),
                                            "--scheduler", "asha", "--out", str(t / "r")],
      "scheduler.rungs must be at least 2"),
     ("scheduler-option-unknown", lambda t: ["search", "--config", SMOKE, "--scheduler", "median",
                                             "--out", str(t / "r")], "invalid choice: 'median'"),
+    # search: resources no node of the (local) Ray cluster has: refused once Ray is up, before anything is written
+    ("gpus-no-node-has", lambda t: ["search", "--config", SMOKE, "--gpus-per-worker", "1", "--out", str(t / "r")],
+     "no node of the Ray cluster can run a child that needs 1 CPU(s) and 1 GPU(s)"),
+    # train on several devices or Ray Train workers (issue 19): refused before data is read or Ray starts
+    ("train-devices-beyond-machine", lambda t: ["train", "--arch", "mnasnet-small", "--devices", "64"],
+     "--devices 64: this machine has"),
+    ("train-workers-beyond-machine", lambda t: ["train", "--arch", "mnasnet-small", "--workers", "1000"],
+     "--workers 1000: this machine can place at most"),
+    ("train-workers-zero", lambda t: ["train", "--arch", "mnasnet-small", "--workers", "0"],
+     "--workers must be a positive integer, got 0"),
+    ("train-address-without-workers", lambda t: ["train", "--arch", "mnasnet-small", "--address", "auto"],
+     "--address joins a Ray cluster for a multi-worker run: give --workers N with it"),
+    ("train-global-batch-uneven-over-workers", lambda t: ["train", "--arch", "mnasnet-small", "--workers", "2",
+                                                          "--batch-size", "127"],
+     "--batch-size 127 (the global batch) does not split evenly over 2 replicas"),
 ]
 
 
@@ -293,3 +308,73 @@ def test_ray_temp_dir_that_cannot_hold_ray_is_refused_before_ray_starts(tmp_path
         init_ray(None, num_cpus=1)
     assert str(err.value).startswith("MNAS_RAY_TMPDIR ") and "\n" not in str(err.value)
     record_reliability("bad_input", case=f"ray-temp-dir: {needle}", status=2, error_lines=1, left_behind=0)
+
+
+# -- the proxy's data (issue 19): checked before Ray starts, every case one line --------------------------------
+
+
+def proxy_with(tmp, **proxy):
+    """The smoke config with a small proxy over the given data (64 images to train, 16 held out)."""
+    return smoke_with(tmp, {"proxy": {"train_subset": 64, "heldout": 16, "batch_size": 16, "image_size": 16,
+                                      **proxy}})
+
+
+def png_folder(tmp, corrupt=False, empty_class=False):
+    from tiny_datasets import write_png_folder
+
+    root = write_png_folder(tmp / "images", classes=2, per_class=50, side=8)
+    if empty_class:
+        os.makedirs(os.path.join(root, "c2"))
+    if corrupt:
+        write(os.path.join(root, "c1", "img00060.png"), "<html>not found</html>")
+    return root
+
+
+def imagenet_shards(tmp, truncate=False, label_beyond=False):
+    from tiny_datasets import write_imagenet_shards
+
+    root = write_imagenet_shards(tmp / "imagenet", train=100, shards=2, classes=5 if label_beyond else 4, side=8)
+    if truncate:
+        shard = os.path.join(root, "train-00001-of-00002")
+        os.truncate(shard, os.path.getsize(shard) - 100)
+    return root
+
+
+def sorted_npz(tmp, classes=4):
+    from tiny_datasets import write_npz
+
+    return write_npz(tmp / "arrays.npz", 100, classes)
+
+
+PROXY_DATA_CASES = [
+    ("proxy-folder-missing", lambda t: ["search", "--config", proxy_with(t, dataset="folder", data_dir=str(
+        t / "my-images")), "--out", str(t / "r")], "data folder {t}/my-images does not exist"),
+    ("proxy-folder-empty-class", lambda t: ["search", "--config", proxy_with(t, dataset="folder", data_dir=png_folder(
+        t, empty_class=True)), "--out", str(t / "r")], "images/c2: class folder has no .jpg/.jpeg/.png images"),
+    ("proxy-folder-corrupt-image", lambda t: ["search", "--config", proxy_with(
+        t, dataset="folder", data_dir=png_folder(t, corrupt=True), train_subset=80, heldout=10), "--out",
+        str(t / "r")], "img00060.png: not a JPEG or PNG image"),
+    ("proxy-imagenet-truncated-shard", lambda t: ["search", "--config", proxy_with(
+        t, dataset="imagenet", num_classes=4, data_dir=imagenet_shards(t, truncate=True)), "--out", str(t / "r")],
+     "train-00001-of-00002: not a complete TFRecord file"),
+    ("proxy-imagenet-label-beyond-classes", lambda t: ["search", "--config", proxy_with(
+        t, dataset="imagenet", num_classes=4, data_dir=imagenet_shards(t, label_beyond=True)), "--out",
+        str(t / "r")], "held-out label 4 does not fit 4 classes"),
+    ("proxy-npz-label-beyond-classes", lambda t: ["search", "--config", proxy_with(
+        t, dataset="npz", num_classes=3, image_size=8, data_dir=sorted_npz(t)), "--out", str(t / "r")],
+     "training label 3 does not fit 3 classes"),
+    ("proxy-one-class-held-out", lambda t: ["search", "--config", proxy_with(
+        t, dataset="npz", split="file-order", heldout=20, image_size=8, data_dir=sorted_npz(t)), "--out",
+        str(t / "r")], "held-out images of npz"),
+    ("proxy-npz-missing", lambda t: ["search", "--config", proxy_with(t, dataset="npz", data_dir=str(
+        t / "mine.npz")), "--out", str(t / "r")], "mine.npz does not exist"),
+    ("proxy-unknown-split", lambda t: ["search", "--config", proxy_with(t, split="shuffled"), "--out",
+                                       str(t / "r")], "split must be one of random, file-order, got 'shuffled'"),
+]
+
+
+@pytest.mark.parametrize("case", PROXY_DATA_CASES, ids=[c[0] for c in PROXY_DATA_CASES])
+def test_bad_proxy_data_gets_one_line_and_status_2(case, tmp_path, monkeypatch, capsys):
+    name, argv, needle = case
+    test_bad_input_gets_one_line_and_status_2((name, argv, needle.format(t=tmp_path)), tmp_path, monkeypatch,
+                                              capsys)

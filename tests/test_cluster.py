@@ -34,12 +34,15 @@ def test_search_on_a_three_node_cluster_survives_losing_a_node(tmp_path, monkeyp
     # fails if that folder does not exist: keep it in this test's own folder, not a shared /tmp/ray.
     os.makedirs(os.path.join(ray_tmp, "ray"))
     monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+    events = tmp_path / "events"        # each worker marks the moment its child starts training (trial.mark)
+    events.mkdir()
+    monkeypatch.setenv("MNAS_EVENTS_DIR", str(events))   # the nodes started below inherit it, and their workers
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "temp_dir": ray_tmp})
     doomed = cluster.add_node(num_cpus=1)
     cluster.add_node(num_cpus=1)
     run_dir = tmp_path / "run"
-    # The smoke config's children, made long enough (a few hundred steps, ~10 s each) that the node is sure to be
-    # removed while it runs one: each worker node has one CPU, so two trials started means one on each node.
+    # The smoke config's children, made long enough (a few hundred steps, ~10 s each) that the node is surely
+    # removed while it trains one: each worker node has one CPU, so two trials started means one on each node.
     config = yaml.safe_load(open(os.path.join(ROOT, "configs", "smoke.yaml")))
     config["proxy"]["steps"] = STEPS
     config_path = tmp_path / "cluster.yaml"
@@ -49,12 +52,12 @@ def test_search_on_a_three_node_cluster_survives_losing_a_node(tmp_path, monkeyp
          "--samples", "4", "--address", cluster.address],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        # wait until two children run (one on each worker node), then take one node away mid-child
+        # wait until two children train (one on each worker node), then take one node away mid-child
         deadline = time.time() + 240
-        while time.time() < deadline and len(list((run_dir / "tune").glob("attempt-0/child-*"))) < 2:
-            time.sleep(0.5)
-        time.sleep(4)
+        while time.time() < deadline and len(list(events.glob("training-*"))) < 2 and proc.poll() is None:
+            time.sleep(0.2)
         assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert len(list(events.glob("training-*"))) == 2, "two children never trained at once"
         cluster.remove_node(doomed, allow_graceful=False)
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-3000:]

@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import re
 
 import numpy as np
 import pytest
@@ -146,3 +147,55 @@ def test_real_fashion_mnist():
     loaded = data.load_dataset("fashion-mnist")
     assert loaded.x_train.shape == (60000, 28, 28, 1) and loaded.x_test.shape == (10000, 28, 28, 1)
     assert sorted(np.unique(loaded.y_train).tolist()) == list(range(10))
+
+
+# ---- any arrays file (`npz`)
+
+
+def test_npz_reads_a_file_or_its_folder_with_or_without_a_test_split(tmp_path):
+    labels = np.array([[2], [0], [5], [1]])                             # [N, 1] labels are flattened
+    np.savez(tmp_path / "mine.npz", x_train=np.zeros((4, 6, 6), np.uint8), y_train=labels.astype(np.int32))
+    for where in (tmp_path, tmp_path / "mine.npz"):
+        loaded = data.load_dataset("npz", str(where))
+        assert loaded.x_train.shape == (4, 6, 6, 1) and loaded.y_train.tolist() == [2, 0, 5, 1]
+        assert loaded.y_train.dtype == np.int64 and loaded.x_test.shape == (0, 6, 6, 1) and len(loaded.y_test) == 0
+        assert data.num_classes_of("npz", loaded) == 6                     # the largest label + 1
+    assert data.num_classes_of("cifar", loaded) == 10                      # a registered count wins
+    assert not loaded.x_train.flags.writeable                              # cached arrays are read-only
+    assert data.load_dataset("npz", str(tmp_path / "mine.npz")) is loaded  # read once per process ...
+    np.savez(tmp_path / "mine.npz", x_train=np.ones((3, 6, 6, 3), np.uint8), y_train=np.arange(3),
+             x_test=np.ones((2, 6, 6, 3), np.uint8), y_test=np.array([0, 7]))
+    changed = data.load_dataset("npz", str(tmp_path / "mine.npz"))         # ... while the file stays the same
+    assert changed.x_train.shape == (3, 6, 6, 3) and data.num_classes_of("npz", changed) == 8
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"x_train": np.zeros((2, 4, 4), np.uint8)}, "lacks y_train"),
+    ({"x_train": np.zeros((2, 4, 4), np.float32), "y_train": [0, 1]}, "x_train must be uint8"),
+    ({"x_train": np.zeros((2, 4, 4), np.uint8), "y_train": [0.0, 1.0]}, "y_train must hold integer class indices"),
+    ({"x_train": np.zeros((2, 4, 4), np.uint8), "y_train": [0, -1]}, "negative label -1"),
+    ({"x_train": np.zeros((2, 4, 4), np.uint8), "y_train": [0, 1, 2]}, "x_train has 2 images but y_train has 3"),
+    ({"x_train": np.zeros((2, 4, 4), np.uint8), "y_train": [0, 1], "x_test": np.zeros((1, 4, 4), np.uint8)},
+     "x_test without y_test"),
+    ({"x_train": np.zeros((2, 4, 4), np.uint8), "y_train": [0, 1], "x_test": np.zeros((1, 5, 5), np.uint8),
+      "y_test": [0]}, "x_test images are (5, 5, 1) but x_train images are (4, 4, 1)"),
+])
+def test_npz_refuses_what_it_cannot_train_on(tmp_path, arrays, message):
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match=f"bad.npz: .*{re.escape(message)}"):
+        data.load_dataset("npz", str(tmp_path / "bad.npz"))
+
+
+def test_npz_needs_its_file(tmp_path):
+    with pytest.raises(ValueError, match="dataset 'npz' needs a data_dir"):
+        data.load_dataset("npz")
+    with pytest.raises(data.DatasetMissing, match="no .npz file in"):
+        data.load_dataset("npz", str(tmp_path))
+    with pytest.raises(data.DatasetMissing, match="gone.npz does not exist"):
+        data.load_dataset("npz", str(tmp_path / "gone.npz"))
+    (tmp_path / "a.npz").write_bytes(b"PK not really a zip")
+    with pytest.raises(ValueError, match="a.npz: cannot read .npz"):
+        data.load_dataset("npz", str(tmp_path / "a.npz"))
+    (tmp_path / "b.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match="2 .npz files, expected one"):
+        data.load_dataset("npz", str(tmp_path))

@@ -19,7 +19,7 @@ import pytest
 
 from mnas.results.store import ResultStore
 from conftest import trial_settings
-from mnas.search.config import SCHEDULER_DEFAULTS, SearchConfig
+from mnas.search.config import Scheduler, SearchConfig
 from mnas.search.driver import STATE_FILE, SearchRun
 from mnas.search.registry import load_space
 from mnas.search.arch import Architecture
@@ -260,20 +260,20 @@ def test_resume_replays_a_stored_pruned_child_with_its_reward(tmp_path):
 
 def test_scheduler_defaults_and_rungs():
     config = SearchConfig.from_dict({})
-    assert config.scheduler_settings() == SCHEDULER_DEFAULTS
-    assert SCHEDULER_DEFAULTS["name"] == "none" and config.rungs == 1
+    assert config.scheduler_settings() == Scheduler()
+    assert Scheduler().name == "none" and config.rungs == 1
     assert SearchConfig.from_dict({"scheduler": {"rungs": 6}}).rungs == 1        # none: nothing is cut
     asha = SearchConfig.from_dict({"scheduler": {"name": "asha"}})
-    assert asha.rungs == SCHEDULER_DEFAULTS["rungs"] == 4
-    assert asha.scheduler_settings() == dict(SCHEDULER_DEFAULTS, name="asha")
+    assert asha.rungs == Scheduler().rungs == 4
+    assert asha.scheduler_settings() == Scheduler(name="asha")
     custom = SearchConfig.from_dict({"scheduler": {"name": "asha", "rungs": 3, "grace_rungs": 2,
                                                    "reduction_factor": 3, "rung_heldout": 64}})
-    assert custom.rungs == 3 and custom.scheduler_settings()["rung_heldout"] == 64
+    assert custom.rungs == 3 and custom.scheduler_settings().rung_heldout == 64
 
 
 @pytest.mark.parametrize("scheduler, needle", [
     ({"patience": 3}, r"scheduler: unknown setting\(s\) patience"),
-    ({"name": "hyperband"}, r"scheduler: name must be one of none, asha, got 'hyperband'"),
+    ({"name": "hyperband"}, r"my\.yaml: scheduler\.name must be one of none, asha, got 'hyperband'"),
     ({"name": "asha", "rungs": 1}, r"scheduler\.rungs must be at least 2"),
     ({"name": "asha", "reduction_factor": 1}, r"scheduler\.reduction_factor must be at least 2"),
     ({"name": "asha", "rungs": 3, "grace_rungs": 3}, r"scheduler\.grace_rungs \(3\) must be below rungs \(3\)"),
@@ -293,14 +293,14 @@ def test_the_commented_example_in_the_default_config_is_valid():
 
     path = os.path.join(ROOT, "configs", "default.yaml")
     shipped = SearchConfig.load(path)
-    assert shipped.rungs == 1 and shipped.scheduler_settings()["name"] == "none"    # off by default
+    assert shipped.rungs == 1 and shipped.scheduler_settings().name == "none"    # off by default
     with open(path, encoding="utf-8") as handle:
         lines = handle.read().splitlines()
     start = lines.index("# scheduler:")
     block = ["scheduler:"] + [line[1:] for line in lines[start + 1:] if line.startswith("#   ")]
     example = yaml.safe_load("\n".join(block))["scheduler"]
     uncommented = SearchConfig.from_dict({**shipped.to_dict(), "scheduler": example})
-    assert uncommented.scheduler_settings() == dict(SCHEDULER_DEFAULTS, name="asha") and uncommented.rungs == 4
+    assert uncommented.scheduler_settings() == Scheduler(name="asha") and uncommented.rungs == 4
     assert uncommented.rungs <= ProxyConfig.from_dict(shipped.proxy).total_steps
 
 

@@ -363,7 +363,8 @@ def test_two_trainings_of_one_child_on_two_datasets_get_two_folders(search_run, 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("mnas.trainer.train.open_data", lambda config: data)
     monkeypatch.setattr("mnas.trainer.train.train", stop)
-    monkeypatch.setattr("mnas.trainer.train.set_up_tensorflow", lambda threads=0: None)
+    monkeypatch.setattr("mnas.trainer.train.set_up_tensorflow",
+                        lambda threads=0, mixed_precision=False: __import__("tensorflow"))
     for dataset in ("fashion-mnist", "cifar"):
         code, _, err = run_cli(["train", "--arch", f"{search_run}:1", "--dataset", dataset], capsys)
         assert code == 130, err

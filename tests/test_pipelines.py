@@ -230,7 +230,26 @@ def test_image_folder_train_val_and_flat_layouts(tmp_path):
     with pytest.raises(ValueError, match="3 class folders, but 5"):
         pipelines.open_input("folder", str(tmp_path / "flat"), image_size=16, num_classes=5)
     (tmp_path / "empty" / "x").mkdir(parents=True)
-    with pytest.raises(data.DatasetMissing, match="no .* images"):
+    with pytest.raises(ValueError, match="empty/x: class folder has no .jpg/.jpeg/.png images"):
         pipelines.open_input("folder", str(tmp_path / "empty"), image_size=16)
+    (tmp_path / "empty" / "x").rmdir()
+    with pytest.raises(data.DatasetMissing, match="no .* images in class subfolders"):
+        pipelines.open_input("folder", str(tmp_path / "empty"), image_size=16)
+    (tmp_path / "split" / "train" / "bird").mkdir()             # an empty class in train/
+    with pytest.raises(ValueError, match="train/bird: class folder has no"):
+        pipelines.open_input("folder", str(tmp_path / "split"), image_size=16)
     with pytest.raises(data.DatasetMissing, match="does not exist"):
         pipelines.open_input("folder", str(tmp_path / "nowhere"), image_size=16)
+
+
+def test_an_arrays_file_trains_with_its_own_classes_and_needs_a_test_split_to_evaluate(tmp_path):
+    rng = np.random.default_rng(4)
+    np.savez(tmp_path / "mine.npz", x_train=rng.integers(0, 256, (12, 10, 10, 3), dtype=np.uint8),
+             y_train=np.arange(12) % 7, x_test=rng.integers(0, 256, (4, 10, 10, 3), dtype=np.uint8),
+             y_test=np.array([0, 1, 2, 3]))
+    inp = pipelines.open_input("npz", str(tmp_path / "mine.npz"))
+    assert (inp.num_classes, inp.image_shape, inp.num_train, inp.num_eval) == (7, (10, 10, 3), 12, 4)
+    assert np.concatenate([y.numpy() for _, y in inp.evaluate(3)]).tolist() == [0, 1, 2, 3]
+    np.savez(tmp_path / "train-only.npz", x_train=np.zeros((12, 10, 10), np.uint8), y_train=np.arange(12) % 3)
+    with pytest.raises(ValueError, match="no test images \\(x_test, y_test\\), which `train` evaluates on"):
+        pipelines.open_input("npz", str(tmp_path / "train-only.npz"))

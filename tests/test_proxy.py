@@ -6,9 +6,11 @@ not learning); the real dataset is never required.
 
 import collections
 import math
+import os
 import pickle
 import random
 
+import numpy as np
 import pytest
 
 from mnas.search.failures import ChildFailed, Failure, split_reason
@@ -16,7 +18,8 @@ from mnas.search.registry import ARCHITECTURES, load_space
 from mnas.search.arch import Architecture, round_filters
 from mnas.search import proxy as proxy_task
 from mnas.search.proxy import ProxyConfig, blind_spots, model_signature, proxy_architecture
-from mnas.workers.proxy import train_child
+from mnas.workers.proxy import ProxyTraining, check_proxy_data, proxy_data, split_indices, train_child
+from tiny_datasets import png, write_imagenet_shards, write_npz, write_png_folder
 
 TINY_ARCH = Architecture.from_strings(["r1_k3_s11_e1_i32_o16_noskip", "r1_k3_s22_e3_i16_o24_se0.25"],
                                       stem_filters=16, head_filters=64)
@@ -60,6 +63,9 @@ def test_config_round_trips_and_rejects_unknown_keys():
     ({"weight_decay": -1e-4}, "weight_decay must be a finite number >= 0"),
     ({"seed": 1.5}, "seed must be an integer, got 1.5"),
     ({"batch_size": 64, "train_subset": 32}, "batch_size 64 exceeds train_subset 32"),
+    ({"split": "shuffled"}, "split must be one of random, file-order, got 'shuffled'"),
+    ({"split_seed": 1.5}, "split_seed must be an integer, got 1.5"),
+    ({"num_classes": 0}, "num_classes must be a positive integer or null, got 0"),
 ])
 def test_config_validation(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -283,3 +289,108 @@ def test_importing_the_worker_does_not_import_tensorflow(python):
     out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True,
                          cwd=proxy_task.__file__.rsplit("/search/", 1)[0])
     assert out.stdout.strip() == "False"
+
+
+# ---- the data: a training subset and a held-out sample
+
+
+def test_split_indices_random_and_file_order():
+    train, held = split_indices(1000, 600, 100, "random", seed=0)
+    assert len(train) == 600 and len(held) == 100 and not set(train) & set(held)
+    assert sorted(held) != list(range(900, 1000))                      # not a slice in file order
+    again_train, again_held = split_indices(1000, 300, 100, "random", seed=0)
+    assert list(again_held) == list(held)                              # the sample does not depend on train_subset
+    assert set(again_train) <= set(train) | set(range(1000)) - set(held)
+    assert list(split_indices(1000, 600, 100, "random", seed=1)[1]) != list(held)
+    assert split_indices(1000, 600, 100, "file-order") == (slice(0, 600), slice(900, 1000))
+    with pytest.raises(ValueError, match="train_subset 950 \\+ heldout 100 exceed the 1000 training images"):
+        split_indices(1000, 950, 100)
+
+
+def test_file_order_keeps_the_old_slices_as_views_of_the_loaded_arrays(tiny_data):
+    """The MNAS-Bench collection's children were trained on x[:train_subset] and scored on x[-heldout:]; the
+    file-order split hands exactly those arrays (views, no copy) to the same pipeline calls."""
+    from mnas.trainer.data import load_dataset
+
+    arrays = load_dataset("fashion-mnist", tiny_data)
+    with ProxyTraining(TINY_ARCH, tiny_config(tiny_data, split="file-order", steps=1)) as training:
+        (x, y), (hx, hy) = training.train_data, training.held_data
+        assert np.shares_memory(x, arrays.x_train) and np.shares_memory(hx, arrays.x_train)
+        assert np.array_equal(x, arrays.x_train[:512]) and np.array_equal(y, arrays.y_train[:512])
+        assert np.array_equal(hx, arrays.x_train[-256:]) and np.array_equal(hy, arrays.y_train[-256:])
+
+
+def test_the_random_split_is_the_same_for_every_child_whatever_its_training_seed(tiny_data):
+    first = proxy_data(tiny_config(tiny_data, seed=0))
+    other_seed = proxy_data(tiny_config(tiny_data, seed=5))
+    assert np.array_equal(first.heldout.images, other_seed.heldout.images)
+    assert np.array_equal(first.train.labels, other_seed.train.labels)
+    moved = proxy_data(tiny_config(tiny_data, split_seed=1))
+    assert not np.array_equal(first.heldout.labels, moved.heldout.labels)
+
+
+def test_a_class_ordered_file_is_refused_in_file_order_and_fine_at_random(tmp_path):
+    path = write_npz(tmp_path / "sorted.npz", 800, classes=4)          # 200 images of class 0, then class 1, ...
+    ordered = tiny_config(path, dataset="npz", split="file-order", image_size=8, heldout=200)
+    with pytest.raises(ValueError, match=r"all 200 held-out images of npz \(.*sorted.npz\) are of class 3 only.*"
+                                         "use split: random"):
+        check_proxy_data(ordered)
+    with pytest.raises(ChildFailed) as caught:
+        train_child(TINY_ARCH, ordered)
+    assert caught.value.code == Failure.DATA_ERROR and "of class 3 only" in caught.value.message
+    summary = check_proxy_data(ordered.replace(split="random"))
+    assert (summary.heldout_classes, summary.num_classes, summary.labels_read) == (4, 4, 200)
+    assert "random split, seed 0; 4 classes" in summary.describe() and not summary.streamed
+
+
+def test_labels_beyond_num_classes_are_refused_before_and_fail_the_child(tmp_path):
+    path = write_npz(tmp_path / "ten.npz", 800, classes=10, sorted_by_class=False)
+    config = tiny_config(path, dataset="npz", num_classes=6, image_size=8)
+    with pytest.raises(ValueError, match="training label 9 does not fit 6 classes"):
+        check_proxy_data(config)
+    with pytest.raises(ChildFailed) as caught:
+        train_child(TINY_ARCH, config)
+    assert caught.value.code == Failure.DATA_ERROR and "does not fit 6 classes" in caught.value.message
+    assert check_proxy_data(config.replace(num_classes=None)).num_classes == 10   # from the data
+
+
+def test_a_child_trains_on_streamed_tfrecords_and_the_run_is_fixed_by_its_seed(tmp_path):
+    root = write_imagenet_shards(tmp_path / "r", train=160, shards=3, classes=4)
+    config = tiny_config(root, dataset="imagenet", num_classes=4, image_size=16, train_subset=96, heldout=48,
+                         batch_size=16, epochs=2)
+    summary = check_proxy_data(config)
+    assert summary.streamed and (summary.images, summary.heldout_classes, summary.channels) == (160, 4, 3)
+    result = train_child(TINY_ARCH, config)
+    assert result.steps == 12 and result.epochs == pytest.approx(2.0) and 0 <= result.accuracy <= 1
+    assert math.isfinite(result.final_loss) and math.isfinite(result.heldout_loss)
+    again = train_child(TINY_ARCH, config)
+    assert (again.accuracy, again.final_loss, again.heldout_loss) == \
+        (result.accuracy, result.final_loss, result.heldout_loss)
+    with ProxyTraining(TINY_ARCH, config) as training:
+        training.train_to(4)
+        assert 0 <= training.score(limit=10)[0] <= 1                  # a rung: the first 10 held-out records
+
+
+def test_a_one_class_held_out_sample_inside_tfrecords_fails_the_child(tmp_path):
+    root = write_imagenet_shards(tmp_path / "r", train=120, shards=2, classes=2, labels=[0] * 60 + [1] * 60)
+    config = tiny_config(root, dataset="imagenet", num_classes=2, image_size=16, train_subset=48, heldout=32,
+                         batch_size=16, split="file-order")
+    with pytest.raises(ValueError, match="all 32 held-out images of imagenet .* are of class 1 only"):
+        check_proxy_data(config)
+    with pytest.raises(ChildFailed) as caught:       # labels live in the records: known once they were scored
+        train_child(TINY_ARCH, config.replace(steps=1))
+    assert caught.value.code == Failure.DATA_ERROR and "of class 1 only" in caught.value.message
+
+
+def test_a_corrupt_image_in_a_folder_is_a_recorded_data_error(tmp_path):
+    root = write_png_folder(tmp_path / "f", classes=2, per_class=40)
+    config = tiny_config(root, dataset="folder", image_size=16, train_subset=32, heldout=16, batch_size=16)
+    held = proxy_data(config).heldout
+    with open(held.source.paths[held.indices[3]], "wb") as handle:
+        handle.write(png(0, 0)[:40])                       # a PNG cut short: its header passes, its pixels do not
+    check_proxy_data(config)                               # the cheap pre-flight reads one image of each subset
+    with pytest.raises(ChildFailed) as caught:
+        train_child(TINY_ARCH, config)
+    assert caught.value.code == Failure.DATA_ERROR
+    assert caught.value.message.startswith(f"reading folder ({root}): InvalidArgumentError")
+    assert os.path.isfile(held.source.paths[held.indices[3]])

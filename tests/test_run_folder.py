@@ -91,6 +91,25 @@ def test_resume_may_grow_samples_and_takes_the_runs_own_config(finished_run):
     assert json.loads((finished_run / "config.json").read_text())["samples"] == 9
 
 
+def test_a_run_saved_before_the_split_setting_resumes_on_the_file_order_split(tmp_path, surrogate_model,
+                                                                              finished_run):
+    """A run saves the split it trains on; a run saved before `split` existed trained on the file-order slices,
+    and a resume keeps them whatever ProxyConfig's default has become (or is refused if the config says otherwise)."""
+    saved = json.loads((finished_run / "config.json").read_text())
+    assert saved["proxy"]["split"] == "random"                    # written out, though the config did not say it
+    # the same run as an older version saved it: no split anywhere
+    del saved["proxy"]["split"]
+    (finished_run / "config.json").write_text(json.dumps(saved))
+    with ResultStore(finished_run) as store:
+        store.set_meta("config", saved)
+    result = _mnas("search", "--config", str(_config(tmp_path, surrogate_model)), "--out", str(finished_run),
+                   "--resume")
+    _one_line_error(result, "proxy.split: 'file-order' -> 'random'")
+    result = _mnas("search", "--out", str(finished_run), "--resume", "--samples", "7", "--quiet")
+    assert result.returncode == 0, result.stderr                 # its own config: the split it ran on
+    assert json.loads((finished_run / "config.json").read_text())["proxy"]["split"] == "file-order"
+
+
 def test_a_search_starts_only_in_a_new_or_empty_folder(tmp_path, surrogate_model, finished_run):
     config = str(_config(tmp_path, surrogate_model))
     _one_line_error(_mnas("search", "--config", config, "--out", str(finished_run)), "already holds a search")

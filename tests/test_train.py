@@ -341,3 +341,19 @@ def test_progress_bar_redraws_on_a_terminal_and_prints_a_line_a_minute_in_a_log(
     assert log.text.splitlines() == ["evaluate step 30/100  (60s, eta 140s)", "evaluate step 60/100  (120s, eta 80s)",
                                      "evaluate step 90/100  (180s, eta 20s)"]
     assert "\r" not in log.text
+
+
+def test_device_and_cluster_options_reach_the_config_and_the_help(tiny):
+    from mnas.commands.train import build_config
+
+    parse = cli.build_parser().parse_args
+    config, _ = build_config(parse(["train", "--arch", tiny[0], "--mixed-precision", "--sync-bn"]))
+    assert config.mixed_precision is True and config.sync_bn is True
+    config, _ = build_config(parse(["train", "--arch", tiny[0]]))
+    assert config.mixed_precision is False and config.sync_bn is False
+    args = parse(["train", "--arch", tiny[0], "--workers", "4", "--devices", "2", "--address", "head:6379"])
+    assert (args.workers, args.devices, args.address) == (4, 2, "head:6379")
+    help_text = " ".join(cli.build_parser()._subparsers._group_actions[0].choices["train"].format_help().split())
+    for flag in ("--devices", "--workers", "--address", "--mixed-precision", "--sync-bn"):
+        assert flag in help_text
+    assert "the global batch (default 128)" in help_text

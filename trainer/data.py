@@ -4,10 +4,11 @@ The embedded default is Fashion-MNIST from Debian's `dataset-fashion-mnist` pack
 Zalando's release, gzipped, under /usr/share/datasets/fashion-mnist. It needs no network, which is why the
 search's default proxy task uses it (the paper's proxy is 5 epochs of ImageNet; see `search/proxy.py`).
 
-A dataset is a `DatasetSpec` in `DATASETS`: a loader returning an `ArrayDataset`, its number of classes, and
-where its files live by default: Fashion-MNIST and CIFAR-style arrays (python pickles or .npz). Datasets too big
-for memory -- ImageNet TFRecords and image-folder trees -- stream from their files instead (`trainer.pipelines`);
-the proxy only ever goes through `load_dataset` and `make_pipeline`.
+A dataset is a `DatasetSpec` in `DATASETS`: a loader returning an `ArrayDataset`, its number of classes (or
+None: the labels say), and where its files live by default: Fashion-MNIST, CIFAR-style arrays (python pickles or
+.npz) and any arrays file (`npz`). Datasets too big for memory -- ImageNet TFRecords and image-folder trees --
+stream from their files instead; `trainer.pipelines` puts both families behind one interface, for the trainer
+(`open_input`) and for the proxy task (`open_training_split`).
 
 TensorFlow is imported inside `make_pipeline` only, so that the loaders (and their tests) stay light.
 """
@@ -62,8 +63,8 @@ class DatasetSpec:
     """A registry entry: how to load a dataset and what a model needs to know about it."""
 
     load: Callable[[str], ArrayDataset]  # data_dir -> arrays
-    num_classes: int
-    default_dir: str
+    num_classes: int | None              # None: the largest label + 1 (`num_classes_of`)
+    default_dir: str | None              # None: the dataset has no default place (--data-dir is required)
 
 
 def read_idx(path: str, expected_ndim: int | None = None) -> np.ndarray:
@@ -127,7 +128,7 @@ def _find(data_dir: str, stem: str) -> str:
     raise DatasetMissing(f"Fashion-MNIST file {stem}.gz not found in {data_dir}: {_INSTALL_HINT}")
 
 
-_CACHE: dict[tuple[str, str], ArrayDataset] = {}
+_CACHE: dict[tuple, ArrayDataset] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -282,10 +283,72 @@ def load_cifar(data_dir: str = CIFAR_DIR) -> ArrayDataset:
                          "train + test (CIFAR-100) or one .npz of x_train, y_train, x_test, y_test")
 
 
+# --------------------------------------------------------------------------------------------------------------
+# Any arrays file
+
+def load_npz(path: str) -> ArrayDataset:
+    """Arrays from one .npz: `path` is the file, or a folder holding exactly one.
+
+    The file holds x_train and y_train, and optionally x_test and y_test (both or neither): images uint8
+    [N, H, W, C] or [N, H, W] (one channel), labels integer class indices [N] or [N, 1] (0, 1, ...). Without a
+    test split the test arrays are empty: the proxy task never reads them; `train` needs them to evaluate.
+
+    Raises:
+        DatasetMissing: no such file or folder, or a folder without a .npz.
+        ValueError: the file is not an .npz, lacks an array, or holds arrays of the wrong type or shape.
+    """
+    if os.path.isdir(path):
+        archives = sorted(glob.glob(os.path.join(path, "*.npz")))
+        if not archives:
+            raise DatasetMissing(f"no .npz file in {path}: the npz dataset reads one file of x_train, y_train "
+                                 "(and optionally x_test, y_test); set data_dir to the file or its folder")
+        if len(archives) > 1:
+            raise ValueError(f"{path}: {len(archives)} .npz files, expected one (set data_dir to the file itself)")
+        path = archives[0]
+    elif not os.path.isfile(path):
+        raise DatasetMissing(f"npz file {path} does not exist: set data_dir to an .npz of x_train, y_train "
+                             "(optionally x_test, y_test), or to its folder")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in ArrayDataset._fields if key in archive}
+    except (OSError, ValueError, EOFError) as err:
+        raise ValueError(f"{path}: cannot read .npz ({err})") from None
+    missing = [key for key in ("x_train", "y_train") if key not in arrays]
+    if missing:
+        raise ValueError(f"{path}: .npz lacks {', '.join(missing)} (needs x_train and y_train; x_test and y_test "
+                         "are optional)")
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise ValueError(f"{path}: .npz has {'x_test' if 'x_test' in arrays else 'y_test'} without "
+                         f"{'y_test' if 'x_test' in arrays else 'x_test'} (give both or neither)")
+    for split in ("train", "test"):
+        if f"x_{split}" not in arrays:
+            x = arrays["x_train"]
+            arrays["x_test"], arrays["y_test"] = x[:0], np.zeros(0, np.int64)
+            continue
+        x, y = arrays[f"x_{split}"], np.asarray(arrays[f"y_{split}"])
+        if x.ndim == 3:
+            x = x[..., np.newaxis]
+        if x.dtype != np.uint8 or x.ndim != 4:
+            raise ValueError(f"{path}: x_{split} must be uint8 [N, H, W, C] or [N, H, W], got {x.dtype} {x.shape}")
+        if not np.issubdtype(y.dtype, np.integer) or not (y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1)):
+            raise ValueError(f"{path}: y_{split} must hold integer class indices [N], got {y.dtype} {y.shape}")
+        y = y.reshape(-1).astype(np.int64)
+        if len(y) != len(x):
+            raise ValueError(f"{path}: x_{split} has {len(x)} images but y_{split} has {len(y)} labels")
+        if len(y) and y.min() < 0:
+            raise ValueError(f"{path}: y_{split} holds the negative label {int(y.min())} (classes are 0, 1, ...)")
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = x, y
+    if arrays["x_test"].shape[1:] != arrays["x_train"].shape[1:]:
+        raise ValueError(f"{path}: x_test images are {arrays['x_test'].shape[1:]} but x_train images are "
+                         f"{arrays['x_train'].shape[1:]}")
+    return ArrayDataset(**{key: arrays[key] for key in ArrayDataset._fields})
+
+
 DATASETS: dict[str, DatasetSpec] = {
     "fashion-mnist": DatasetSpec(load=load_fashion_mnist, num_classes=10, default_dir=FASHION_MNIST_DIR),
     "cifar": DatasetSpec(load=load_cifar, num_classes=10, default_dir=CIFAR_DIR),
     "cifar100": DatasetSpec(load=load_cifar, num_classes=100, default_dir=CIFAR_DIR),
+    "npz": DatasetSpec(load=load_npz, num_classes=None, default_dir=None),
 }
 
 
@@ -293,13 +356,60 @@ def get_dataset_spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        raise ValueError(f"unknown dataset {name!r} (known: {', '.join(sorted(DATASETS))})") from None
+        known = sorted([*DATASETS, "folder", "imagenet"])   # the file datasets of trainer.pipelines
+        raise ValueError(f"unknown dataset {name!r} (known: {', '.join(known)})") from None
+
+
+def _signature(path: str) -> tuple:
+    """What changes when the files under `path` change: the path and each file's size and modification time."""
+    if os.path.isfile(path):
+        paths = [path]
+    else:
+        paths = sorted(os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names)
+    stats = []
+    for item in paths:
+        try:
+            info = os.stat(item)
+        except OSError:
+            continue
+        stats.append((item, info.st_size, info.st_mtime_ns))
+    return tuple(stats)
 
 
 def load_dataset(name: str, data_dir: str | None = None) -> ArrayDataset:
-    """Loads a registered dataset by name; `data_dir=None` means the dataset's default folder."""
+    """Loads a registered dataset by name; `data_dir=None` means the dataset's default folder.
+
+    Arrays are cached per process and per set of files (a Ray actor trains many children one after another;
+    a changed file is read again), read-only so that no caller can corrupt another's data. Fashion-MNIST keeps
+    its own cache (`load_fashion_mnist`).
+    """
     spec = get_dataset_spec(name)
-    return spec.load(data_dir or spec.default_dir)
+    if data_dir is None and spec.default_dir is None:
+        raise ValueError(f"dataset {name!r} needs a data_dir (--data-dir): the file or folder to read")
+    where = data_dir or spec.default_dir
+    if spec.load is load_fashion_mnist or not os.path.exists(where):
+        return spec.load(where)
+    key = (name, os.path.realpath(where), _signature(where))
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+    dataset = spec.load(where)
+    for array in dataset:
+        array.setflags(write=False)
+    with _CACHE_LOCK:
+        for old in [k for k in _CACHE if k[:2] == key[:2]]:
+            del _CACHE[old]                    # an older version of the same files
+        _CACHE[key] = dataset
+    return dataset
+
+
+def num_classes_of(name: str, arrays: ArrayDataset) -> int:
+    """The classifier width of an array dataset: its registered count, or the largest label + 1 (npz)."""
+    spec = get_dataset_spec(name)
+    if spec.num_classes is not None:
+        return spec.num_classes
+    top = max([int(y.max()) for y in (arrays.y_train, arrays.y_test) if len(y)], default=0)
+    return top + 1
 
 
 def make_pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int, image_size: int | None = None,

@@ -2,8 +2,8 @@
 
 Two families behind one interface:
 
-* in-memory arrays (`trainer.data.DATASETS`: Fashion-MNIST IDX, CIFAR-style pickles or .npz): batched through
-  `trainer.data.make_pipeline`, at their native size unless asked otherwise, scaled to [-1, 1];
+* in-memory arrays (`trainer.data.DATASETS`: Fashion-MNIST IDX, CIFAR-style pickles or .npz, any arrays file):
+  batched through `trainer.data.make_pipeline`, at their native size unless asked otherwise, scaled to [-1, 1];
 * files streamed from disk, too big for memory: ImageNet TFRecords in the official format (`image/encoded`
   JPEG bytes, `image/class/label`), and an image-folder tree (one subfolder of JPEG/PNG files per class). Training
   uses the Inception-style crop of the official MnasNet input pipeline (tensorflow/tpu,
@@ -16,6 +16,9 @@ Two families behind one interface:
 
 Every random choice (shuffle order, crop, flip) is a stateless function of (seed, epoch, position), so an epoch
 replays identically after `--resume`: a resumed run sees exactly the batches the crashed run would have seen.
+
+`open_input` is what `train` reads (a training and an evaluation split); the proxy task draws subsets of the
+training split by index through `trainer.splits`, which reuses this module's layouts and preprocessing.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Callable
 
 import numpy as np
 
-from mnas.trainer.data import DatasetMissing, get_dataset_spec, load_dataset, make_pipeline
+from mnas.trainer.data import DatasetMissing, get_dataset_spec, load_dataset, make_pipeline, num_classes_of
 
 IMAGENET_TRAIN_IMAGES = 1281167  # the official sharding's sizes, so the full set need not be scanned to count it
 IMAGENET_EVAL_IMAGES = 50000
@@ -65,6 +68,14 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % (2 ** 31 - 1)
 
 
+def check_data_dir(name: str, data_dir: str | None, how: str) -> None:
+    """A file dataset's folder must be given (`how`: the flag or setting that gives it) and exist."""
+    if data_dir is None:
+        raise ValueError(f"dataset {name!r} needs {how}")
+    if not os.path.isdir(data_dir):
+        raise DatasetMissing(f"data folder {data_dir} does not exist")
+
+
 def open_input(name: str, data_dir: str | None = None, image_size: int | None = None, fit: str = "resize",
                num_classes: int | None = None, train_limit: int | None = None,
                eval_limit: int | None = None) -> InputData:
@@ -75,6 +86,7 @@ def open_input(name: str, data_dir: str | None = None, image_size: int | None = 
             Fashion-MNIST, 32 for CIFAR) and is required for file datasets.
         fit: for array datasets, 'resize' or 'pad' to reach image_size (see `make_pipeline`).
         num_classes: classifier width for ImageNet (default 1000); array and folder datasets know their own.
+            The `npz` dataset takes its largest label + 1.
         train_limit, eval_limit: use only the first N images of each split (smoke runs, benchmarks).
 
     Raises:
@@ -87,17 +99,17 @@ def open_input(name: str, data_dir: str | None = None, image_size: int | None = 
         if value is not None and (not isinstance(value, int) or value < 1):
             raise ValueError(f"{label} must be a positive integer, got {value!r}")
     if name in FILE_DATASETS:
-        if data_dir is None:
-            raise ValueError(f"dataset {name!r} needs --data-dir")
-        if not os.path.isdir(data_dir):
-            raise DatasetMissing(f"data folder {data_dir} does not exist")
+        check_data_dir(name, data_dir, "--data-dir")
         if image_size is None:
             raise ValueError(f"dataset {name!r} needs an image size")
         opener = _imagenet_input if name == "imagenet" else _folder_input
         return opener(data_dir, image_size, num_classes, train_limit, eval_limit)
-    spec = get_dataset_spec(name)  # ValueError listing every known name
+    get_dataset_spec(name)  # ValueError listing every known name
     arrays = load_dataset(name, data_dir)
-    return _array_input(name, arrays, spec.num_classes, image_size, fit, train_limit, eval_limit)
+    if not len(arrays.y_test):
+        raise ValueError(f"{name} in {data_dir}: no test images (x_test, y_test), which `train` evaluates on; "
+                         "add them to the file (the proxy task reads only x_train, y_train)")
+    return _array_input(name, arrays, num_classes_of(name, arrays), image_size, fit, train_limit, eval_limit)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -248,6 +260,30 @@ def _count(files: list[str], full_size: int, full_shards: int) -> int:
     return int(tf.data.TFRecordDataset(files).reduce(np.int64(0), lambda n, _: n + 1))
 
 
+def imagenet_parser(classes: int, label_only: bool = False) -> Callable:
+    """A serialized tf.train.Example of the official ImageNet schema -> (encoded image, int32 label in
+    0..classes-1); the label is checked, so a record outside the range stops the pipeline with an error naming
+    the range. `label_only`: the label alone, unchecked (read without the image bytes being copied out)."""
+    import tensorflow as tf
+
+    label_feature = {"image/class/label": tf.io.FixedLenFeature([], tf.int64)}
+    features = {"image/encoded": tf.io.FixedLenFeature([], tf.string), **label_feature}
+    if label_only:
+        return lambda record: tf.cast(tf.io.parse_single_example(record, label_feature)["image/class/label"],
+                                      tf.int32) - 1
+
+    def parse(record):
+        parsed = tf.io.parse_single_example(record, features)
+        label = tf.cast(parsed["image/class/label"], tf.int32) - 1
+        checks = [tf.debugging.assert_non_negative(label, message="image/class/label must be >= 1"),
+                  tf.debugging.assert_less(label, classes,
+                                           message=f"image/class/label above {classes} (the number of classes)")]
+        with tf.control_dependencies(checks):
+            return parsed["image/encoded"], tf.identity(label)
+
+    return parse
+
+
 def _imagenet_input(data_dir, size, num_classes, train_limit, eval_limit) -> InputData:
     """ImageNet as the official trainer reads it: shards train-*-of-01024 and validation-*-of-00128 of
     tf.train.Example records with `image/encoded` (JPEG bytes) and `image/class/label` (int64, 1..1000: the
@@ -259,16 +295,7 @@ def _imagenet_input(data_dir, size, num_classes, train_limit, eval_limit) -> Inp
         raise DatasetMissing(f"{data_dir}: expected TFRecord shards train-* and validation-* "
                              f"(found {len(train_files)} and {len(eval_files)})")
     classes = num_classes or 1000
-    features = {"image/encoded": tf.io.FixedLenFeature([], tf.string),
-                "image/class/label": tf.io.FixedLenFeature([], tf.int64)}
-
-    def parse(record):
-        parsed = tf.io.parse_single_example(record, features)
-        label = tf.cast(parsed["image/class/label"], tf.int32) - 1
-        checks = [tf.debugging.assert_non_negative(label, message="image/class/label must be >= 1"),
-                  tf.debugging.assert_less(label, classes, message=f"label > {classes} classes")]
-        with tf.control_dependencies(checks):
-            return parsed["image/encoded"], tf.identity(label)
+    parse = imagenet_parser(classes)
 
     def records(files):
         shards = tf.data.Dataset.from_tensor_slices(files)
@@ -288,6 +315,8 @@ def _imagenet_input(data_dir, size, num_classes, train_limit, eval_limit) -> Inp
 # Image folders
 
 def _list_classes(root: str, classes: list[str] | None = None) -> tuple[list[str], list[str], list[int]]:
+    """Image files of `root`/<class>/ in sorted order; without `classes`, every subfolder is a class and must
+    hold at least one image (an empty class would train a classifier output that never sees an example)."""
     names = classes or sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
     paths, labels = [], []
     for index, name in enumerate(names):
@@ -295,19 +324,38 @@ def _list_classes(root: str, classes: list[str] | None = None) -> tuple[list[str
         if not os.path.isdir(folder):
             continue  # an evaluation split may lack a class
         files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+        if not files and classes is None:
+            raise ValueError(f"{folder}: class folder has no {'/'.join(IMAGE_EXTENSIONS)} images: add some, "
+                             "or remove the folder")
         paths += [os.path.join(folder, f) for f in files]
         labels += [index] * len(files)
     return names, paths, labels
 
 
-def _folder_input(data_dir, size, num_classes, train_limit, eval_limit) -> InputData:
-    """A tree DIR/train/<class>/*.{jpg,png} with DIR/val (or validation, test) alike; classes are the training
-    subfolders in sorted order. Without a train/ subfolder, DIR's own subfolders are the classes and every 10th
-    image of each (in sorted order) is held out for evaluation."""
-    import tensorflow as tf
+_LAYOUTS: dict[tuple, tuple] = {}
 
+
+def folder_layout(data_dir: str) -> tuple[list[str], list[str], list[int], list[str], list[int]]:
+    """(classes, training paths, training labels, evaluation paths, evaluation labels) of an image folder.
+
+    A tree DIR/train/<class>/*.{jpg,png} with DIR/val (or validation, test) alike; classes are the training
+    subfolders in sorted order. Without a train/ subfolder, DIR's own subfolders are the classes and every 10th
+    image of each (in sorted order) is held out for evaluation. Listed once per process while no folder of the
+    tree changes (a proxy worker opens the same folder for every child).
+
+    Raises:
+        DatasetMissing: no images, or a train/ folder without its evaluation folder.
+        ValueError: a class folder without images.
+    """
     train_root = os.path.join(data_dir, "train")
-    if os.path.isdir(train_root):
+    split = os.path.isdir(train_root)
+    roots = [train_root] + [os.path.join(data_dir, d) for d in ("val", "validation", "test")] if split else [data_dir]
+    key = tuple((root, sub, os.stat(os.path.join(root, sub)).st_mtime_ns)
+                for root in roots if os.path.isdir(root) for sub in ("", *sorted(os.listdir(root)))
+                if os.path.isdir(os.path.join(root, sub)))
+    if key in _LAYOUTS:
+        return _LAYOUTS[key]
+    if split:
         eval_root = next((os.path.join(data_dir, d) for d in ("val", "validation", "test")
                           if os.path.isdir(os.path.join(data_dir, d))), None)
         if eval_root is None:
@@ -324,6 +372,16 @@ def _folder_input(data_dir, size, num_classes, train_limit, eval_limit) -> Input
     if not train_paths or not eval_paths:
         raise DatasetMissing(f"{data_dir}: no {'/'.join(IMAGE_EXTENSIONS)} images in class subfolders "
                              f"({len(train_paths)} for training, {len(eval_paths)} for evaluation)")
+    _LAYOUTS.clear()                      # one folder at a time is what a worker reads
+    _LAYOUTS[key] = layout = (classes, train_paths, train_labels, eval_paths, eval_labels)
+    return layout
+
+
+def _folder_input(data_dir, size, num_classes, train_limit, eval_limit) -> InputData:
+    """An image folder (`folder_layout`) read file by file."""
+    import tensorflow as tf
+
+    classes, train_paths, train_labels, eval_paths, eval_labels = folder_layout(data_dir)
     if num_classes is not None and num_classes != len(classes):
         raise ValueError(f"{data_dir}: {len(classes)} class folders, but {num_classes} classes were asked for")
 

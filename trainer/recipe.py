@@ -31,7 +31,8 @@ class Recipe:
     """Hyperparameters of full training; every field is a command-line override of `launch.py train`."""
 
     base_lr: float = 0.016
-    """Peak learning rate per `lr_batch` images; the run's peak is base_lr * batch_size / lr_batch."""
+    """Peak learning rate per `lr_batch` images; the run's peak is base_lr * batch_size / lr_batch, batch_size being
+    the global batch -- every replica's images of one step together (trainer.distributed)."""
     lr_batch: int = 256
     warmup_epochs: float = 5.0
     """Linear warm-up from 0, capped at a tenth of the run (see the module docstring)."""
@@ -78,6 +79,7 @@ class Recipe:
         return dataclasses.asdict(self)
 
     def peak_lr(self, batch_size: int) -> float:
+        """The paper's linear scaling; `batch_size` is the global batch, on one device or many."""
         return self.base_lr * batch_size / self.lr_batch
 
     def warmup(self, epochs: int) -> float:

@@ -19,6 +19,7 @@ measures both on the same model. No XLA: `jit_compile` was measured 7x slower on
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -66,12 +67,21 @@ class TrainConfig:
     seed: int = 0
     recipe: Recipe = Recipe()
     arch_source: str = ""
+    mixed_precision: bool = False
+    """Keras' mixed_float16 policy (GPUs only, trainer.devices); a run resumes only with the same setting, as its
+    optimizer then holds a loss scale."""
+    sync_bn: bool = False
+    """With several replicas, batch-norm statistics over the global batch instead of each replica's slice
+    (trainer.distributed); no effect on one device."""
 
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        for name in ("mixed_precision", "sync_bn"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name.replace('_', '-')} must be true or false, got {getattr(self, name)!r}")
         if self.stem_stride is not None and self.stem_stride not in (1, 2):
             raise ValueError(f"stem-stride must be 1 or 2, got {self.stem_stride!r}")
         if self.fit not in ("resize", "pad"):
@@ -144,10 +154,25 @@ def import_tensorflow():
     return tf
 
 
-def set_up_tensorflow(threads: int = 0):
-    """Imports TensorFlow (quietly: import_tensorflow) with deterministic ops (exact resume) and, if given, a
-    fixed thread count."""
+def set_up_tensorflow(threads: int = 0, mixed_precision: bool = False):
+    """Sets up TensorFlow for training in this process and returns the module: the one place every process that
+    trains (a replay, a Ray Train worker, a search's child worker) prepares it.
+
+    Imports TensorFlow quietly (import_tensorflow), turns memory growth on for every visible GPU (no process
+    reserves all of a GPU's memory: trainer.devices), fixes the thread count if `threads` is given (0 leaves
+    TensorFlow's default, every core), makes ops deterministic (exact resume), and sets Keras' dtype policy:
+    `mixed_float16` if `mixed_precision`, else float32 (so a process reused for another run gets its own).
+    Call it before any TensorFlow op runs: thread pools and GPU memory settings are fixed at the first. As
+    `keras.backend.clear_session()` resets the dtype policy, code that clears the session afterwards sets the
+    policy again with `trainer.devices.set_precision` (train() does).
+
+    Raises:
+        ValueError: `mixed_precision` on a machine without a visible GPU.
+    """
+    from mnas.trainer.devices import configure_gpus, set_precision
+
     tf = import_tensorflow()
+    gpus = configure_gpus(tf)
     if threads:
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -155,6 +180,7 @@ def set_up_tensorflow(threads: int = 0):
         except RuntimeError:
             pass  # TensorFlow already ran an op in this process: its pools are fixed
     tf.config.experimental.enable_op_determinism()
+    set_precision(mixed_precision, gpus)
     return tf
 
 
@@ -175,7 +201,9 @@ def prepare_run_dir(config: TrainConfig, out_dir: str | os.PathLike, resume: boo
         raise ValueError(f"--resume: {out} holds no training run ({ckpt.CONFIG} missing)")
     previous = read_json(saved)
     mine = config.to_dict()
-    changed = sorted(k for k in mine if k not in ("epochs", "arch_source") and previous.get(k) != mine[k])
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # settings added since it was written
+    changed = sorted(k for k in mine if k not in ("epochs", "arch_source")
+                     and previous.get(k, defaults.get(k)) != mine[k])
     if changed:
         raise ValueError(f"--resume: {out} was trained with different {', '.join(changed)}; "
                          "resume with the same settings (only --epochs may change)")
@@ -183,9 +211,16 @@ def prepare_run_dir(config: TrainConfig, out_dir: str | os.PathLike, resume: boo
     return path if path.exists() else None
 
 
+def write_config(out: Path, config: TrainConfig, data) -> None:
+    """config.json: the configuration, and the model actually built (its architecture at the data's size)."""
+    ckpt.write_json(out / ckpt.CONFIG, {**config.to_dict(), "model": {
+        "arch": model_architecture(config, data).to_dict(), "num_classes": data.num_classes,
+        "image_shape": list(data.image_shape), "num_train": data.num_train, "num_eval": data.num_eval}})
+
+
 def train(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False, threads: int = 0,
           on_epoch_end: Callable[[int, dict], None] | None = None, log: Callable[[str], None] | None = None,
-          data=None) -> dict[str, Any]:
+          data=None, devices: int | None = None, replicas=None) -> dict[str, Any]:
     """Trains `config` into `out_dir`; returns the summary (also written to summary.json).
 
     Args:
@@ -195,16 +230,30 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
             to simulate a crash).
         log: where progress lines go (default: stdout).
         data: an already opened InputData (export and tests reuse one); None opens `config`'s.
+        devices: how many local devices to replicate over (trainer.devices.pick_devices): None means every
+            local GPU, or the CPU on a machine without one. One device trains with no tf.distribute strategy at
+            all; several train data-parallel under MirroredStrategy (trainer.distributed), config.batch_size
+            being the global batch.
+        replicas: a trainer.distributed.Replicas to train under instead of local devices: a Ray Train worker's
+            MultiWorkerMirroredStrategy (trainer.ray_replay). Only its chief (worker 0) evaluates, logs and
+            writes `out_dir`; every worker restores the checkpoint it finds there.
 
     Raises:
-        ValueError: bad configuration, unusable data, or a run directory that does not fit `resume`.
+        ValueError: bad configuration, unusable data, more devices than the machine has, a global batch that
+            does not split over the replicas, or a run directory that does not fit `resume`.
     """
-    tf = set_up_tensorflow(threads)
+    tf = set_up_tensorflow(threads, config.mixed_precision)
     import keras
 
+    from mnas.trainer import distributed as dist
+    from mnas.trainer.devices import set_precision
     from mnas.trainer.recipe import WeightEMA, decayed_weights, make_optimizer, make_schedule
 
-    log = log or (lambda line: print(line, flush=True))
+    if replicas is None:
+        replicas = dist.local_replicas(tf, devices)  # None: one device, no strategy
+    dist.check_global_batch(config.batch_size, replicas)
+    chief = replicas is None or replicas.chief
+    log = (log or (lambda line: print(line, flush=True))) if chief else (lambda line: None)
     data = data or open_data(config)
     steps_per_epoch = data.steps_per_epoch(config.batch_size)
     if steps_per_epoch < 1:
@@ -212,20 +261,30 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
     resume_from = prepare_run_dir(config, out_dir, resume)
     arch = model_architecture(config, data)
     keras.backend.clear_session(free_memory=True)
+    set_precision(config.mixed_precision)  # clear_session reset Keras' dtype policy
     keras.utils.set_random_seed(config.seed)
-    model = build(config, data)  # before the run directory exists: an architecture that cannot build leaves none
+
+    def scope():  # variables created under it are mirrored across the replicas
+        return replicas.scope() if replicas is not None else contextlib.nullcontext()
+
+    with scope():
+        model = build(config, data)  # before the run directory exists: an architecture that cannot build leaves none
+    if replicas is not None and config.sync_bn:
+        dist.use_synchronized_batch_norm(model)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt.remove_temporaries(out)  # a run killed while writing a file leaves its temporary copy
-    ckpt.write_json(out / ckpt.CONFIG, {**config.to_dict(), "model": {
-        "arch": arch.to_dict(), "num_classes": data.num_classes, "image_shape": list(data.image_shape),
-        "num_train": data.num_train, "num_eval": data.num_eval}})
+    if chief:
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt.remove_temporaries(out)  # a run killed while writing a file leaves its temporary copy
+        write_config(out, config, data)
     recipe = config.recipe
-    schedule = make_schedule(recipe, config.batch_size, steps_per_epoch, config.epochs)
-    optimizer = make_optimizer(recipe, schedule)
-    trainable = model.trainable_variables
-    optimizer.build(trainable)
-    ema = WeightEMA(model, recipe.ema_decay) if recipe.ema_decay > 0 else None
+    schedule = make_schedule(recipe, config.batch_size, steps_per_epoch, config.epochs)  # the global batch's
+    with scope():
+        optimizer = make_optimizer(recipe, schedule)
+        if config.mixed_precision:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)  # float16 gradients would underflow
+        trainable = model.trainable_variables
+        optimizer.build(trainable)
+        ema = WeightEMA(model, recipe.ema_decay) if recipe.ema_decay > 0 else None
     history: list[dict] = []
     start_epoch = 0
     if resume_from is not None:
@@ -235,55 +294,80 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
         if ema is not None:
             ckpt.assign_all(ema.shadows, groups["ema"], "weight-average", resume_from)
         history, start_epoch = meta["history"], meta["epoch"]
-        # metrics.csv follows the checkpoint; a run killed between the two writes left it an epoch behind
-        ckpt.write_metrics(out / ckpt.METRICS, history)
+        if chief:  # metrics.csv follows the checkpoint; a run killed between the two writes left it an epoch behind
+            ckpt.write_metrics(out / ckpt.METRICS, history)
         log(f"resuming {out} after epoch {start_epoch} (optimizer step {int(optimizer.iterations.numpy())})")
         if start_epoch >= config.epochs:
             log(f"{out}: already trained {start_epoch} epochs (asked for {config.epochs}); nothing to do")
 
     decayed = decayed_weights(model)
-    loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=recipe.label_smoothing)
+    mixed = config.mixed_precision
+    if replicas is None:
+        loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=recipe.label_smoothing)
 
-    @tf.function(reduce_retracing=True)
-    def train_step(x, y):
-        with tf.GradientTape() as tape:
-            logits = model(x, training=True)
-            loss = loss_fn(tf.one_hot(y, data.num_classes), logits)
-            penalty = tf.add_n([tf.nn.l2_loss(v) for v in decayed]) if decayed else 0.0
-            total = loss + recipe.weight_decay * penalty
-        optimizer.apply(tape.gradient(total, trainable), trainable)
-        if ema is not None:
-            ema.update(optimizer.iterations)
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32))
-        return loss, correct
+        @tf.function(reduce_retracing=True)
+        def train_step(x, y):
+            with tf.GradientTape() as tape:
+                logits = model(x, training=True)
+                if mixed:
+                    logits = tf.cast(logits, tf.float32)
+                loss = loss_fn(tf.one_hot(y, data.num_classes), logits)
+                penalty = tf.add_n([tf.nn.l2_loss(v) for v in decayed]) if decayed else 0.0
+                total = loss + recipe.weight_decay * penalty
+                if mixed:
+                    total = optimizer.scale_loss(total)
+            optimizer.apply(tape.gradient(total, trainable), trainable)
+            if ema is not None:
+                ema.update(optimizer.iterations)
+            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32))
+            return loss, correct
+
+        def batches(epoch):
+            return data.train(config.batch_size, config.seed, epoch)
+    else:
+        per_example = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=recipe.label_smoothing,
+                                                           reduction=None)
+        train_step = dist.make_replica_step(tf, replicas, model, optimizer, ema, per_example, decayed,
+                                            recipe.weight_decay, data.num_classes, config.batch_size, mixed)
+        policy = dist.shard_policy(tf, replicas.workers)
+
+        def batches(epoch):
+            return dist.epoch_batches(tf, replicas, data, config.batch_size, config.seed, epoch, steps_per_epoch,
+                                      policy)
 
     eval_step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    writers = {name: tf.summary.create_file_writer(str(out / "tensorboard" / name)) for name in ("train", "eval")}
-    progress = Progress(steps_per_epoch, stream=sys.stdout)
+    writers = ({name: tf.summary.create_file_writer(str(out / "tensorboard" / name)) for name in ("train", "eval")}
+               if chief else {})
+    progress = Progress(steps_per_epoch, stream=sys.stdout if chief else _Discard())
     first_step = int(optimizer.iterations.numpy())
+    batch = config.batch_size  # every batch is full (the last partial one is dropped)
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         losses, correct, seen = 0.0, 0.0, 0
         progress.start(f"epoch {epoch + 1}/{config.epochs}")
-        try:
-            for step, (x, y) in enumerate(data.train(config.batch_size, config.seed, epoch), 1):
-                loss, right = train_step(x, y)
-                loss = float(loss)
-                if not math.isfinite(loss):
-                    raise ValueError(f"training diverged: loss {loss} at epoch {epoch + 1}, step {step} "
-                                     "(lower --lr or raise --batch-size)")
-                losses, correct, seen = losses + loss * len(y), correct + float(right), seen + len(y)
-                progress.update(step, f"loss {losses / seen:.4f} top-1 {100 * correct / seen:.1f}%")
-                global_step = first_step + (epoch - start_epoch) * steps_per_epoch + step  # no extra sync
-                if global_step % 50 == 0:
-                    with writers["train"].as_default(step=global_step):
-                        _scalar("loss", loss)
-                        _scalar("learning_rate", float(schedule(global_step)))
-        except tf.errors.OpError as err:
-            raise ValueError(f"reading {config.dataset} training data: {err.message.strip().splitlines()[0]}") \
-                from None
+        for step, (x, y) in enumerate(_reading(batches(epoch), tf, config.dataset), 1):
+            loss, right = train_step(x, y)
+            loss = float(loss)
+            if not math.isfinite(loss):
+                raise ValueError(f"training diverged: loss {loss} at epoch {epoch + 1}, step {step} "
+                                 "(lower --lr or raise --batch-size)")
+            losses, correct, seen = losses + loss * batch, correct + float(right), seen + batch
+            progress.update(step, f"loss {losses / seen:.4f} top-1 {100 * correct / seen:.1f}%")
+            global_step = first_step + (epoch - start_epoch) * steps_per_epoch + step  # no extra sync
+            if global_step % 50 == 0 and writers:
+                with writers["train"].as_default(step=global_step):
+                    _scalar("loss", loss)
+                    _scalar("learning_rate", float(schedule(global_step)))
         progress.finish()
         train_seconds = time.perf_counter() - started
+        global_step = int(optimizer.iterations.numpy())
+        if not chief:  # a worker of a multi-node run: the chief evaluates and keeps the run's files
+            row = {"epoch": epoch + 1, "step": global_step, "train_loss": losses / seen, "train_top1": correct / seen,
+                   "train_seconds": train_seconds, "images_per_second": seen / train_seconds}
+            history.append(row)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, row)
+            continue
         started = time.perf_counter()
         raw = evaluate(eval_step, data, label=f"evaluate epoch {epoch + 1}")
         if ema is not None:
@@ -291,7 +375,6 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
                 averaged = evaluate(eval_step, data, label=f"evaluate epoch {epoch + 1} (averaged)")
         else:
             averaged = raw
-        global_step = int(optimizer.iterations.numpy())
         row = {"epoch": epoch + 1, "step": global_step, "learning_rate": float(schedule(global_step)),
                "train_loss": losses / seen, "train_top1": correct / seen,
                "eval_loss": averaged["loss"], "eval_top1": averaged["top1"], "eval_top5": averaged["top5"],
@@ -322,12 +405,38 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
         writer.flush()
     final = history[-1] if history else {}
     summary = {"epochs": len(history), "steps": int(optimizer.iterations.numpy()), "final": final,
-               "best_eval_top1": max((r["eval_top1"] for r in history), default=None),
+               "best_eval_top1": max((r["eval_top1"] for r in history), default=None) if chief else None,
                "params": int(sum(int(np.prod(v.shape)) for v in model.trainable_variables)),
-               "model_arch": arch.to_dict(), "num_classes": data.num_classes, "out_dir": str(out)}
-    ckpt.write_json(out / ckpt.SUMMARY, summary)
+               "model_arch": arch.to_dict(), "num_classes": data.num_classes, "out_dir": str(out),
+               "replicas": replicas.count if replicas is not None else 1}
+    if chief:
+        ckpt.write_json(out / ckpt.SUMMARY, summary)
     summary["model"], summary["ema"], summary["data"] = model, ema, data
     return summary
+
+
+def _reading(batches, tf, dataset: str):
+    """The batches, with an input pipeline's error (a corrupt image or shard) as one line naming the dataset --
+    and only the pipeline's: an error of the step itself (an all-reduce whose peer died) stays what it is."""
+    iterator = iter(batches)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except tf.errors.OpError as err:
+            raise ValueError(f"reading {dataset} training data: {err.message.strip().splitlines()[0]}") from None
+        yield batch
+
+
+class _Discard:
+    """A stream that drops what it is given: the progress bar of a worker that is not the chief."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
 
 
 def reading(summary: Mapping[str, Any], config: TrainConfig) -> list[str]:

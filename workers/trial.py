@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import platform
 import random
 import time
 import traceback
@@ -24,6 +25,7 @@ from typing import Any, Mapping
 from mnas.search.counts import count
 from mnas.search.failures import ChildFailed, Failure, detail
 from mnas.search.arch import Architecture, echo
+from mnas.search.config import Limits
 
 _LATENCY_MODELS: dict[str, Any] = {}
 
@@ -58,6 +60,39 @@ def check_faults(faults: Mapping[str, Any]) -> None:
         raise ValueError(f"faults: unknown kind(s) {', '.join(map(str, bad))} (known: {', '.join(FAULT_KINDS)})")
 
 
+EVENTS_ENV = "MNAS_EVENTS_DIR"
+
+
+def mark(event: str, sample: int) -> None:
+    """Creates `$MNAS_EVENTS_DIR/<event>-<sample>` when that variable is set, so that a test can wait for a named
+    moment of a child (say, its training has begun) instead of sleeping; unset, it costs an environment lookup."""
+    folder = os.environ.get(EVENTS_ENV)
+    if folder:
+        with open(os.path.join(folder, f"{event}-{sample}"), "w", encoding="utf-8") as handle:
+            handle.write(f"{os.getpid()}\n")
+
+
+def assigned_gpus() -> list[str]:
+    """The GPUs Ray assigned to this worker ([] outside Ray, or for a CPU-only child).
+
+    Ray points CUDA_VISIBLE_DEVICES at the GPUs it assigned a worker that asked for some, so TensorFlow sees those
+    alone. A worker that asked for none is hidden from every GPU here, before TensorFlow starts (whether Ray clears
+    the variable for such workers depends on its version and settings): a CPU child must not take a GPU's memory
+    from the children that were given it."""
+    import sys
+
+    if "ray" not in sys.modules:
+        return []
+    import ray
+
+    if not ray.is_initialized():
+        return []
+    ids = [str(gpu) for gpu in ray.get_gpu_ids()]
+    if not ids and "tensorflow" not in sys.modules:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    return ids
+
+
 def latency_model(spec: str):
     """One latency model per backend spec and process (measured backends keep their caches)."""
     if spec not in _LATENCY_MODELS:
@@ -84,7 +119,7 @@ class TrialSettings:
     proxy: Any
     reward: Any
     latency: tuple[str, ...] = ("pixel1",)
-    limits: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    limits: Limits = Limits()
     faults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     rungs: int = 1
     rung_heldout: int = 1000
@@ -109,7 +144,7 @@ class TrialSettings:
         return found
 
     def check_size(self, arch: Architecture) -> None:
-        max_params = self.limits.get("max_params")
+        max_params = self.limits.max_params
         if max_params and count(arch).params > max_params:
             raise ChildFailed(Failure.TOO_LARGE, f"{count(arch).params:,} parameters > limits.max_params "
                                                  f"{max_params:,}")
@@ -140,7 +175,7 @@ class ChildEvaluation:
         self.done = False
         self.training = None
         self.started = time.perf_counter()
-        self.latency_extra: dict[str, Any] = {}
+        self.run_extra: dict[str, Any] = {}
         self.metrics: dict[str, Any] = {"status": "ok", "failure_code": None, "failure_detail": None,
                                         "sample": config.get("sample")}
 
@@ -160,13 +195,13 @@ class ChildEvaluation:
                 accuracy, loss = training.score(heldout)
                 metrics.update(status="pruned", accuracy=accuracy, train_seconds=training.train_seconds,
                                extra={"rung": self.rung, "rungs": self.rungs, "rung_heldout_loss": loss,
-                                      "steps": training.steps_done, "rung_heldout": heldout, **self.latency_extra})
+                                      "steps": training.steps_done, "rung_heldout": heldout, **self.run_extra})
             else:
                 result = training.result().to_dict()
                 extra = {k: " ".join(map(str, v)) if isinstance(v, (list, tuple)) else v for k, v in result.items()}
                 metrics.update(status="ok", accuracy=extra.pop("accuracy"),
                                train_seconds=extra.pop("train_seconds", None),
-                               eval_seconds=extra.pop("eval_seconds", None), extra={**extra, **self.latency_extra})
+                               eval_seconds=extra.pop("eval_seconds", None), extra={**extra, **self.run_extra})
                 self.done = True
         except ChildFailed as err:
             _failed(metrics, err.code, err.message)
@@ -204,8 +239,14 @@ class ChildEvaluation:
         self.metrics.update(latencies=settings.measure(arch), latency_source=settings.latency[0],
                             latency_seconds=time.perf_counter() - tick)
         doubt = settings.doubt(arch)
-        self.latency_extra = {"latency_uncertainty": doubt} if doubt else {}
+        self.run_extra = {"latency_uncertainty": doubt} if doubt else {}
+        gpus = assigned_gpus()
+        # where the child ran: with several nodes or GPUs, a slow or failing one shows in the results
+        self.run_extra["worker"] = f"{platform.node()}:{os.getpid()}"
+        if gpus:
+            self.run_extra["gpus"] = ",".join(gpus)
         self.training = ProxyTraining(arch, proxy)
+        mark("training", self.sample)
 
     def _score(self) -> float:
         """The reward on the accuracy so far (what a scheduler ranks children by); failed children score the
