@@ -468,7 +468,9 @@ def test_dashboard_command_prints_its_url_and_stops_cleanly_on_ctrl_c(run_dir):
     # PYTHONFAULTHANDLER: if it does not stop, SIGABRT makes it print every thread's stack before it dies
     proc = subprocess.Popen([sys.executable, str(REPO / "launch.py"), "dashboard", str(run_dir), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+                            # a test run in the background inherits SIGINT ignored: give the dashboard Ctrl-C
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline()
         assert " at http://127.0.0.1:" in line, line + proc.stderr.read()
