@@ -18,6 +18,7 @@ import dataclasses
 import os
 import platform
 import random
+import sys
 import time
 import traceback
 from typing import Any, Mapping
@@ -79,8 +80,6 @@ def assigned_gpus() -> list[str]:
     alone. A worker that asked for none is hidden from every GPU here, before TensorFlow starts (whether Ray clears
     the variable for such workers depends on its version and settings): a CPU child must not take a GPU's memory
     from the children that were given it."""
-    import sys
-
     if "ray" not in sys.modules:
         return []
     import ray
