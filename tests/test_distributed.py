@@ -226,35 +226,91 @@ def test_a_run_written_before_the_new_settings_resumes(tiny_files, tmp_path):
         prepare_run_dir(tiny_config(tiny_files, sync_bn=True), run, resume=True)
 
 
-def test_workers_shard_by_data_as_the_file_pipelines_cannot_be_sharded_by_file(tmp_path):
-    """Workers keep their slices of every global batch (DATA). Sharding ImageNet by file -- each worker reading
-    its own TFRecord shards -- is what tf.data would do for a plain reader pipeline; the trainer's training stream
-    starts from a counter (its per-image augmentation seed), which tf.data refuses to shard by file. This test
-    fails, and trainer/distributed.py's docstring needs revisiting, the day the pipeline allows it."""
-    import tensorflow as tf
-    from tensorflow.python.data.experimental.ops.distribute import _AutoShardDataset
+def identities(batch) -> list[tuple[int, int]]:
+    """(class, number) of each flat-coloured image of a batch (tests/tiny_datasets.colour; PNGs: exact)."""
+    pixels = np.round((np.asarray(batch).mean(axis=(1, 2)) + 1) * 127.5).astype(int)
+    return [((red - 10) // 40, green + 256 * blue) for red, green, blue in pixels]
 
-    from mnas.trainer.distributed import shard_policy
+
+def png_records(root, shards: int, count: int, spoiled=()) -> None:
+    """ImageNet TFRecord shards of `count` PNG examples (example i of class i % 3), the numbers in `spoiled`
+    written as records that are not Examples at all (parsing one fails), and a validation shard."""
+    import tensorflow as tf
+
+    from tiny_datasets import example, png
+
+    bounds = np.linspace(0, count, shards + 1).astype(int)
+    for shard in range(shards):
+        with tf.io.TFRecordWriter(str(root / f"train-{shard:05d}-of-{shards:05d}")) as writer:
+            for i in range(bounds[shard], bounds[shard + 1]):
+                writer.write(b"not an Example" if i in spoiled else example(png(i % 3, i), i % 3 + 1))
+    with tf.io.TFRecordWriter(str(root / "validation-00000-of-00001")) as writer:
+        writer.write(example(png(0, 999), 1))
+
+
+@pytest.mark.parametrize("form", ["folder", "imagenet"])
+def test_each_file_worker_reads_and_decodes_only_its_slice_of_every_global_batch(tmp_path, form):
+    """Two workers of a global batch of 6: worker 0 gets the first 3 images of each of the one-device run's
+    global batches, worker 1 the last 3 (disjoint; together every image the one-device epoch trains on, with the
+    same augmentation). Then worker 1's images are spoiled on disk (garbage files, records that are not Examples):
+    worker 0 still reads its epoch, unchanged -- it never opened or parsed them -- and one device fails."""
+    import tensorflow as tf
+
     from mnas.trainer.pipelines import open_input
-    from test_pipelines import _jpeg
+    from tiny_datasets import write_png_folder
+
+    root = tmp_path / form
+    if form == "folder":
+        write_png_folder(root, classes=3, per_class=10)  # 27 training images (every 10th held out)
+    else:
+        root.mkdir()
+        png_records(root, shards=3, count=27)
+
+    def epoch(**share):
+        data = open_input(form, str(root), 8, num_classes=3)
+        assert data.by_worker
+        return [(identities(x.numpy()), y.numpy().tolist()) for x, y in data.train(6, 1, 2, **share)]
+
+    whole = epoch()
+    first, second = epoch(workers=2, worker=0), epoch(workers=2, worker=1)
+    assert len(whole) == len(first) == len(second) == 4  # 27 // 6 global batches; the last 3 images dropped
+    for (images, labels), (a, a_labels), (b, b_labels) in zip(whole, first, second):
+        assert (a + b, a_labels + b_labels) == (images, labels)
+    mine = {image for images, _ in first for image in images}
+    theirs = {image for images, _ in second for image in images}
+    assert not mine & theirs and len(mine | theirs) == 24
+    assert {label for label, _ in mine | theirs} == {0, 1, 2}
+
+    if form == "folder":
+        for label, number in theirs:
+            (root / f"c{label}" / f"img{number:05d}.png").write_bytes(b"garbage")
+    else:
+        png_records(root, shards=3, count=27, spoiled={number for _, number in theirs})
+    assert epoch(workers=2, worker=0) == first
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        epoch()
+
+
+def test_a_worker_with_several_replicas_splits_its_slice_and_turns_auto_sharding_off(tmp_path):
+    """2 workers of 2 replicas each, global batch 8: worker 1's input is per-replica batches of 2, its slice of
+    each global batch in two, and tf.distribute is told not to shard it again."""
+    import tensorflow as tf
+
+    from mnas.trainer.distributed import shard_policy, worker_batches
+    from mnas.trainer.pipelines import open_input
+    from tiny_datasets import write_png_folder
 
     policy = tf.data.experimental.AutoShardPolicy
-    assert shard_policy(tf, 1) == policy.OFF and shard_policy(tf, 2) == policy.DATA
-
-    def example(label):
-        feature = {"image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[_jpeg(tf, (9, 9, 9))])),
-                   "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))}
-        return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-
-    for name, label in (("train-00000-of-00002", 1), ("train-00001-of-00002", 2), ("validation-00000-of-00001", 1)):
-        with tf.io.TFRecordWriter(str(tmp_path / name)) as writer:
-            for _ in range(4):
-                writer.write(example(label))
-    data = open_input("imagenet", str(tmp_path), 16, num_classes=2)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = policy.FILE
-    with pytest.raises(tf.errors.NotFoundError, match="unshardable source dataset"):
-        next(iter(_AutoShardDataset(data.train(2, 0, 0).with_options(options), 2, 0)))
+    assert shard_policy(tf, 1) == policy.OFF and shard_policy(tf, 2) == policy.DATA  # arrays: DATA
+    data = open_input("folder", write_png_folder(tmp_path / "f", classes=2, per_class=10), 8)
+    whole = [identities(x.numpy()) for x, _ in data.train(8, 0, 0)]
+    context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=4)
+    dataset = worker_batches(tf, data, 8, 0, 0, context)
+    assert dataset.options().experimental_distribute.auto_shard_policy == policy.OFF
+    parts = [identities(x.numpy()) for x, _ in dataset]
+    assert len(whole) == 2 and parts == [whole[0][4:6], whole[0][6:8], whole[1][4:6], whole[1][6:8]]
+    with pytest.raises(ValueError, match="does not split evenly over 3 workers"):
+        data.train(8, 0, 0, workers=3, worker=0)
 
 
 def test_the_chiefs_lines_reach_the_driver_whole_and_worker_errors_read_as_one_line():

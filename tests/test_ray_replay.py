@@ -18,19 +18,23 @@ starting in three processes twice.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from test_train import TINY_ARCH, write_tiny_fashion
+from test_train import TINY_ARCH
+from tiny_datasets import write_png_folder
 from mnas.trainer import checkpoint as ckpt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS = 3
+PER_CLASS = 25   # 75 images, of which the folder's held-out share leaves 4 global batches of 16 an epoch
 
 TWO_DEVICES = """
 import sys
@@ -55,9 +59,11 @@ def ray_temp():
 def test_two_ray_train_workers_survive_a_killed_worker_and_export(tmp_path, ray_temp):
     arch = tmp_path / "tiny.arch"
     arch.write_text(TINY_ARCH)
-    data_dir = write_tiny_fashion(tmp_path / "fm", n_train=64, n_test=32)
-    common = ["train", "--arch", str(arch), "--data-dir", data_dir, "--epochs", str(EPOCHS), "--batch-size", "16",
-              "--threads", "1"]
+    # An image folder: each worker reads and decodes only its own slices of every global batch (trainer.pipelines,
+    # through distribute_datasets_from_function), the slices two local devices get.
+    data_dir = write_png_folder(tmp_path / "images", classes=3, per_class=PER_CLASS)
+    common = ["train", "--arch", str(arch), "--dataset", "folder", "--data-dir", data_dir, "--image-size", "16",
+              "--epochs", str(EPOCHS), "--batch-size", "16", "--threads", "1"]
     out, export = tmp_path / "workers", tmp_path / "export"
     env = {**os.environ, "MNAS_RAY_TMPDIR": ray_temp, "MNAS_TEST_KILL_WORKER": "1:1"}
     result = subprocess.run([sys.executable, os.path.join(ROOT, "launch.py"), *common, "--workers", "2",
@@ -97,3 +103,47 @@ def test_two_ray_train_workers_survive_a_killed_worker_and_export(tmp_path, ray_
             np.testing.assert_array_equal(a, b)
     a, b = pd.read_csv(out / ckpt.METRICS), pd.read_csv(reference / ckpt.METRICS)
     assert a["train_loss"].tolist() == b["train_loss"].tolist() and a["eval_top1"].tolist() == b["eval_top1"].tolist()
+
+
+def test_ctrl_c_during_a_ray_replay_is_an_interruption_not_a_failed_run():
+    """Ray Train's Ctrl-C handler aborts the run and `fit` then raises whatever the abort left (a SystemExit out
+    of the handler, with Ray 2.60): the handler is wrapped to note the interrupt first. A KeyboardInterrupt that
+    Ray wraps -- a worker's, in WorkerGroupError.worker_failures, or any error's cause -- reads as one too; the
+    run's own errors do not. (train_on_ray turns an interruption into KeyboardInterrupt: the CLI's exit 130.)"""
+    from ray.train import ControllerError, WorkerGroupError
+    from ray.train.v2._internal.exceptions import UserExceptionWithTraceback
+
+    from mnas.trainer.ray_replay import _interrupted, _noting_interrupts
+
+    aborted = []
+
+    class RayTrainer:  # Ray Train 2's trainer, as far as Ctrl-C goes
+        def _register_sigint_handler(self, controller):
+            signal.signal(signal.SIGINT, lambda signum, frame: aborted.append(controller))
+
+    noted = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        _noting_interrupts(RayTrainer, noted)()._register_sigint_handler("controller")
+        assert not noted.is_set()
+        signal.raise_signal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert noted.is_set() and aborted == ["controller"]  # noted, and Ray Train's abort still ran
+
+    def worker_failed(error):
+        return WorkerGroupError("Training failed", {1: UserExceptionWithTraceback(error, "Traceback ...")})
+
+    assert _interrupted(KeyboardInterrupt())
+    assert _interrupted(worker_failed(KeyboardInterrupt()))
+    assert _interrupted(ControllerError(KeyboardInterrupt()))
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as err:
+            raise RuntimeError("controller gone") from err
+    except RuntimeError as err:
+        assert _interrupted(err)
+    assert not _interrupted(worker_failed(ValueError("training diverged: loss nan at epoch 1, step 2")))
+    assert not _interrupted(ControllerError(RuntimeError("placement group removed")))
+    assert not _interrupted(SystemExit(0))

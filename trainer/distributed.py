@@ -22,14 +22,16 @@ Dropout masks come from each replica's copy of the same seed state, so slices at
 replicas share a mask; with dropout off and `sync_bn`, a replicated run computes a one-device run's numbers up to
 floating-point summation order (tests/test_distributed.py measures how far apart they are).
 
-Input across workers. Each worker keeps only its own slices of every global batch (tf.distribute's DATA
-auto-sharding), so no two workers train on the same image and the global batches are exactly a one-device run's.
-Each worker still runs the input pipeline over the whole epoch and drops the other workers' slices: free for array
-datasets (in every worker's memory anyway), but for ImageNet TFRecords and image folders every worker reads and
-decodes every image. Sharding by file cannot help as the pipelines stand: their training stream is enumerated (the
-per-image augmentation seed), and tf.data cannot shard a pipeline that starts from a counter by file
-(tests/test_distributed.py shows the refusal). Workers reading disjoint images need the example stream split by
-worker before decoding, in trainer.pipelines.
+Input across workers. Every worker trains on its own slices of every global batch, so no two workers train on
+the same image and the global batches are exactly a one-device run's. File datasets (ImageNet TFRecords, image
+folders: `InputData.by_worker`) hand each worker its slices themselves (trainer.pipelines: the epoch's stream is
+numbered, shared out, and only then read and decoded), so a worker decodes its own images only; they reach the
+strategy through `distribute_datasets_from_function`, batched per worker, with tf.data's auto-sharding OFF.
+Arrays (Fashion-MNIST, CIFAR, .npz: in every worker's memory anyway, and cheap to slice) keep tf.distribute's
+DATA auto-sharding: each worker runs the epoch's global batches and keeps its own slices. ImageNet is not
+sharded by TFRecord file (which would also spare each worker reading the others' records): a worker's batches
+would then hold other images than its slices of a one-device run's, and shards of unequal sizes would give
+workers unequal numbers of steps.
 """
 
 from __future__ import annotations
@@ -97,19 +99,40 @@ def use_synchronized_batch_norm(model) -> int:
 
 
 def shard_policy(tf, workers: int):
-    """tf.data's auto-shard policy for `workers` processes: DATA (see the module docstring), OFF for one."""
+    """tf.data's auto-shard policy for `workers` processes reading a dataset whole (arrays): DATA (see the module
+    docstring), OFF for one."""
     policy = tf.data.experimental.AutoShardPolicy
     return policy.DATA if workers > 1 else policy.OFF
 
 
 def epoch_batches(tf, replicas: Replicas, data, batch_size: int, seed: int, epoch: int, steps: int, policy):
     """`steps` distributed global batches of epoch `epoch`: per-replica slices of `data.train(batch_size, seed,
-    epoch)`, this worker's share only."""
-    dataset = data.train(batch_size, seed, epoch)
+    epoch)`, this worker's share only -- read alone by this worker from a file dataset, else cut by `policy`
+    from the whole batches."""
+    if replicas.workers > 1 and getattr(data, "by_worker", False):
+        distributed = replicas.strategy.distribute_datasets_from_function(
+            lambda context: worker_batches(tf, data, batch_size, seed, epoch, context))
+    else:
+        dataset = data.train(batch_size, seed, epoch)
+        distributed = replicas.strategy.experimental_distribute_dataset(_with_policy(tf, dataset, policy))
+    return itertools.islice(distributed, steps)
+
+
+def worker_batches(tf, data, batch_size: int, seed: int, epoch: int, context):
+    """One worker's input (`context`: its tf.distribute.InputContext): its slices of the epoch's global batches,
+    read by it alone, in per-replica batches that its replicas take in turn -- the slices, in the order, that DATA
+    auto-sharding of the global batches gives the same replicas."""
+    workers, replicas = context.num_input_pipelines, context.num_replicas_in_sync
+    dataset = data.train(batch_size, seed, epoch, workers=workers, worker=context.input_pipeline_id)
+    if replicas > workers:  # several replicas (GPUs) a worker: each takes its part of the worker's slice
+        dataset = dataset.rebatch(context.get_per_replica_batch_size(batch_size), drop_remainder=True)
+    return _with_policy(tf, dataset, tf.data.experimental.AutoShardPolicy.OFF)  # sharded already
+
+
+def _with_policy(tf, dataset, policy):
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = policy
-    distributed = replicas.strategy.experimental_distribute_dataset(dataset.with_options(options))
-    return itertools.islice(distributed, steps)
+    return dataset.with_options(options)
 
 
 def make_replica_step(tf, replicas: Replicas, model, optimizer, ema, loss_fn, decayed: list, weight_decay: float,

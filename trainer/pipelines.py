@@ -17,6 +17,14 @@ Two families behind one interface:
 Every random choice (shuffle order, crop, flip) is a stateless function of (seed, epoch, position), so an epoch
 replays identically after `--resume`: a resumed run sees exactly the batches the crashed run would have seen.
 
+Workers of a multi-worker replay (trainer.distributed) read files by share: `train(..., workers=N, worker=K)`
+numbers the epoch's shuffled stream of light items (a file's path, a TFRecord's serialized record) exactly as one
+process does, keeps worker K's contiguous slice of every global batch, and only then reads the image files, parses
+the records and decodes: each worker decodes its own images only, and of an image folder reads only its own files
+(TFRecord shards are still read through by every worker, their records dropped unparsed). Its batches, of the
+per-worker size, are the slices that tf.distribute's DATA auto-sharding would have given it, same images, same
+augmentation.
+
 `open_input` is what `train` reads (a training and an evaluation split); the proxy task draws subsets of the
 training split by index through `trainer.splits`, which reuses this module's layouts and preprocessing.
 """
@@ -44,7 +52,9 @@ FILE_DATASETS = ("imagenet", "folder")
 class InputData:
     """A dataset ready to train on: batches of (float32 [-1, 1] NHWC images, int32 labels).
 
-    `train(batch_size, seed, epoch)` gives one epoch of full batches in an order fixed by (seed, epoch);
+    `train(batch_size, seed, epoch)` gives one epoch of full batches in an order fixed by (seed, epoch); where
+    `by_worker`, `train(batch_size, seed, epoch, workers, worker)` gives worker `worker`'s slices of those batches
+    (batch_size // workers images each), read and decoded by it alone;
     `evaluate(batch_size)` gives the whole evaluation set in file order (last batch partial);
     `samples(n, seed)` gives n training images with evaluation preprocessing (no augmentation), as numpy: the
     representative data of post-training quantization.
@@ -58,6 +68,7 @@ class InputData:
     train: Callable
     evaluate: Callable
     samples: Callable
+    by_worker: bool = False
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return self.num_train // batch_size
@@ -199,41 +210,67 @@ def eval_preprocess(image_bytes, size: int):
     return _to_unit_range(_centre_crop(_decode(image_bytes), size))
 
 
-def _file_input(name, records, train_sources, eval_sources, num_train, num_eval, num_classes, size,
+def _file_input(name, items, load, train_sources, eval_sources, num_train, num_eval, num_classes, size,
                 train_limit, eval_limit, where) -> InputData:
-    """An InputData over `records(sources)` -> dataset of (encoded image, label) pairs."""
+    """An InputData over `items(sources)` -> a dataset of light items (a file's path and label, a serialized
+    record), cheap to shuffle, number and share out, and `load(item)` -> (encoded image, label): the reading and
+    parsing that come after a worker's share is taken."""
     import tensorflow as tf
 
     auto = tf.data.AUTOTUNE
 
-    def train_examples():
-        examples = records(train_sources)
-        return examples.take(train_limit) if train_limit else examples
+    def train_items():
+        stream = items(train_sources)
+        return stream.take(train_limit) if train_limit else stream
 
-    def train(batch_size: int, seed: int, epoch: int):
+    def train(batch_size: int, seed: int, epoch: int, workers: int = 1, worker: int = 0):
         es = tf.constant(epoch_seed(seed, epoch), tf.int64)
-        examples = train_examples().shuffle(min(num_train, 10000), seed=int(es), reshuffle_each_iteration=False)
-        pairs = examples.enumerate().map(
-            lambda i, ex: (train_preprocess(ex[0], size, tf.stack([es, i])), ex[1]),
-            num_parallel_calls=auto, deterministic=True)
-        return pairs.batch(batch_size, drop_remainder=True).prefetch(auto)
+        numbered = train_items().shuffle(min(num_train, 10000), seed=int(es),
+                                         reshuffle_each_iteration=False).enumerate()
+        local = batch_size
+        if workers > 1:
+            numbered, local = share(numbered, batch_size, workers, worker)
+
+        def prepare(i, item):
+            image, label = load(item)
+            return train_preprocess(image, size, tf.stack([es, i])), label
+
+        pairs = numbered.map(prepare, num_parallel_calls=auto, deterministic=True)
+        return pairs.batch(local, drop_remainder=True).prefetch(auto)
+
+    def share(numbered, batch_size: int, workers: int, worker: int):
+        """Worker `worker`'s slice of each of the epoch's full global batches, and the slice's size: positions
+        i with (i mod batch_size) // (batch_size // workers) == worker, kept before anything is read."""
+        if batch_size % workers:
+            raise ValueError(f"--batch-size {batch_size} (the global batch) does not split evenly over {workers} "
+                             f"workers: use a multiple of {workers}")
+        if not 0 <= worker < workers:
+            raise ValueError(f"worker {worker} is not one of {workers} workers")
+        local = batch_size // workers
+        whole = numbered.take(num_train // batch_size * batch_size)  # the partial last global batch is dropped
+        return whole.filter(lambda i, item: tf.equal(i % batch_size // local, worker)), local
 
     def evaluate(batch_size: int):
-        examples = records(eval_sources)
-        examples = examples.take(eval_limit) if eval_limit else examples
-        return examples.map(lambda data, label: (eval_preprocess(data, size), label),
-                            num_parallel_calls=auto, deterministic=True).batch(batch_size).prefetch(auto)
+        stream = items(eval_sources)
+        stream = stream.take(eval_limit) if eval_limit else stream
+
+        def prepare(item):
+            image, label = load(item)
+            return eval_preprocess(image, size), label
+
+        return stream.map(prepare, num_parallel_calls=auto, deterministic=True).batch(batch_size).prefetch(auto)
 
     def samples(n: int, seed: int = 0) -> np.ndarray:
-        examples = train_examples().shuffle(min(num_train, 10000), seed=seed).take(n)
-        images = examples.map(lambda data, label: eval_preprocess(data, size), num_parallel_calls=auto)
+        chosen = train_items().shuffle(min(num_train, 10000), seed=seed).take(n)
+        images = chosen.map(lambda item: eval_preprocess(load(item)[0], size), num_parallel_calls=auto)
         return np.concatenate([x.numpy() for x in images.batch(256)])
 
     if train_limit:
         num_train = min(num_train, train_limit)
     if eval_limit:
         num_eval = min(num_eval, eval_limit)
-    data = InputData(name, num_classes, (size, size, 3), num_train, num_eval, train, evaluate, samples)
+    data = InputData(name, num_classes, (size, size, 3), num_train, num_eval, train, evaluate, samples,
+                     by_worker=True)
     try:  # decode one example of each split now: a wrong format fails before anything is written
         next(iter(data.evaluate(1)))
         next(iter(data.train(1, 0, 0)))
@@ -297,17 +334,17 @@ def _imagenet_input(data_dir, size, num_classes, train_limit, eval_limit) -> Inp
     classes = num_classes or 1000
     parse = imagenet_parser(classes)
 
-    def records(files):
+    def records(files):  # serialized records, parsed by `parse` once shared out
         shards = tf.data.Dataset.from_tensor_slices(files)
         return shards.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
-                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).map(parse)
+                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     try:
         num_train = _count(train_files, IMAGENET_TRAIN_IMAGES, 1024)
         num_eval = _count(eval_files, IMAGENET_EVAL_IMAGES, 128)
     except tf.errors.OpError as err:
         raise ValueError(f"{data_dir}: not TFRecord files: {err.message.strip().splitlines()[0]}") from None
-    return _file_input("imagenet", records, train_files, eval_files, num_train, num_eval, classes, size,
+    return _file_input("imagenet", records, parse, train_files, eval_files, num_train, num_eval, classes, size,
                        train_limit, eval_limit, data_dir)
 
 
@@ -385,10 +422,12 @@ def _folder_input(data_dir, size, num_classes, train_limit, eval_limit) -> Input
     if num_classes is not None and num_classes != len(classes):
         raise ValueError(f"{data_dir}: {len(classes)} class folders, but {num_classes} classes were asked for")
 
-    def records(split):
+    def files(split):  # paths and labels, the files read by `read` once shared out
         paths, labels = split
-        pairs = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, np.int32)))
-        return pairs.map(lambda path, label: (tf.io.read_file(path), label))
+        return tf.data.Dataset.from_tensor_slices({"path": paths, "label": np.asarray(labels, np.int32)})
 
-    return _file_input("folder", records, (train_paths, train_labels), (eval_paths, eval_labels),
+    def read(item):
+        return tf.io.read_file(item["path"]), item["label"]
+
+    return _file_input("folder", files, read, (train_paths, train_labels), (eval_paths, eval_labels),
                        len(train_paths), len(eval_paths), len(classes), size, train_limit, eval_limit, data_dir)

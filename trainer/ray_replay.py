@@ -19,7 +19,9 @@ the epoch in progress. An error of the run itself (diverged loss, unreadable dat
 is the same on every attempt; Ray Train retries any error, so the first worker to meet one records it in a small
 actor and later attempts stop at once with it instead of training up to it again. After that, `mnas train ... --resume` continues the run, with workers or without: a run
 trained on N workers resumes on one device and the other way round (the global batch, and so the schedule, stays
-the same; only batch norm's per-replica slices change).
+the same; only batch norm's per-replica slices change). Ctrl-C stops the workers (Ray Train's own handler) and
+ends `mnas train` as it does on one device: "interrupted", exit 130, the last epoch's checkpoint kept for
+--resume.
 
 Test hook: MNAS_TEST_KILL_WORKER=RANK:EPOCH makes worker RANK kill itself (SIGKILL) right after every worker
 has reported epoch EPOCH -- the chief's checkpoint of that epoch is then on disk, so the restarted group resumes
@@ -221,7 +223,8 @@ def train_on_ray(config, out_dir: str | os.PathLike, placement: Placement, resum
     payload = {"config": config.to_dict(), "out": str(out), "threads": threads, "cwd": os.getcwd(),
                "kill": os.environ.get(KILL_ENV, ""), "verbose": os.environ.get("MNAS_VERBOSE") == "1",
                "lines": lines, "verdict": verdict}
-    trainer = TensorflowTrainer(
+    interrupted = threading.Event()
+    trainer = _noting_interrupts(TensorflowTrainer, interrupted)(
         _worker_main, train_loop_config=payload,
         scaling_config=ScalingConfig(num_workers=placement.workers, use_gpu=placement.gpus > 0,
                                      resources_per_worker=placement.resources()),
@@ -233,14 +236,25 @@ def train_on_ray(config, out_dir: str | os.PathLike, placement: Placement, resum
     done = threading.Event()
     reader = threading.Thread(target=_forward, args=(lines, done, log), daemon=True)
     reader.start()
+    main = threading.current_thread() is threading.main_thread()
+    ctrl_c = signal.getsignal(signal.SIGINT) if main else None
     try:
         trainer.fit()  # in the main thread: Ray Train's Ctrl-C handler stops the workers
-    except Exception as err:  # noqa: BLE001 -- Ray Train's errors carry the workers' ones
+    except BaseException as err:  # Ray Train's errors carry the workers' ones; Ctrl-C's is a SystemExit
+        if interrupted.is_set() or _interrupted(err):
+            # Ctrl-C, as on one device: the CLI's `interrupted` (exit 130); the last epoch's checkpoint stays
+            # for --resume. Ray Train's abort surfaces as a SystemExit out of its handler (Ray 2.60), or as its
+            # controller's death.
+            raise KeyboardInterrupt from None
+        if not isinstance(err, Exception):
+            raise
         known = ray.get(verdict.get.remote())
         if known:
             raise ValueError(known) from None  # the run's own error, as one device would say it
         raise ValueError(f"training failed on Ray Train: {_first_error(err)}") from None
     finally:
+        if main:
+            signal.signal(signal.SIGINT, ctrl_c)  # Ray Train leaves its handler, which would abort a gone run
         done.set()
         reader.join(timeout=30)
     if not (out / ckpt.SUMMARY).is_file():
@@ -298,6 +312,44 @@ class _LineQueue:
 
     def isatty(self) -> bool:
         return False
+
+
+def _noting_interrupts(trainer_class, interrupted: threading.Event):
+    """`trainer_class` (a Ray Train trainer) whose Ctrl-C handler -- Ray Train's own, which aborts the run and
+    stops the workers -- first sets `interrupted`: the error `fit` then raises (the aborted controller's) is no
+    failure of the run. (Ray Train 2's `_register_sigint_handler`; a Ray Train without it leaves `interrupted`
+    unset, and a KeyboardInterrupt must then show in the error itself, `_interrupted`.)"""
+
+    class Trainer(trainer_class):
+        def _register_sigint_handler(self, controller):
+            super()._register_sigint_handler(controller)
+            abort = signal.getsignal(signal.SIGINT)
+
+            def note_then_abort(signum, frame):
+                interrupted.set()
+                if callable(abort):
+                    abort(signum, frame)
+
+            signal.signal(signal.SIGINT, note_then_abort)
+
+    return Trainer
+
+
+def _interrupted(err: BaseException) -> bool:
+    """Whether `err`, an error out of Ray Train's `fit`, is a Ctrl-C: a KeyboardInterrupt itself, or one that
+    Ray wrapped -- a worker's (WorkerGroupError.worker_failures, each wrapping the worker's exception), the
+    controller's, or any exception's cause."""
+    seen, pending = set(), [err]
+    while pending:
+        error = pending.pop()
+        if not isinstance(error, BaseException) or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        pending += [error.__cause__, error.__context__, *(getattr(error, "worker_failures", None) or {}).values()]
+        pending += [getattr(error, name, None) for name in ("cause", "_base_exc", "controller_failure")]
+    return False
 
 
 def _first_error(err: BaseException) -> str:
