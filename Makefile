@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mnas-installed
-PYTEST_ARGS ?=
+# Two test processes (pytest-xdist): the suite waits on subprocesses and Ray much of the time. PYTEST_ARGS= runs
+# it in one process.
+PYTEST_ARGS ?= -n 2 --dist worksteal
 
 .PHONY: search test bench system-deps clean
 

@@ -91,7 +91,9 @@ def _driver_moments(codes: list[str]) -> str:
 def _driver_kills(lines: list[dict]) -> tuple[str, str, str]:
     line = lines[0]
     listed = _driver_moments(line["moments"])
-    return (f"{line['kills']} SIGKILLs: {listed}; {line['requested']} children, PPO updates of 2",
+    killed = ("SIGKILLs" if line.get("how", "SIGKILL") == "SIGKILL"
+              else "crashes of the driver in its own process (the crash point raises; a new driver resumes)")
+    return (f"{line['kills']} {killed}: {listed}; {line['requested']} children, PPO updates of 2",
             f"{line['resumes']}/{line['kills']} resumes; final store holds exactly the {line['stored']} requested "
             f"children; controller step {line['step']} (expected {line['expected_step']})", _lost(lines))
 
@@ -210,8 +212,8 @@ def _readers(lines: list[dict]) -> tuple[str, str, str]:
 
 
 SCENARIOS = (
-    Scenario("Search driver SIGKILLed, `--resume` (real controller and store)",
-             ("tests/test_crash_resume.py::test_sigkill_at_exact_and_random_moments_loses_nothing",),
+    Scenario("Search driver crashed at named moments in its process, resumed (real controller and store)",
+             ("tests/test_crash_resume.py::test_crashes_at_named_moments_lose_nothing",),
              ("driver_kill",), _driver_kills),
     Scenario("`launch.py search` through Ray SIGKILLed, `--resume`",
              ("tests/test_crash_resume.py::test_the_real_search_command_killed_in_a_ppo_update_and_while_storing"
@@ -327,8 +329,9 @@ def report(outcomes: dict[str, dict], lines: list[dict], seconds: float, quick: 
             if by["skipped"]:
                 survived += f" ({by['skipped']} test(s) skipped: {'; '.join(sorted(skipped))})"
         if not failed:
-            totals["kills"] += sum(_sum(_kind(mine, k), "kills") for k in
-                                   ("driver_kill", "search_cli_kill", "trainer_kill", "store_writer_kill"))
+            for line in mine:
+                if line["kind"] in ("driver_kill", "search_cli_kill", "trainer_kill", "store_writer_kill"):
+                    totals["kills" if line.get("how", "SIGKILL") == "SIGKILL" else "crashes"] += line["kills"]
             totals["injected"] += sum(sum(line["injected"].values()) for line in _kind(mine, "child_failure"))
             totals["bad"] += len(_kind(mine, "bad_input"))
             totals["generated"] += _sum(_kind(mine, "fuzz"), "examples")
@@ -348,7 +351,7 @@ def report(outcomes: dict[str, dict], lines: list[dict], seconds: float, quick: 
            f"reliability tests{' without the slow ones' if quick else ', slow ones included'}, each recording what "
            "it exercised (tests/conftest.py `record_reliability`); whether a scenario survived is pytest's verdict.",
            "", "| scenario | what was tried | survived | lost |", "|---|---|---|---|", *rows, "",
-           f"In all: {totals['kills']} SIGKILLs survived, {totals['injected']} failures injected and recorded, "
+           f"In all: {totals['kills']} SIGKILLs and {totals['crashes']} crashes in process survived, {totals['injected']} failures injected and recorded, "
            f"{totals['bad']} bad inputs and {totals['generated']} generated ones tried, {totals['nodes']} node "
            f"loss{'es' * (totals['nodes'] != 1)} survived, {totals['reads']} reads racing a writer; lost: {lost}"
            + ("." if all_passed else "; **and a test failed or did not run**."),

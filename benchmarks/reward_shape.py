@@ -9,8 +9,9 @@ constraint (alpha = 0, beta = -1) pushes the controller's samples below T; the s
 lets them spread across latencies around T. This script runs the MNAS controller (LSTM + PPO) once per preset
 and seed on the real `mnasnet` space with the real `pixel1` latency predictor (224x224), children finishing two
 at a time, beside uniform random search (the distribution the space itself gives). Two controller settings:
-`default` is what `configs/default.yaml` uses (learning rate 3e-3, batches of 5, read from the file), `nasnet`
-the PPOConfig defaults (NASNet's 3.5e-4, batches of 10), which move the policy about 4x more slowly. For the last
+`default` is what `configs/default.yaml` uses (read from the file: Adam 3e-3 on batches of 5, standardized
+advantages, per-decision ratios, a KL stop and an entropy floor), `nasnet` the PPOConfig defaults (NASNet's 3.5e-4,
+batches of 10), which move the policy about 4x more slowly. For the last
 K children of each run it reports latency quantiles, the share at or below T and within T +- 10%, mean accuracy
 and a histogram of LAT / T; the same figures over whole runs; and per run the best children found.
 

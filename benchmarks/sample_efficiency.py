@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Sample efficiency of the strategies on a seeded synthetic objective over the real search space.
 
-    python benchmarks/sample_efficiency.py [--seeds 3] [--cap 2000] [--space mnasnet] [--write]
+    python benchmarks/sample_efficiency.py [--seeds 3] [--cap 2000] [--space mnasnet] [--spread 1.0] [--write]
 
 The objective is additive over the space's decisions, f(g) = sum_d w[d][g_d] / sum_d max_o w[d][o], with weights
 drawn from a seeded U(0, 1): its optimum (1.0) is known, every decision matters, and no model is trained, so
@@ -9,6 +9,11 @@ the run measures the strategies alone. The bar is random search's best of 1,000 
 the table gives how many samples each strategy needs to reach it (goal for the controller: 300 or fewer),
 children finishing two at a time as with two workers. About 2-5 minutes on 2 cores. It also times the
 controller: one sample and one PPO update.
+
+The controller runs with the settings `configs/default.yaml` ships (read from the file), with NASNet's (PPOConfig's
+defaults, the `nasnet` preset), and with the plain fast ones the default used before its PPO was reworked (Adam
+3e-3, batches of 5, nothing else). An objective whose decisions interact, where a factorized policy has a harder
+time, is benchmarks/controller_bench.py's. `--write` puts the table into BENCHMARKS.md, one block per `--spread`.
 """
 
 from __future__ import annotations
@@ -22,8 +27,11 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
+from benchmarks.common import report  # noqa: E402
+from mnas.search.config import SearchConfig  # noqa: E402
 from mnas.search.registry import load_space  # noqa: E402
 from mnas.search.strategy import make_strategy  # noqa: E402
 
@@ -61,14 +69,14 @@ def main() -> int:
     parser.add_argument("--spread", type=float, default=1.0,
                         help="rescale the objective to 1 - spread + spread * f: 0.15 mimics a proxy search's rewards "
                              "(0.75-0.87), where raw advantages are small")
-    parser.add_argument("--write", action="store_true", help="append the table to BENCHMARKS.md")
+    parser.add_argument("--write", action="store_true", help="put the table into BENCHMARKS.md")
     args = parser.parse_args()
     counts = load_space(args.space).choice_counts
+    shipped = SearchConfig.load(os.path.join(ROOT, "configs", "default.yaml")).strategy_settings()
     settings = {
-        "mnas (defaults: lr 3.5e-4, batch 10)": ("mnas", {}),
-        "mnas (lr 3e-3, batch 5)": ("mnas", {"learning_rate": 3e-3, "batch_size": 5}),
-        "mnas (lr 3e-3, batch 5, normalized advantages)": ("mnas", {"learning_rate": 3e-3, "batch_size": 5,
-                                                                    "normalize_advantages": True}),
+        "mnas (configs/default.yaml)": ("mnas", shipped),
+        "mnas (nasnet: lr 3.5e-4, batch 10)": ("mnas", {"preset": "nasnet"}),
+        "mnas (plain: lr 3e-3, batch 5)": ("mnas", {"learning_rate": 3e-3, "batch_size": 5}),
         "evolution (P 20, S 5)": ("evolution", {}),
         "random": ("random", {}),
     }
@@ -104,7 +112,9 @@ def main() -> int:
             updates += 1
     per_update = (time.perf_counter() - start - 50 * per_sample) / max(updates, 1)
 
-    lines = [f"### Sample efficiency on a synthetic objective ({dt.date.today().isoformat()})", "",
+    title = ("Sample efficiency on a synthetic objective" if args.spread == 1.0
+             else f"The same with rewards compressed to a proxy search's range (spread {args.spread:g})")
+    lines = [f"### {title} ({dt.date.today().isoformat()})", "",
              f"`python benchmarks/sample_efficiency.py --seeds {args.seeds} --cap {args.cap} --space {args.space} "
              f"--spread {args.spread}` "
              f"-- {platform.machine()}, {os.cpu_count()} cores, shared with other running work. Space "
@@ -121,12 +131,8 @@ def main() -> int:
         lines.append(f"| {name} | {shown} | {median} |")
     lines += ["", f"Controller cost ({len(counts)} decisions): {per_sample * 1000:.1f} ms per sample, "
                   f"{per_update * 1000:.0f} ms per PPO update (batch 10, 4 epochs)."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.write:
-        with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "BENCHMARKS.md"),
-                  "a", encoding="utf-8") as handle:
-            handle.write("\n" + text)
+    tag = "strategies:sample-efficiency" + ("" if args.spread == 1.0 else f"-spread-{args.spread:g}")
+    report("\n".join(lines), tag, args.write)
     return 0
 
 

@@ -37,11 +37,19 @@ from mnas.search.strategy import Proposal
 STATE_FILE = "searcher_state.json"
 STATE_VERSION = 1
 CRASH_ENV = "MNAS_CRASH_AT"
+CRASH_MODE_ENV = "MNAS_CRASH_MODE"
 _crash_hits: dict[str, int] = {}
 
 
+class SimulatedCrash(BaseException):
+    """What a crash point raises instead of killing the process when MNAS_CRASH_MODE=raise: a test then crashes
+    the driver in its own process, throws the driver's objects away and resumes from the files, as a new process
+    would. A BaseException, so that no `except Exception` of the driver catches it."""
+
+
 def crash_point(name: str) -> None:
-    """Kills this process with SIGKILL at a named moment, when `MNAS_CRASH_AT=name:N` asks for its N-th pass.
+    """Kills this process with SIGKILL at a named moment, when `MNAS_CRASH_AT=name:N` asks for its N-th pass
+    (with MNAS_CRASH_MODE=raise, raises SimulatedCrash there instead).
 
     The crash-and-resume tests use it to stop the driver at exact moments (before a child is stored, between
     the store and the state file, in a PPO update, while the state is written); unset, it costs a dict lookup.
@@ -51,6 +59,8 @@ def crash_point(name: str) -> None:
         return
     _crash_hits[name] = _crash_hits.get(name, 0) + 1
     if wanted == f"{name}:{_crash_hits[name]}":
+        if os.environ.get(CRASH_MODE_ENV) == "raise":
+            raise SimulatedCrash(wanted)
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)

@@ -108,3 +108,23 @@ def trial_settings(proxy: dict, reward: dict | None = None, **fields):
     return TrialSettings(proxy=ProxyConfig.from_dict(proxy), latency=("pixel1",),
                          reward=Reward.from_settings(reward or {"preset": "soft", "target_ms": 75}, ["pixel1"]),
                          **fields)
+
+
+@pytest.hookimpl(trylast=True)  # after `-m`/`-k` have deselected
+def pytest_collection_modifyitems(config, items):
+    """The slow end-to-end tests first, shared out between the two halves of the run.
+
+    `make test` runs the suite on two processes (pytest-xdist, `--dist worksteal`): each starts on one half of the
+    collection, in order, and a process that runs out takes half of what the other has left. The few slow tests
+    (a minute or more each, mostly Ray and TensorFlow starting in subprocesses, much of it spent waiting) are put
+    at the head of the two halves in turn, so that they start early and side by side, and the many fast ones fill
+    the time around them; left in file order, most of them would meet at the end of one half. Run without
+    xdist, this only puts them first."""
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if not slow:
+        return
+    fast = [item for item in items if not item.get_closest_marker("slow")]
+    half = len(items) // 2
+    heads = (slow[0::2], slow[1::2])
+    first = heads[0] + fast[:max(half - len(heads[0]), 0)]
+    items[:] = first + heads[1] + fast[len(first) - len(heads[0]):]
