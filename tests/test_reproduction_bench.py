@@ -1,0 +1,252 @@
+"""The pure parts of benchmarks/reproduction.py (issue 18): the Fig. 6 statistics, the architecture agreement
+against a reference, the cost formula, and table1's skip/resume bookkeeping with a fake trainer.
+
+No search, no training, no Ray: those are the benchmark.
+"""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+from mnas.search.registry import load_architecture, load_space
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("reproduction", os.path.join(ROOT, "benchmarks", "reproduction.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def space():
+    return load_space("mnasnet")
+
+
+# -- Fig. 6
+def test_fig6_summary_counts_shares_around_the_target(bench):
+    s = bench.fig6_summary([5.0, 9.5, 10.0, 10.5, 20.0], target=10.0)
+    assert s["n"] == 5
+    assert s["below"] == pytest.approx(3 / 5)            # 5, 9.5, 10: at or below T
+    assert s["near"] == pytest.approx(3 / 5)             # 9.5, 10, 10.5: within T +- 10%
+    assert s["p50"] == pytest.approx(10.0)
+    assert sum(s["hist"]) == pytest.approx(1.0)
+    json.dumps(s)                                        # JSON-ready: no numpy left
+
+
+def test_fig6_verdict_hard_below_soft_around(bench):
+    hard = bench.fig6_summary([60, 65, 70, 72, 74, 74, 75, 73, 71, 69], target=75)
+    soft = bench.fig6_summary([40, 50, 60, 70, 80, 90, 100, 110, 120, 130], target=75)
+    v = bench.fig6_verdict(soft, hard)
+    assert v["pushes"] and v["spreads"]
+    assert not bench.fig6_verdict(hard, hard)["spreads"]
+
+
+def test_tail_takes_the_last_share(bench):
+    assert bench.tail(list(range(8)), 0.25) == [6, 7]
+    assert bench.tail([1, 2, 3], 0.01) == [3]            # at least one
+    assert bench.tail([], 0.5) == []
+
+
+# -- part 4
+def test_reference_genotype_of_a1_maps_block5_filters_to_the_nearest_option(bench, space):
+    genotype, notes = bench.reference_genotype(space, load_architecture("mnasnet-a1"))
+    assert notes == ["block 5 filters 112 -> 120"]
+    a1, nearest = load_architecture("mnasnet-a1"), space.decode(genotype)
+    for ref, mine in zip(a1.blocks, nearest.blocks):
+        assert (mine.op, mine.kernel, mine.se_ratio, mine.skip, mine.repeats) == \
+               (ref.op, ref.kernel, ref.se_ratio, ref.skip, ref.repeats)
+    assert [b.output_filters for b in nearest.blocks] == [16, 24, 40, 80, 120, 160, 320]
+
+
+def test_reference_genotype_of_a_member_is_its_own_genotype(bench, space):
+    mbv2 = load_architecture("mobilenetv2")
+    assert bench.reference_genotype(space, mbv2) == (space.encode(mbv2), [])
+
+
+def test_agreement_counts_a_hand_made_case(bench, space):
+    reference = [0] * len(space.choice_counts)
+    other = list(reference)
+    other[0] = 1                                          # block 1's op differs; everything else agrees
+    result = bench.agreement(space, [tuple(reference), tuple(other)], reference)
+    assert result["models"] == 2
+    assert result["types"]["op"]["agree"] == pytest.approx(13 / 14)     # 7 blocks x 2 models
+    assert result["types"]["op"]["chance"] == pytest.approx(1 / 4)
+    assert result["types"]["kernel"]["agree"] == 1.0 and result["types"]["kernel"]["chance"] == 0.5
+    assert result["blocks"]["op"][0] == 0.5 and result["blocks"]["op"][1] == 1.0
+    assert result["overall"]["agree"] == pytest.approx(83 / 84)
+    counts = space.choice_counts
+    assert result["overall"]["chance"] == pytest.approx(sum(1 / n for n in counts) / len(counts))
+
+
+def test_pattern_shares_of_a_hand_made_genotype(bench, space):
+    genotype = [0] * len(space.choice_counts)
+    for position, decision in enumerate(space.decisions):
+        if decision.name == "kernel" and decision.block >= 3:            # blocks 4-7 (0-based 3-6)
+            genotype[position] = decision.options.index(5)
+        if decision.name == "op" and decision.block == 0:
+            genotype[position] = decision.options.index("mbconv3")
+    shares = bench.pattern_shares(space, [genotype])
+    assert shares["5x5 kernels in blocks 4-7 (later stages)"]["share"] == 1.0
+    assert shares["5x5 kernels in blocks 1-3"]["share"] == 0.0
+    assert shares["MBConv3 in blocks 1-3 (early)"]["share"] == pytest.approx(1 / 3)
+    assert shares["MBConv3 in blocks 1-3 (early)"]["chance"] == 0.25
+    assert shares["SE in blocks 3-6 (the middle)"]["share"] == 0.0
+
+
+def test_a1_shows_the_papers_patterns(bench, space):
+    genotype, _ = bench.reference_genotype(space, load_architecture("mnasnet-a1"))
+    shares = bench.pattern_shares(space, [genotype])
+    assert shares["SE in blocks 3-6 (the middle)"]["share"] == 0.75       # blocks 3, 5, 6
+    assert shares["SE in blocks 1, 2, 7"]["share"] == 0.0
+
+
+# -- part 5
+def test_cost_formula(bench):
+    cost = bench.device_hours(children=8000, images_per_child=6_155_835, seconds_per_image=0.1376, parallel=64)
+    assert cost["child_hours"] == pytest.approx(6_155_835 * 0.1376 / 3600)
+    assert cost["device_hours"] == pytest.approx(8000 * cost["child_hours"])
+    assert cost["wall_hours"] == pytest.approx(cost["device_hours"] / 64)
+
+
+def test_child_cpu_seconds_prefers_the_measured_cpu_time(bench):
+    assert bench.child_cpu_seconds({"extra": {"cpu_seconds": 75.0}, "train_seconds": 170.0}, threads=1) == 75.0
+    assert bench.child_cpu_seconds({"extra": {}, "train_seconds": 50.0, "eval_seconds": 10.0}, threads=2) == 120.0
+
+
+def test_run_cost_of_fake_records(bench):
+    records = [{"extra": {"cpu_seconds": 3600.0}, "train_seconds": 4000.0, "eval_seconds": 10.0,
+                "started_at": "2026-12-02T10:00:00+00:00", "finished_at": "2026-12-02T11:00:00+00:00"},
+               {"extra": {}, "train_seconds": 1800.0, "eval_seconds": 0.0,
+                "started_at": "2026-12-02T10:30:00+00:00", "finished_at": "2026-12-02T12:00:00+00:00"}]
+    cost = bench.run_cost(records, threads=1, workers=2, ms_per_image=100.0)
+    assert cost["children"] == 2 and cost["cpu_seconds_measured"] == 1
+    assert cost["cpu_hours"] == pytest.approx(1.5)
+    assert cost["wall_hours"] == pytest.approx(2.0)
+    assert cost["this_proxy_8000"]["cpu_hours"] == pytest.approx(0.75 * 8000)
+    assert cost["paper"]["tpu_hours"] == pytest.approx(4.5 * 24 * 64)
+    assert cost["paper_proxy_here"]["child_hours"] == pytest.approx(6_155_835 * 0.1 / 3600)
+
+
+def test_paper_ms_per_image_reads_the_child_cost_block(bench, tmp_path):
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text("x\n<!-- child-cost -->\n| child | madds | ms |\n|---|---|---|\n| mnasnet-a1 | 312M | 137.6 | "
+                    "235 CPU-hours |\n<!-- /child-cost -->\n")
+    assert bench.paper_ms_per_image(str(path)) == 137.6
+    assert bench.paper_ms_per_image(str(tmp_path / "missing.md")) is None
+
+
+# -- part 3: table1's bookkeeping
+def _finish(folder, epochs, top1):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump({}, f)
+    with open(os.path.join(folder, "summary.json"), "w") as f:
+        json.dump({"epochs": epochs, "final": {"eval_top1": top1, "raw_eval_top1": top1 - 0.01,
+                                               "images_per_second": 100.0}}, f)
+
+
+def test_job_state(bench, tmp_path):
+    folder = str(tmp_path / "m" / "seed0")
+    assert bench.job_state(folder, 2) == "new"
+    os.makedirs(folder)
+    (tmp_path / "m" / "seed0" / "config.json").write_text("{}")
+    assert bench.job_state(folder, 2) == "resume"
+    _finish(folder, 1, 0.9)
+    assert bench.job_state(folder, 2) == "resume"          # fewer epochs than asked: continue it
+    assert bench.job_state(folder, 1) == "done"
+
+
+def test_table1_skips_finished_runs_and_resumes_interrupted_ones(bench, tmp_path):
+    out = str(tmp_path)
+    models = {"a": ("mnasnet-a1", ()), "b": ("mobilenetv2", ("--depth-multiplier", "0.35"))}
+    _finish(os.path.join(out, "a", "seed0"), 2, 0.90)                       # finished earlier
+    calls = []
+
+    def crashing(argv):                                   # starts b/seed1, then dies before the end
+        calls.append(argv)
+        folder = argv[argv.index("--out") + 1]
+        if folder.endswith(os.path.join("b", "seed1")):
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, "config.json"), "w") as f:
+                json.dump({}, f)
+            return 1
+        _finish(folder, int(argv[argv.index("--epochs") + 1]), 0.80 + 0.01 * int(argv[argv.index("--seed") + 1]))
+        return 0
+
+    jobs = bench.plan_jobs(out, models, seeds=2, epochs=2, train_args=("--threads", "1"))
+    assert [j["state"] for j in jobs] == ["done", "new", "new", "new"]
+    bench.run_jobs(jobs, crashing, epochs=2, log=lambda text: None)
+    assert len(calls) == 3                                # a/seed0 was skipped
+    assert calls[1][-2:] == ["--threads", "1"] and "--depth-multiplier" in calls[1]
+    assert [j["state"] for j in jobs] == ["done", "done", "done", "resume"]
+
+    calls.clear()
+    jobs = bench.plan_jobs(out, models, seeds=2, epochs=2)
+    assert [j["state"] for j in jobs] == ["done", "done", "done", "resume"]
+    assert jobs[3]["argv"][-1] == "--resume"
+    bench.run_jobs(jobs, lambda argv: calls.append(argv) or _finish(argv[argv.index("--out") + 1], 2, 0.82) or 0,
+                   epochs=2, log=lambda text: None)
+    assert len(calls) == 1 and "--resume" in calls[0]
+
+    rows = bench.collect(jobs, {"a": {"latency_ms": 78.0, "params": 3.9e6, "madds": 312e6}})
+    by_model = {r["model"]: r for r in rows}
+    assert by_model["a"]["accuracy"] == [0.90, 0.81] and by_model["a"]["seeds"] == [0, 1]
+    assert by_model["a"]["mean"] == pytest.approx(0.855) and by_model["a"]["sd"] == pytest.approx(0.0636, abs=1e-3)
+    assert by_model["b"]["accuracy"] == [0.80, 0.82] and by_model["a"]["latency_ms"] == 78.0
+
+
+def test_estimate_hours_uses_each_models_throughput(bench):
+    jobs = [{"model": "a", "state": "done"}, {"model": "a", "state": "new"}, {"model": "b", "state": "resume"}]
+    rows = [{"model": "a", "images_per_second": 100.0}, {"model": "b", "images_per_second": None}]
+    # a: 3 epochs x 60,000 / 100; b has no throughput yet and borrows a's
+    assert bench.estimate_hours(jobs, rows, epochs=3, train_images=60000) == pytest.approx(2 * 1800 / 3600)
+    assert bench.estimate_hours(jobs, [{"model": "a", "images_per_second": None}], 3, 60000) is None
+
+
+def test_render_table1_from_rows(bench):
+    rows = [{"model": "mnasnet-a1", "latency_ms": 79.2, "params": 3.9e6, "madds": 312e6, "accuracy": [0.9, 0.91],
+             "mean": 0.905, "sd": 0.007, "seeds": [0, 1]},
+            {"model": "found-75", "latency_ms": 70.0, "params": 3e6, "madds": 250e6, "accuracy": [], "mean": None,
+             "sd": None, "seeds": []}]
+    text = "\n".join(bench.render_table1({"command": "c", "machine": "m", "date": "d", "epochs": 3, "seeds": 2,
+                                          "train_images": 60000, "dataset": "fashion-mnist", "train_args": [],
+                                          "rows": rows, "left": ["found-75/seed0"]}))
+    assert "| mnasnet-a1 | 79.2 | 3.90M | 312M | 90.50% +- 0.70 | 90.00, 91.00 | 3.9M, 312M, 75.2%, 78 ms |" in text
+    assert "Not finished yet: found-75/seed0." in text
+
+
+def test_table1_command_with_a_fake_trainer_then_report(bench, tmp_path, capsys):
+    out = str(tmp_path / "t1")
+
+    def fake(argv):
+        _finish(argv[argv.index("--out") + 1], int(argv[argv.index("--epochs") + 1]), 0.85)
+        return 0
+
+    argv = ["table1", "--models", "found-75,mnasnet-small", "--found75", "mnasnet-a1", "--seeds", "1", "--epochs",
+            "1", "--out", out]
+    args = bench.parser().parse_args(argv)
+    args.argv = argv[1:]
+    assert bench.cmd_table1(args, runner=fake) == 0
+    frozen = os.path.join(out, "archs", "found-75.txt")
+    assert load_architecture(frozen) == load_architecture("mnasnet-a1")      # frozen for later runs
+    with open(os.path.join(out, "table1.json")) as f:
+        rows = {r["model"]: r for r in json.load(f)["rows"]}
+    assert rows["mnasnet-small"]["accuracy"] == [0.85]
+    assert rows["found-75"]["params"] == 3_887_038 and rows["found-75"]["latency_ms"] > 70
+    capsys.readouterr()
+    args = bench.parser().parse_args(["report", "--table1", out, "--surrogate-json", str(tmp_path / "none.json"),
+                                      "--real-json", str(tmp_path / "none2.json")])
+    assert bench.cmd_report(args) == 0
+    text = capsys.readouterr().out
+    assert "| mnasnet-small | 22.3 |" in text and "not written yet" in text
+
+
+def test_bad_model_name_is_one_line(bench, capsys):
+    assert bench.main(["table1", "--models", "nope", "--dry-run"]) == 2
+    assert "unknown model(s) nope" in capsys.readouterr().err
