@@ -20,7 +20,7 @@ controller settings (configs/default.yaml's `controller:` section, as `benchmark
   beside MnasNet-A1's block choices, and mnasnet-small's for T = 23). The soft reward's T is a constant factor
   (alpha = beta) and the controller standardizes its advantages, so the soft search is the same at every T: it
   runs once a seed and is summarized at each target. The defaults (3 distinct searches x 10 seeds x 2,000
-  children) took 1-1.5 hours on a busy core with the earlier boosted-trees surrogate, most of it the controller;
+  children) were estimated at 1-1.5 hours of a busy core with the earlier boosted-trees surrogate (timed on 2 x 300);
   `--seeds 2 --budget 300` about 2 minutes.
 * `real RUN_DIR ...` -- parts 2, 4 and 5 on real search folders (read-only: `ResultStore(path, readonly=True)`),
   each labelled by its own config's reward preset and target: Fig. 6 of its last --last-share children, its top
