@@ -24,14 +24,20 @@ os.environ.setdefault("MNAS_LATENCY_CACHE", os.path.join(_STATE, "latency-cache"
 
 
 @pytest.fixture(autouse=True)
-def library_environment(monkeypatch):
-    """`cli.main` sets the libraries' log and auth variables for the rest of its process (mnas/cli.py,
-    quiet_libraries); a test that runs a command in-process must not hand them on to the next test."""
-    for name in ("TF_CPP_MIN_LOG_LEVEL", "MNAS_VERBOSE"):
-        if name in os.environ:
-            monkeypatch.setenv(name, os.environ[name])
+def library_environment():
+    """`cli.main` sets the libraries' log variables for the rest of its process (mnas/cli.py, quiet_libraries); a
+    test that runs a command in-process must not hand them on to the next test. Put back as they were, or removed
+    if they were not set, after the test and its own monkeypatch (which cannot undo a variable that was absent
+    when it first touched it and that the code then set: a leaked MNAS_VERBOSE=1 made the next test's commands
+    print TensorFlow's start-up lines)."""
+    names = ("TF_CPP_MIN_LOG_LEVEL", "MNAS_VERBOSE")
+    saved = {name: os.environ.get(name) for name in names}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
         else:
-            monkeypatch.delenv(name, raising=False)
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="module")
