@@ -164,8 +164,24 @@ def test_host_batch_is_timed_in_interleaved_passes_and_keeps_each_networks_faste
         host.HostTFLite(passes=0)
 
 
+class ScriptedClock:
+    """Stands in for the `time` module of mnas.measure.timing: a clock that only the scripted invokes move, so the
+    timings are exactly the script's however loaded the machine is (a busy-wait of 2 ms got preempted under load)."""
+
+    now = 0.0
+
+    @classmethod
+    def perf_counter(cls) -> float:
+        return cls.now
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        pass
+
+
 class ScriptedInterpreter:
-    """Stands in for LiteRT's Interpreter: each invoke() takes the next duration of a script (seconds)."""
+    """Stands in for LiteRT's Interpreter: each invoke() takes the next duration of a script (seconds), on
+    ScriptedClock."""
 
     script: list = []
 
@@ -184,11 +200,7 @@ class ScriptedInterpreter:
         pass
 
     def invoke(self):
-        import time
-
-        target = time.perf_counter() + next(self.durations, 0.001)
-        while time.perf_counter() < target:
-            pass
+        ScriptedClock.now += next(self.durations, 0.001)
 
 
 def test_timing_takes_the_fastest_of_agreeing_rounds(monkeypatch):
@@ -196,7 +208,10 @@ def test_timing_takes_the_fastest_of_agreeing_rounds(monkeypatch):
 
     from mnas.measure.timing import time_tflite
 
+    from mnas.measure import timing
+
     monkeypatch.setattr(litert, "Interpreter", ScriptedInterpreter)
+    monkeypatch.setattr(timing, "time", ScriptedClock)
     # warm-up 1 call, then rounds of 5: the first round is disturbed (another process took the core), the
     # second and third agree; the latency is theirs, not the median of all calls and not the disturbed round's
     ScriptedInterpreter.script = [0.001] + [0.006] * 5 + [0.002] * 10
