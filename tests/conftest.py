@@ -57,6 +57,16 @@ def tiny_data(tmp_path_factory):
     return str(folder)
 
 
+def load_benchmark(name: str):
+    """A script of benchmarks/ (not a package) imported as a module, for tests of its pure parts."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def python():
     """The interpreter running the tests (the project's virtualenv under `make test`)."""

@@ -4,23 +4,18 @@ against a reference, the cost formula, and table1's skip/resume bookkeeping with
 No search, no training, no Ray: those are the benchmark.
 """
 
-import importlib.util
 import json
 import os
 
 import pytest
 
+from conftest import load_benchmark
+
 from mnas.search.registry import load_architecture, load_space
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("reproduction", os.path.join(ROOT, "benchmarks", "reproduction.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("reproduction")
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,9 @@
 No controller runs here (that is the benchmark); random search stands in for it where a strategy is needed.
 """
 
-import importlib.util
-import os
-
 import pytest
+
+from conftest import load_benchmark
 
 from mnas.search.counts import count
 from mnas.measure import get_latency_model
@@ -14,15 +13,9 @@ from mnas.search.registry import load_architecture, load_space
 from mnas.search.reward import Reward
 from mnas.search.strategy import make_strategy
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("reward_shape", os.path.join(ROOT, "benchmarks", "reward_shape.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("reward_shape")
 
 
 @pytest.fixture(scope="module")
