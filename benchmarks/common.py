@@ -80,3 +80,14 @@ def timed_fit(model, batches, steps: int, warmup: int, batch_size: int) -> float
 
     model.fit(batches, epochs=1, steps_per_epoch=warmup + steps, verbose=0, shuffle=False, callbacks=[Timer()])
     return steps * batch_size / (marks["end"] - marks["start"])
+
+
+def jsonable(value):
+    """numpy scalars and arrays (and tuples) as plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "tolist"):
+        return jsonable(value.tolist())
+    return value

@@ -26,14 +26,9 @@ controller settings (configs/default.yaml's `controller:` section, as `benchmark
   each labelled by its own config's reward preset and target: Fig. 6 of its last --last-share children, its top
   children against A1, and its cost (children, CPU-hours from the stores' seconds columns) against the paper's.
   Writes benchmarks/results/reproduction_real.json and reproduction_fig6_real.png. Seconds.
-* `table1` -- part 3: the best model found at T = 75 ms and at T = 23 ms (from the surrogate JSON: the soft
-  search's best at 75 ms, the hard search's at 23 ms; or --found75/--found23 ARCH, e.g. RUN_DIR:1; frozen in
-  --out/archs/ on the first run, so that a later run trains the same models) beside MnasNet-A1, mnasnet-small,
-  MobileNetV2 1.0 and 0.35, each trained by `launch.py train` with one recipe and budget (--epochs,
-  Fashion-MNIST, its 10,000 test images) for --seeds seeds, one folder per (model, seed) under --out. Resumable: finished runs are skipped, interrupted ones
-  continued with `train --resume` (also when --epochs grows). Then the table of the finished ones: predicted
-  Pixel 1 latency, params and multiply-adds of the deployment model (224x224, 1000 classes), accuracy mean and
-  seed spread. Hours: it prints an estimate from the throughput of the runs it has seen (`--dry-run` plans only).
+* `table1` -- part 3: the best models found at T = 75 and 23 ms beside MnasNet-A1, mnasnet-small and
+  MobileNetV2 1.0 and 0.35, all trained by `launch.py train` with one recipe and budget, resumable (hours; see
+  benchmarks/reproduction_table1.py, which holds it).
 * `report` -- the Markdown sections of the saved JSONs (and of --table1 DIR's table), for REPRODUCTION.md.
 
 Fig. 6 statistics are `benchmarks/reward_shape.py`'s (`summarize`, `verdict`: quantiles, share at or below T,
@@ -62,7 +57,6 @@ import math
 import os
 import re
 import statistics
-import subprocess
 import sys
 import time
 
@@ -72,10 +66,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.child_cost import PAPER_IMAGES, PAPER_SAMPLES  # noqa: E402
-from benchmarks.common import BENCHMARKS_MD, machine, today  # noqa: E402
+from benchmarks import reproduction_table1 as table1  # noqa: E402
+from benchmarks.common import BENCHMARKS_MD, jsonable, machine, today  # noqa: E402
 from benchmarks.controller_bench import CONTROLLERS  # noqa: E402
 from benchmarks.reward_shape import RESOLUTION, SPACE, run, summarize, verdict  # noqa: E402
-from mnas.search.fileio import atomic_write, write_json_atomic  # noqa: E402
+from mnas.search.fileio import write_json_atomic  # noqa: E402
 from mnas.search.space import DECISIONS  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
@@ -84,7 +79,6 @@ SURROGATE_JSON = os.path.join(RESULTS, "reproduction_surrogate.json")
 REAL_JSON = os.path.join(RESULTS, "reproduction_real.json")
 FIG6_SURROGATE = os.path.join(RESULTS, "reproduction_fig6_surrogate.png")
 FIG6_REAL = os.path.join(RESULTS, "reproduction_fig6_real.png")
-DEFAULT_TABLE1 = os.path.join("runs", "reproduction-table1")
 PRESETS = ("soft", "hard")
 REFERENCES = {75.0: ("mnasnet-a1",), 23.0: ("mnasnet-a1", "mnasnet-small")}   # what a target's finds are set beside
 PAPER_TPU_HOURS = 4.5 * 24 * 64          # the paper: 4.5 days on 64 TPUv2
@@ -95,30 +89,6 @@ PATTERNS = (("kernel", 5, (4, 5, 6, 7), "5x5 kernels in blocks 4-7 (later stages
             ("se", 0.25, (1, 2, 7), "SE in blocks 1, 2, 7"),
             ("op", "mbconv3", (1, 2, 3), "MBConv3 in blocks 1-3 (early)"),
             ("op", "mbconv3", (4, 5, 6, 7), "MBConv3 in blocks 4-7"))
-# Table 1's models: name -> (ARCH for `train`, extra `train` arguments, depth multiplier for the counts).
-NAMED_MODELS = {"mnasnet-a1": ("mnasnet-a1", (), 1.0), "mnasnet-small": ("mnasnet-small", (), 1.0),
-                "mobilenetv2": ("mobilenetv2", (), 1.0),
-                "mobilenetv2-0.35": ("mobilenetv2", ("--depth-multiplier", "0.35"), 0.35)}
-# Found models: name -> (T, the surrogate search whose best it is). The soft search is the same at every T, so its
-# best at 23 ms is its best at 75 ms: the small one comes from the hard search.
-FOUND_MODELS = {"found-75": (75.0, "soft"), "found-23": (23.0, "hard")}
-TABLE1_MODELS = tuple(FOUND_MODELS) + tuple(NAMED_MODELS)
-# Published ImageNet figures (params M, multiply-adds M, top-1 %, Pixel 1 ms): the paper's Table 1, and TF-slim's
-# checkpoint table for MobileNetV2 0.35 (no Pixel 1 latency published beside it).
-PUBLISHED = {"mnasnet-a1": (3.9, 312, 75.2, 78), "mnasnet-small": (2.0, 68, 66.0, 23.2),
-             "mobilenetv2": (3.4, 300, 72.0, 75), "mobilenetv2-0.35": (1.7, 59, 60.3, None)}
-
-
-# ---------------------------------------------------------------------------------------------- shared helpers
-def jsonable(value):
-    """numpy scalars and arrays (and tuples) as plain JSON values."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if hasattr(value, "tolist"):
-        return jsonable(value.tolist())
-    return value
 
 
 def tail(items: list, share: float) -> list:
@@ -560,182 +530,6 @@ def cmd_real(args) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------------------------- part 3
-def job_state(folder: str, epochs: int) -> str:
-    """'done' (summary.json with at least `epochs` epochs), 'resume' (a run was started: config.json), 'new'."""
-    summary = os.path.join(folder, "summary.json")
-    if os.path.exists(summary):
-        with open(summary, encoding="utf-8") as f:
-            if int(json.load(f).get("epochs", 0)) >= epochs:
-                return "done"
-    return "resume" if os.path.exists(os.path.join(folder, "config.json")) else "new"
-
-
-def plan_jobs(out: str, models: dict[str, tuple[str, tuple]], seeds: int, epochs: int,
-              train_args: tuple = ()) -> list[dict]:
-    """One job per (model, seed): its folder, state and the `launch.py train` arguments that run it."""
-    jobs = []
-    for name, (arch, extra) in models.items():
-        for seed in range(seeds):
-            folder = os.path.join(out, name, f"seed{seed}")
-            state = job_state(folder, epochs)
-            argv = ["train", "--arch", arch, "--epochs", str(epochs), "--seed", str(seed), "--out", folder,
-                    *extra, *train_args] + (["--resume"] if state == "resume" else [])
-            jobs.append({"model": name, "seed": seed, "folder": folder, "state": state, "argv": argv})
-    return jobs
-
-
-def run_jobs(jobs: list[dict], runner, epochs: int, log=print) -> list[dict]:
-    """Runs every job not done, in order; a failed one is reported and the rest still run. Returns the jobs with
-    their final state and return code."""
-    for job in jobs:
-        if job["state"] == "done":
-            log(f"{job['model']} seed {job['seed']}: done, skipped")
-            continue
-        log(f"{job['model']} seed {job['seed']}: {'resuming' if job['state'] == 'resume' else 'training'} -> "
-            f"{job['folder']}")
-        job["returncode"] = runner(job["argv"])
-        job["state"] = job_state(job["folder"], epochs)
-        if job["state"] != "done":
-            log(f"{job['model']} seed {job['seed']}: not finished (return code {job['returncode']}); "
-                "run the same command again to resume it")
-    return jobs
-
-
-def launch_runner(argv: list[str]) -> int:
-    return subprocess.call([sys.executable, os.path.join(ROOT, "launch.py"), *argv])
-
-
-def collect(jobs: list[dict], counts: dict[str, dict]) -> list[dict]:
-    """Table 1's rows from the finished jobs: accuracy (averaged weights, test split) per seed, mean, sd."""
-    rows = []
-    for name in dict.fromkeys(j["model"] for j in jobs):
-        finished = [j for j in jobs if j["model"] == name and j["state"] == "done"]
-        accs, raws, speed, epochs_seen = [], [], [], None
-        for job in finished:
-            with open(os.path.join(job["folder"], "summary.json"), encoding="utf-8") as f:
-                summary = json.load(f)
-            final = summary.get("final") or {}
-            accs.append(final.get("eval_top1"))
-            raws.append(final.get("raw_eval_top1"))
-            speed.append(final.get("images_per_second"))
-            epochs_seen = summary.get("epochs")
-        row = {"model": name, **counts.get(name, {}), "seeds": [j["seed"] for j in finished], "accuracy": accs,
-               "raw_accuracy": raws, "epochs": epochs_seen,
-               "images_per_second": statistics.mean(s for s in speed if s) if any(speed) else None,
-               "mean": statistics.mean(accs) if accs else None,
-               "sd": statistics.stdev(accs) if len(accs) > 1 else None}
-        rows.append(row)
-    return rows
-
-
-def estimate_hours(jobs: list[dict], rows: list[dict], epochs: int, train_images: int) -> float | None:
-    """Hours the unfinished jobs need, from the measured images per second of each model's runs (of any model
-    where a model has none yet); None before any throughput is known."""
-    speed = {r["model"]: r["images_per_second"] for r in rows if r.get("images_per_second")}
-    if not speed:
-        return None
-    fallback = statistics.mean(speed.values())
-    left = [j for j in jobs if j["state"] != "done"]
-    return sum(epochs * train_images / speed.get(j["model"], fallback) for j in left) / 3600
-
-
-def table1_models(args) -> dict[str, tuple[str, tuple, float]]:
-    """The models to train: NAMED_MODELS, and the found ones frozen as block-string files in --out/archs."""
-    from mnas.trainer.replay import resolve_arch
-
-    wanted = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in wanted if m not in TABLE1_MODELS]
-    if unknown:
-        raise ValueError(f"unknown model(s) {', '.join(unknown)} (known: {', '.join(TABLE1_MODELS)})")
-    models = {}
-    for name in wanted:
-        if name in NAMED_MODELS:
-            models[name] = NAMED_MODELS[name]
-            continue
-        frozen = os.path.join(args.out, "archs", f"{name}.txt")
-        if not os.path.exists(frozen):      # first run: resolve and freeze, so later runs train the same model
-            spec = getattr(args, name.replace("-", ""))
-            if spec:
-                arch = resolve_arch(spec).arch
-            else:
-                if not os.path.exists(args.surrogate_json):
-                    raise ValueError(f"{name}: no --{name.replace('-', '')} and no {args.surrogate_json} "
-                                     "(run `surrogate` first)")
-                target, preset = FOUND_MODELS[name]
-                preset = args.found_preset or preset
-                with open(args.surrogate_json, encoding="utf-8") as f:
-                    found = json.load(f)["found"].get(f"{target:g}", {}).get(preset)
-                if not found:
-                    raise ValueError(f"{name}: {args.surrogate_json} has no {preset} search at T = {target:g} ms")
-                from mnas.search.registry import load_space
-
-                arch = load_space(SPACE).decode(found["indices"])
-            atomic_write(frozen, arch.to_text().encode("utf-8"))
-        models[name] = (frozen, (), 1.0)
-    return models
-
-
-def model_counts(models: dict[str, tuple[str, tuple, float]]) -> dict[str, dict]:
-    """Predicted Pixel 1 latency, params and multiply-adds of each deployment model (224x224, 1000 classes)."""
-    from mnas.measure import get_latency_model
-    from mnas.search.counts import count
-    from mnas.trainer.replay import resolve_arch
-
-    latency = get_latency_model("pixel1")
-    result = {}
-    for name, (spec, _, multiplier) in models.items():
-        arch = resolve_arch(spec).arch
-        if multiplier != 1.0:
-            arch = arch.replace(depth_multiplier=multiplier)
-        counted = count(arch, resolution=RESOLUTION)
-        result[name] = {"latency_ms": latency.latency_ms(arch, RESOLUTION), "params": counted.params,
-                        "madds": counted.madds, "arch": " ".join(arch.block_strings)}
-    return result
-
-
-def cmd_table1(args, runner=launch_runner) -> int:
-    train_args = []
-    for flag in ("batch_size", "train_limit", "eval_limit", "threads"):
-        value = getattr(args, flag)
-        if value is not None:
-            train_args += [f"--{flag.replace('_', '-')}", str(value)]
-    models = table1_models(args)
-    counts = model_counts(models)
-    jobs = plan_jobs(args.out, {k: (v[0], v[1]) for k, v in models.items()}, args.seeds, args.epochs,
-                     tuple(train_args))
-    states = [j["state"] for j in jobs]
-    print(f"{len(jobs)} runs: {states.count('done')} done, {states.count('resume')} to resume, "
-          f"{states.count('new')} to start", file=sys.stderr)
-    train_images = args.train_limit or 60000
-    seen = collect(jobs, counts)
-    for folder in args.speed_from or ():     # throughput measured in other table1 folders (e.g. a short test)
-        for row in collect(plan_jobs(folder, {k: (v[0], v[1]) for k, v in models.items()}, args.seeds, 1), {}):
-            mine = next(r for r in seen if r["model"] == row["model"])
-            mine["images_per_second"] = mine["images_per_second"] or row["images_per_second"]
-    hours = estimate_hours(jobs, seen, args.epochs, train_images)
-    if hours is not None:
-        print(f"estimated: {hours:.2f} hours for the unfinished runs (from the throughput seen so far)",
-              file=sys.stderr)
-    if args.dry_run:
-        for job in jobs:
-            print(f"[{job['state']}] launch.py " + " ".join(job["argv"]))
-        return 0
-    started = time.perf_counter()
-    run_jobs(jobs, runner, args.epochs, log=lambda text: print(text, file=sys.stderr, flush=True))
-    rows = collect(jobs, counts)
-    result = {"command": "python benchmarks/reproduction.py table1 " + " ".join(args.argv), "date": today(),
-              "machine": machine(), "epochs": args.epochs, "seeds": args.seeds, "train_args": train_args,
-              "train_images": train_images,
-              "dataset": (f"fashion-mnist (the first {args.eval_limit:,} of its 10,000 test images)" if args.eval_limit
-                          else "fashion-mnist (its 10,000 test images)"),
-              "session_minutes": (time.perf_counter() - started) / 60, "rows": rows,
-              "left": [f"{j['model']}/seed{j['seed']}" for j in jobs if j["state"] != "done"]}
-    write_json_atomic(os.path.join(args.out, "table1.json"), jsonable(result), indent=1)
-    print("\n".join(render_table1(result)))
-    return 1 if result["left"] else 0
-
-
 # ---------------------------------------------------------------------------------------------- Markdown
 def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
@@ -881,34 +675,10 @@ def cost_lines(c: dict) -> list[str]:
     return lines
 
 
-def render_table1(result: dict) -> list[str]:
-    lines = ["## Table 1 analogue: Fashion-MNIST, one recipe and budget (part 3)", "",
-             f"`{result['command']}` -- {result['machine']}; {result['date']}. `launch.py train` (the paper's "
-             f"recipe), {result['epochs']} epochs of {result['train_images']:,} training images, "
-             f"{result['dataset']}; seeds {result['seeds']}"
-             + (f"; train options {' '.join(result['train_args'])}" if result["train_args"] else "") + ".", "",
-             "| model | Pixel 1 ms (predicted) | params | multiply-adds | accuracy (mean +- sd) | per seed | "
-             "ImageNet published (params, madds, top-1, Pixel 1 ms) |", "|---|---|---|---|---|---|---|"]
-    for r in result["rows"]:
-        acc = ("-" if r["mean"] is None else f"{100 * r['mean']:.2f}%"
-               + (f" +- {100 * r['sd']:.2f}" if r["sd"] is not None else " (1 seed)"))
-        per = ", ".join(f"{100 * a:.2f}" for a in r["accuracy"]) or "-"
-        pub = PUBLISHED.get(r["model"])
-        pub_text = (f"{pub[0]}M, {pub[1]}M, {pub[2]}%, {pub[3] if pub[3] else '-'} ms" if pub else "-")
-        lines.append(f"| {r['model']} | {r['latency_ms']:.1f} | {r['params'] / 1e6:.2f}M | {r['madds'] / 1e6:.0f}M"
-                     f" | {acc} | {per} | {pub_text} |")
-    found = [r for r in result["rows"] if r["model"] in FOUND_MODELS and r.get("arch")]
-    if found:
-        lines += [""] + [f"* {r['model']}: `{r['arch']}`" for r in found]
-    if result["left"]:
-        lines += ["", f"Not finished yet: {', '.join(result['left'])}."]
-    return lines
-
-
 def cmd_report(args) -> int:
     lines = []
     for path, render in ((args.surrogate_json, render_surrogate), (args.real_json, render_real),
-                         (os.path.join(args.table1, "table1.json") if args.table1 else None, render_table1)):
+                         (os.path.join(args.table1, "table1.json") if args.table1 else None, table1.render_table1)):
         if path and os.path.exists(path):
             with open(path, encoding="utf-8") as f:
                 lines += render(json.load(f)) + [""]
@@ -944,26 +714,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--json", default=REAL_JSON, help="default: %(default)s")
     r.add_argument("--plot", default=FIG6_REAL, help="default: %(default)s")
     r.add_argument("--no-plot", action="store_true")
-    t = sub.add_parser("table1", help="part 3: train the found and published models with one recipe, resumable "
-                                      "(hours; --dry-run plans and estimates)")
-    t.add_argument("--epochs", type=int, default=10, help="epochs of every run (default %(default)s: 4,690 steps "
-                                                               "of 128 images, past train's 1,000-step warning)")
-    t.add_argument("--seeds", type=int, default=2)
-    t.add_argument("--out", default=DEFAULT_TABLE1, help="default: %(default)s")
-    t.add_argument("--models", default=",".join(TABLE1_MODELS), help="default: %(default)s")
-    t.add_argument("--found75", help="ARCH of the model found at 75 ms (default: the surrogate JSON's best soft)")
-    t.add_argument("--found23", help="ARCH of the model found at 23 ms (default: the surrogate JSON's best hard)")
-    t.add_argument("--found-preset", choices=PRESETS,
-                   help="take both found models from this surrogate search (default: found-75 from the soft one, "
-                        "as the paper's A1; found-23 from the hard one, since soft is the same search at every T)")
-    t.add_argument("--surrogate-json", default=SURROGATE_JSON)
-    t.add_argument("--speed-from", nargs="+", metavar="DIR", help="table1 folders whose finished runs' images per "
-                                                                 "second feed the estimate (e.g. a short test)")
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--train-limit", type=int, help="train on the first N images only (tests)")
-    t.add_argument("--eval-limit", type=int, help="evaluate on the first N test images only (tests)")
-    t.add_argument("--threads", type=int, help="TensorFlow threads of each run (default: train's, every core)")
-    t.add_argument("--dry-run", action="store_true", help="print the plan and the estimate, train nothing")
+    table1.add_parser(sub, SURROGATE_JSON, PRESETS)
     o = sub.add_parser("report", help="print the Markdown sections of the saved JSONs (instant)")
     o.add_argument("--surrogate-json", default=SURROGATE_JSON)
     o.add_argument("--real-json", default=REAL_JSON)
@@ -981,7 +732,7 @@ def main(argv=None) -> int:
     if not 0 < getattr(args, "last_share", 0.5) <= 1:
         parser().error("--last-share must be in (0, 1]")
     try:
-        return {"surrogate": cmd_surrogate, "real": cmd_real, "table1": cmd_table1,
+        return {"surrogate": cmd_surrogate, "real": cmd_real, "table1": table1.cmd_table1,
                 "report": cmd_report}[args.command](args)
     except ValueError as err:
         print(f"reproduction.py {args.command}: {err}", file=sys.stderr)

@@ -1,5 +1,6 @@
-"""The pure parts of benchmarks/reproduction.py (issue 18): the Fig. 6 statistics, the architecture agreement
-against a reference, the cost formula, and table1's skip/resume bookkeeping with a fake trainer.
+"""The pure parts of benchmarks/reproduction.py and reproduction_table1.py (issue 18): the Fig. 6 statistics, the
+architecture agreement against a reference, the cost formula, and table1's skip/resume bookkeeping with a fake
+trainer.
 
 No search, no training, no Ray: those are the benchmark.
 """
@@ -16,6 +17,11 @@ from mnas.search.registry import load_architecture, load_space
 @pytest.fixture(scope="module")
 def bench():
     return load_benchmark("reproduction")
+
+
+@pytest.fixture(scope="module")
+def table1():
+    return load_benchmark("reproduction_table1")
 
 
 @pytest.fixture(scope="module")
@@ -146,18 +152,18 @@ def _finish(folder, epochs, top1):
                                                "images_per_second": 100.0}}, f)
 
 
-def test_job_state(bench, tmp_path):
+def test_job_state(table1, tmp_path):
     folder = str(tmp_path / "m" / "seed0")
-    assert bench.job_state(folder, 2) == "new"
+    assert table1.job_state(folder, 2) == "new"
     os.makedirs(folder)
     (tmp_path / "m" / "seed0" / "config.json").write_text("{}")
-    assert bench.job_state(folder, 2) == "resume"
+    assert table1.job_state(folder, 2) == "resume"
     _finish(folder, 1, 0.9)
-    assert bench.job_state(folder, 2) == "resume"          # fewer epochs than asked: continue it
-    assert bench.job_state(folder, 1) == "done"
+    assert table1.job_state(folder, 2) == "resume"          # fewer epochs than asked: continue it
+    assert table1.job_state(folder, 1) == "done"
 
 
-def test_table1_skips_finished_runs_and_resumes_interrupted_ones(bench, tmp_path):
+def test_table1_skips_finished_runs_and_resumes_interrupted_ones(table1, tmp_path):
     out = str(tmp_path)
     models = {"a": ("mnasnet-a1", ()), "b": ("mobilenetv2", ("--depth-multiplier", "0.35"))}
     _finish(os.path.join(out, "a", "seed0"), 2, 0.90)                       # finished earlier
@@ -174,49 +180,49 @@ def test_table1_skips_finished_runs_and_resumes_interrupted_ones(bench, tmp_path
         _finish(folder, int(argv[argv.index("--epochs") + 1]), 0.80 + 0.01 * int(argv[argv.index("--seed") + 1]))
         return 0
 
-    jobs = bench.plan_jobs(out, models, seeds=2, epochs=2, train_args=("--threads", "1"))
+    jobs = table1.plan_jobs(out, models, seeds=2, epochs=2, train_args=("--threads", "1"))
     assert [j["state"] for j in jobs] == ["done", "new", "new", "new"]
-    bench.run_jobs(jobs, crashing, epochs=2, log=lambda text: None)
+    table1.run_jobs(jobs, crashing, epochs=2, log=lambda text: None)
     assert len(calls) == 3                                # a/seed0 was skipped
     assert calls[1][-2:] == ["--threads", "1"] and "--depth-multiplier" in calls[1]
     assert [j["state"] for j in jobs] == ["done", "done", "done", "resume"]
 
     calls.clear()
-    jobs = bench.plan_jobs(out, models, seeds=2, epochs=2)
+    jobs = table1.plan_jobs(out, models, seeds=2, epochs=2)
     assert [j["state"] for j in jobs] == ["done", "done", "done", "resume"]
     assert jobs[3]["argv"][-1] == "--resume"
-    bench.run_jobs(jobs, lambda argv: calls.append(argv) or _finish(argv[argv.index("--out") + 1], 2, 0.82) or 0,
+    table1.run_jobs(jobs, lambda argv: calls.append(argv) or _finish(argv[argv.index("--out") + 1], 2, 0.82) or 0,
                    epochs=2, log=lambda text: None)
     assert len(calls) == 1 and "--resume" in calls[0]
 
-    rows = bench.collect(jobs, {"a": {"latency_ms": 78.0, "params": 3.9e6, "madds": 312e6}})
+    rows = table1.collect(jobs, {"a": {"latency_ms": 78.0, "params": 3.9e6, "madds": 312e6}})
     by_model = {r["model"]: r for r in rows}
     assert by_model["a"]["accuracy"] == [0.90, 0.81] and by_model["a"]["seeds"] == [0, 1]
     assert by_model["a"]["mean"] == pytest.approx(0.855) and by_model["a"]["sd"] == pytest.approx(0.0636, abs=1e-3)
     assert by_model["b"]["accuracy"] == [0.80, 0.82] and by_model["a"]["latency_ms"] == 78.0
 
 
-def test_estimate_hours_uses_each_models_throughput(bench):
+def test_estimate_hours_uses_each_models_throughput(table1):
     jobs = [{"model": "a", "state": "done"}, {"model": "a", "state": "new"}, {"model": "b", "state": "resume"}]
     rows = [{"model": "a", "images_per_second": 100.0}, {"model": "b", "images_per_second": None}]
     # a: 3 epochs x 60,000 / 100; b has no throughput yet and borrows a's
-    assert bench.estimate_hours(jobs, rows, epochs=3, train_images=60000) == pytest.approx(2 * 1800 / 3600)
-    assert bench.estimate_hours(jobs, [{"model": "a", "images_per_second": None}], 3, 60000) is None
+    assert table1.estimate_hours(jobs, rows, epochs=3, train_images=60000) == pytest.approx(2 * 1800 / 3600)
+    assert table1.estimate_hours(jobs, [{"model": "a", "images_per_second": None}], 3, 60000) is None
 
 
-def test_render_table1_from_rows(bench):
+def test_render_table1_from_rows(table1):
     rows = [{"model": "mnasnet-a1", "latency_ms": 79.2, "params": 3.9e6, "madds": 312e6, "accuracy": [0.9, 0.91],
              "mean": 0.905, "sd": 0.007, "seeds": [0, 1]},
             {"model": "found-75", "latency_ms": 70.0, "params": 3e6, "madds": 250e6, "accuracy": [], "mean": None,
              "sd": None, "seeds": []}]
-    text = "\n".join(bench.render_table1({"command": "c", "machine": "m", "date": "d", "epochs": 3, "seeds": 2,
+    text = "\n".join(table1.render_table1({"command": "c", "machine": "m", "date": "d", "epochs": 3, "seeds": 2,
                                           "train_images": 60000, "dataset": "fashion-mnist", "train_args": [],
                                           "rows": rows, "left": ["found-75/seed0"]}))
     assert "| mnasnet-a1 | 79.2 | 3.90M | 312M | 90.50% +- 0.70 | 90.00, 91.00 | 3.9M, 312M, 75.2%, 78 ms |" in text
     assert "Not finished yet: found-75/seed0." in text
 
 
-def test_table1_command_with_a_fake_trainer_then_report(bench, tmp_path, capsys):
+def test_table1_command_with_a_fake_trainer_then_report(bench, table1, tmp_path, capsys):
     out = str(tmp_path / "t1")
 
     def fake(argv):
@@ -227,7 +233,7 @@ def test_table1_command_with_a_fake_trainer_then_report(bench, tmp_path, capsys)
             "1", "--out", out]
     args = bench.parser().parse_args(argv)
     args.argv = argv[1:]
-    assert bench.cmd_table1(args, runner=fake) == 0
+    assert table1.cmd_table1(args, runner=fake) == 0
     frozen = os.path.join(out, "archs", "found-75.txt")
     assert load_architecture(frozen) == load_architecture("mnasnet-a1")      # frozen for later runs
     with open(os.path.join(out, "table1.json")) as f:
