@@ -216,8 +216,8 @@ SCENARIOS = (
              ("tests/test_crash_resume.py::test_crashes_at_named_moments_lose_nothing",),
              ("driver_kill",), _driver_kills),
     Scenario("`launch.py search` through Ray SIGKILLed, `--resume`",
-             ("tests/test_crash_resume.py::test_the_real_search_command_killed_in_a_ppo_update_and_while_storing"
-              "_resumes",), ("search_cli_kill",), _driver_kills),
+             ("tests/test_search_cli.py::test_smoke_search_through_ray_survives_sigkill_resumes_extends_and_stops"
+              "_on_ctrl_c",), ("search_cli_kill",), _driver_kills),
     Scenario("`launch.py train` SIGKILLed, `--resume`", ("tests/test_train_kill.py",), ("trainer_kill",),
              _trainer_kills),
     Scenario("Results store writer SIGKILLed",

@@ -6,15 +6,12 @@ consistency: before a child is stored, between the store and the state file (the
 to the controller), right after a PPO update (the update exists only in memory), and in the middle of writing the
 state file (the temporary file is written, not yet renamed). The first test crashes the driver in the test's own
 process (MNAS_CRASH_MODE=raise: the crash point raises, the driver's objects are thrown away, a new driver resumes
-from the files, as a new process would), at seven moments in a row; the second kills the real `launch.py search`
-through Ray with SIGKILL, twice.
+from the files, as a new process would), at seven moments in a row. The real `launch.py search` through Ray is
+SIGKILLed in its first PPO update and resumed in tests/test_search_cli.py (in the smoke search, which runs anyway).
 """
 
 import json
 import os
-import signal
-import subprocess
-import sys
 
 import pytest
 
@@ -110,37 +107,3 @@ def test_crashes_at_named_moments_lose_nothing(tmp_path, monkeypatch):
     record_reliability("driver_kill", how="in-process", kills=len(kills), moments=kills, resumes=len(kills), requested=SAMPLES,
                        stored=len(final), lost=len(set(range(SAMPLES)) - set(final)),
                        twice=len(final) - len(set(final)), step=step, expected_step=SAMPLES // BATCH)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="needs dataset-fashion-mnist")
-def test_the_real_search_command_killed_in_a_ppo_update_and_while_storing_resumes(tmp_path):
-    """`launch.py search` through Ray, SIGKILLed twice at exact moments, then resumed to the end."""
-    import shutil
-    import tempfile
-
-    ray_tmp = tempfile.mkdtemp(prefix="mk", dir="/tmp")
-    run_dir = tmp_path / "run"
-    base = [sys.executable, "launch.py", "search", "--config", "configs/smoke.yaml", "--out", str(run_dir),
-            "--samples", "5", "--quiet"]
-    try:
-        crashes = ["update:1", "store:2", None]
-        for attempt, crash_at in enumerate(crashes):
-            env = dict(os.environ, MNAS_RAY_TMPDIR=ray_tmp)
-            env.pop("MNAS_CRASH_AT", None)
-            if crash_at:
-                env["MNAS_CRASH_AT"] = crash_at
-            argv = base + (["--resume"] if attempt else [])
-            result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-            expected = -signal.SIGKILL if crash_at else 0
-            assert result.returncode == expected, result.stderr[-3000:]
-            check_store(run_dir)
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert check_store(run_dir) == [0, 1, 2, 3, 4]
-    state = json.loads((run_dir / "searcher_state.json").read_text())
-    assert state["strategy"]["step"] == 2 and state["in_flight"] == {}   # 5 children, PPO batches of 2
-    final = check_store(run_dir)
-    record_reliability("search_cli_kill", kills=len(crashes) - 1, moments=crashes[:-1], resumes=len(crashes) - 1,
-                       requested=5, stored=len(final), lost=len(set(range(5)) - set(final)),
-                       twice=len(final) - len(set(final)), step=state["strategy"]["step"], expected_step=2)

@@ -67,7 +67,7 @@ def test_two_ray_train_workers_survive_a_killed_worker_and_export(tmp_path, ray_
     out, export = tmp_path / "workers", tmp_path / "export"
     env = {**os.environ, "MNAS_RAY_TMPDIR": ray_temp, "MNAS_TEST_KILL_WORKER": "1:1"}
     result = subprocess.run([sys.executable, os.path.join(ROOT, "launch.py"), *common, "--workers", "2",
-                             "--out", str(out), "--export-dir", str(export)],
+                             "--out", str(out), "--export-dir", str(export), "--no-int8"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     lines = result.stdout.splitlines()
@@ -83,10 +83,11 @@ def test_two_ray_train_workers_survive_a_killed_worker_and_export(tmp_path, ray_
     assert sorted(os.listdir(out)) == ["checkpoint.npz", "config.json", "metrics.csv", "ray_train", "summary.json",
                                        "tensorboard"]
     assert json.loads((out / ckpt.SUMMARY).read_text())["steps"] == 12
-    # Exported from the checkpoint's averaged weights; float TFLite computes the Keras model's function.
+    # Exported from the checkpoint's averaged weights; float TFLite computes the Keras model's function (int8 is
+    # left out here: tests/test_export.py covers the quantized models).
     report = json.loads((export / "export.json").read_text())
     rows = {row["format"]: row for row in report["formats"]}
-    assert set(rows) == {"float32", "int8"} and rows["float32"]["agreement"] == 1.0
+    assert set(rows) == {"float32"} and rows["float32"]["agreement"] == 1.0
     assert rows["float32"]["max_abs_diff"] < 1e-4 and (export / "saved_model").is_dir()
 
     # The same replay, uninterrupted, on two logical devices of one process.
