@@ -4,7 +4,7 @@
     python benchmarks/reproduction.py surrogate [--seeds 10] [--budget 2000] [--targets 75,23]
     python benchmarks/reproduction.py real RUN_DIR [RUN_DIR ...]
     python benchmarks/reproduction.py table1 [--epochs 10] [--seeds 2] [--out runs/reproduction-table1]
-    python benchmarks/reproduction.py report [--table1 runs/reproduction-table1]
+    python benchmarks/reproduction.py report [--table1 runs/reproduction-table1] [--write]
 
 The paper's search configuration throughout: the `mnasnet` space, Pixel 1 latency (the `pixel1` predictor at
 224x224), the soft reward (alpha = beta = -0.07) and the hard one (alpha = 0, beta = -1), T = 75 ms (MnasNet-A1's
@@ -29,7 +29,8 @@ controller settings (configs/default.yaml's `controller:` section, as `benchmark
 * `table1` -- part 3: the best models found at T = 75 and 23 ms beside MnasNet-A1, mnasnet-small and
   MobileNetV2 1.0 and 0.35, all trained by `launch.py train` with one recipe and budget, resumable (hours; see
   benchmarks/reproduction_table1.py, which holds it).
-* `report` -- the Markdown sections of the saved JSONs (and of --table1 DIR's table), for REPRODUCTION.md.
+* `report` -- the Markdown sections of the saved JSONs (and of --table1 DIR's table); --write puts them into
+  REPRODUCTION.md between their markers (the prose around them is written by hand).
 
 Fig. 6 statistics are `benchmarks/reward_shape.py`'s (`summarize`, `verdict`: quantiles, share at or below T,
 share within T +- 10%, p90/p10 spread, histogram of LAT / T, and its two criteria fixed there in advance).
@@ -67,13 +68,14 @@ sys.path.insert(0, ROOT)
 
 from benchmarks.child_cost import PAPER_IMAGES, PAPER_SAMPLES  # noqa: E402
 from benchmarks import reproduction_table1 as table1  # noqa: E402
-from benchmarks.common import BENCHMARKS_MD, jsonable, machine, today  # noqa: E402
+from benchmarks.common import BENCHMARKS_MD, jsonable, machine, today, update_block  # noqa: E402
 from benchmarks.controller_bench import CONTROLLERS  # noqa: E402
 from benchmarks.reward_shape import RESOLUTION, SPACE, run, summarize, verdict  # noqa: E402
 from mnas.search.fileio import write_json_atomic  # noqa: E402
 from mnas.search.space import DECISIONS  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
+REPRODUCTION_MD = os.path.join(ROOT, "REPRODUCTION.md")
 DEFAULT_SURROGATE = os.path.join(RESULTS, "mnas_bench_surrogate.json")
 SURROGATE_JSON = os.path.join(RESULTS, "reproduction_surrogate.json")
 REAL_JSON = os.path.join(RESULTS, "reproduction_real.json")
@@ -676,12 +678,22 @@ def cost_lines(c: dict) -> list[str]:
 
 
 def cmd_report(args) -> int:
+    """Prints the Markdown of every saved result; with --write, also puts each into REPRODUCTION.md between its
+    markers (`<!-- reproduction-real -->` ... `<!-- /reproduction-real -->`): the prose around them is written by
+    hand, the figures only by this script. A result not saved yet leaves its block as it is."""
+    sections = (("reproduction-surrogate", args.surrogate_json, render_surrogate),
+                ("reproduction-real", args.real_json, render_real),
+                ("reproduction-table1", os.path.join(args.table1, "table1.json") if args.table1 else None,
+                 table1.render_table1))
     lines = []
-    for path, render in ((args.surrogate_json, render_surrogate), (args.real_json, render_real),
-                         (os.path.join(args.table1, "table1.json") if args.table1 else None, table1.render_table1)):
+    for tag, path, render in sections:
         if path and os.path.exists(path):
             with open(path, encoding="utf-8") as f:
-                lines += render(json.load(f)) + [""]
+                text = render(json.load(f))
+            lines += text + [""]
+            if args.write:     # a section of its own there: its headings one level down
+                update_block(tag, "\n".join("#" + line if line.startswith("#") else line for line in text),
+                             args.markdown)
         elif path:
             lines += [f"({path}: not written yet)", ""]
     print("\n".join(lines))
@@ -715,10 +727,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--plot", default=FIG6_REAL, help="default: %(default)s")
     r.add_argument("--no-plot", action="store_true")
     table1.add_parser(sub, SURROGATE_JSON, PRESETS)
-    o = sub.add_parser("report", help="print the Markdown sections of the saved JSONs (instant)")
+    o = sub.add_parser("report", help="print the Markdown sections of the saved JSONs, --write: into "
+                                      "REPRODUCTION.md (instant)")
     o.add_argument("--surrogate-json", default=SURROGATE_JSON)
     o.add_argument("--real-json", default=REAL_JSON)
     o.add_argument("--table1", metavar="DIR", help="a table1 --out folder")
+    o.add_argument("--write", action="store_true", help="also put each section into --markdown between its markers")
+    o.add_argument("--markdown", default=REPRODUCTION_MD, help="default: %(default)s")
     return p
 
 

@@ -247,6 +247,20 @@ def test_table1_command_with_a_fake_trainer_then_report(bench, table1, tmp_path,
     text = capsys.readouterr().out
     assert "| mnasnet-small | 22.3 |" in text and "not written yet" in text
 
+    # --write: the table goes between its markers, the hand-written prose stays, a result not saved yet leaves
+    # its block as it was
+    doc = tmp_path / "REPRODUCTION.md"
+    doc.write_text("# Prose\n\n<!-- reproduction-table1 -->\nold table\n<!-- /reproduction-table1 -->\n\nMore prose."
+                   "\n\n<!-- reproduction-real -->\nearlier real\n<!-- /reproduction-real -->\n")
+    args = bench.parser().parse_args(["report", "--table1", out, "--surrogate-json", str(tmp_path / "none.json"),
+                                      "--real-json", str(tmp_path / "none2.json"), "--write", "--markdown",
+                                      str(doc)])
+    assert bench.cmd_report(args) == 0
+    written = doc.read_text()
+    assert written.startswith("# Prose\n") and "More prose." in written and "old table" not in written
+    assert written.count("| mnasnet-small | 22.3 |") == 1 and "earlier real" in written
+    assert "\n### Table 1 analogue" in written          # a subsection of the hand-written section
+
 
 def test_bad_model_name_is_one_line(bench, capsys):
     assert bench.main(["table1", "--models", "nope", "--dry-run"]) == 2
