@@ -1,0 +1,79 @@
+"""The pure parts of benchmarks/real_check.py (issue 17, part 4): reading both searches, scoring the random one
+with the same reward, the top-10 of distinct architectures, the resampled reference, and the table."""
+
+
+import numpy as np
+import pytest
+
+from conftest import load_benchmark
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_benchmark("real_check")
+
+
+def test_top_mean_counts_a_repeated_architecture_once_at_its_mean(bench):
+    children = [((0,), 0.9), ((0,), 0.7), ((1,), 0.6), ((2,), 0.5)]
+    assert bench.top_mean(children, k=2) == pytest.approx((0.8 + 0.6) / 2)
+    assert bench.top_mean(children, k=10) == pytest.approx((0.8 + 0.6 + 0.5) / 3)
+
+
+def test_stats_at_are_prefixes_in_order(bench):
+    children = [((i,), v) for i, v in enumerate([0.1, 0.5, 0.3, 0.9, 0.2])]
+    stats = bench.stats_at(children, [2, 4, 9])
+    assert set(stats) == {2, 4}                       # no mark past the children there are
+    assert stats[2]["best"] == 0.5 and stats[4]["best"] == 0.9
+
+
+def test_resampled_draws_without_replacement(bench):
+    children = [((i,), float(i)) for i in range(20)]
+    out = bench.resampled(children, [5, 20], draws=200)
+    assert out[20]["best"] == 19.0 and out[20]["best_band"] == (19.0, 19.0)     # all of them: always the max
+    assert out[20]["top"] == pytest.approx(np.mean(range(10, 20)))
+    assert 4.0 <= out[5]["best_band"][0] <= out[5]["best"] <= out[5]["best_band"][1] <= 19.0
+
+
+def _tables(tmp_path):
+    mnas = tmp_path / "mnas.csv"
+    mnas.write_text("sample,indices,reward,status\n"
+                    "1,\"[0,1]\",0.80,ok\n0,\"[1,1]\",0.70,ok\n2,\"[0,0]\",,failed\n3,\"[1,0]\",0.90,ok\n")
+    bench_csv = tmp_path / "bench.csv"
+    bench_csv.write_text("run,sample,indices,accuracy,latency_pixel1_ms,status\n"
+                         "second,0,\"[0,0]\",0.9,75.0,ok\n"
+                         "first,1,\"[1,0]\",0.8,150.0,ok\n"
+                         "first,0,\"[0,1]\",0.7,37.5,ok\n"
+                         "second,1,\"[1,1]\",,,failed\n")
+    return mnas, bench_csv
+
+
+def test_both_searches_are_read_in_their_order_and_scored_alike(bench, tmp_path):
+    mnas, bench_csv = _tables(tmp_path)
+    children = bench.mnas_children(str(mnas))
+    assert [v for _, v in children] == [0.70, 0.80, 0.0, 0.90]        # by sample; a failed child scores 0
+    assert children[0][0] == (1, 1)
+    rnd = bench.random_children(str(bench_csv))
+    # runs in the order the table first lists them ('second' first), each by sample
+    assert [g for g, _ in rnd] == [(0, 0), (1, 1), (0, 1), (1, 0)]
+    assert rnd[0][1] == pytest.approx(0.9)                            # at T: the accuracy
+    assert rnd[1][1] == 0.0
+    assert rnd[2][1] == pytest.approx(0.7 * 0.5 ** -0.07)             # soft: a = b = -0.07
+    assert rnd[3][1] == pytest.approx(0.8 * 2.0 ** -0.07)
+
+
+def test_command_prints_the_table_without_touching_benchmarks(bench, tmp_path, capsys):
+    mnas, bench_csv = _tables(tmp_path)
+    assert bench.main(["--mnas", str(mnas), "--random", str(bench_csv), "--budget", "4", "--seeds", "0",
+                       "--no-plot"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| 4 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "0.9000" and cells[2] == "0.9000"              # mnas best; random's first 4: its best
+    assert "surrogate predicted" not in out
+
+
+def test_a_missing_table_is_one_line_and_status_2(bench, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--mnas", str(tmp_path / "none.csv"), "--seeds", "0"])
+    assert exit_.value.code == 2
+    assert "none.csv: no such file or folder" in capsys.readouterr().err
