@@ -16,6 +16,8 @@ from collections import Counter
 import pytest
 import yaml
 
+from test_train import TINY_ARCH
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "configs", "smoke.yaml")
 
@@ -93,7 +95,8 @@ def test_children_get_distinct_gpus_and_half_a_gpu_packs_two_per_gpu(tmp_path, m
     assert sorted(Counter(gpus_of.values()).values()) == [2, 2], gpus_of
 
 
-def test_mixed_precision_is_refused_for_cpu_children_and_trains_a_child_in_float16(tiny_data, monkeypatch):
+def test_mixed_precision_is_refused_for_cpu_children_and_trains_a_child_in_float16(tiny_data, monkeypatch,
+                                                                                     tmp_path):
     from mnas import cli
     from mnas.search.proxy import ProxyConfig
     from mnas.search.registry import load_architecture
@@ -118,7 +121,8 @@ def test_mixed_precision_is_refused_for_cpu_children_and_trains_a_child_in_float
     proxy = ProxyConfig(data_dir=tiny_data, train_subset=128, heldout=64, batch_size=32, steps=3, width=0.25,
                         split="file-order", mixed_precision=True)
     try:
-        with ProxyTraining(load_architecture("mnasnet-small"), proxy) as training:
+        (tmp_path / "tiny.arch").write_text(TINY_ARCH)     # a child of two blocks: the float16 path, not its size
+        with ProxyTraining(load_architecture(str(tmp_path / "tiny.arch")), proxy) as training:
             assert training.model.layers[-1].compute_dtype == "float16"
             training.train_to(3)
             result = training.result()
