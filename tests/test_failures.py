@@ -13,6 +13,8 @@ from collections import Counter
 import pytest
 
 from conftest import record_reliability, trial_settings
+from test_train import TINY_ARCH
+from mnas.search.arch import parse_arch_text
 from mnas.search.registry import load_space
 from mnas.workers.trial import FAULT_KINDS, check_faults, evaluate_child, injected_fault
 
@@ -24,6 +26,11 @@ TINY_PROXY = {"train_subset": 128, "heldout": 64, "epochs": 1, "batch_size": 32,
 def child_config(sample=0):
     arch = load_space("mnasnet-small").sample(sample)
     return {"arch": arch.to_dict(), "sample": sample}
+
+
+def tiny_child(sample=0):
+    """A child of two blocks (tests/test_train.py's): trains in a second, for the tests that really train one."""
+    return {"arch": parse_arch_text(TINY_ARCH).to_dict(), "sample": sample}
 
 
 def test_fault_choice_is_deterministic_and_near_the_rate():
@@ -62,9 +69,9 @@ def test_injected_exception_and_conversion_error_are_recorded():
 @pytest.mark.skipif(not HAVE_DATA, reason="needs dataset-fashion-mnist")
 def test_a_real_divergence_is_caught_as_nan_loss(monkeypatch, tmp_path):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    metrics = evaluate_child(child_config(1), trial_settings(TINY_PROXY, faults={"rate": 1.0, "kinds": ["nan_loss"]}))
+    metrics = evaluate_child(tiny_child(1), trial_settings(TINY_PROXY, faults={"rate": 1.0, "kinds": ["nan_loss"]}))
     assert metrics["status"] == "failed" and metrics["failure_code"] == "nan_loss", metrics
-    healthy = evaluate_child(child_config(1), trial_settings(TINY_PROXY))
+    healthy = evaluate_child(tiny_child(1), trial_settings(TINY_PROXY))
     assert healthy["status"] == "ok" and 0 <= healthy["accuracy"] <= 1 and healthy["latencies"]["pixel1"] > 0
     record_reliability("child_failure", via="evaluate_child (real training)", injected={"nan_loss": 1},
                        recorded={metrics["failure_code"]: 1}, healthy_ok=1)
