@@ -38,6 +38,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.common import machine, today, update_block  # noqa: E402
+from mnas.search.failures import Failure  # noqa: E402
 
 TAG = "reliability"
 HEADING = "## Reliability (issue 7)"
@@ -47,9 +48,11 @@ LOG_ENV = "MNAS_RELIABILITY_LOG"  # tests/conftest.py's RELIABILITY_LOG
 DRIVER_MOMENTS = {"store": "before a child is stored", "feed": "child stored, not yet fed to the controller",
                   "update": "right after a PPO update", "save": "mid state-file write, before its rename",
                   "random": "at a random moment"}
-# What a failure injected as `kind` is recorded as (the reason's first word), per workers/trial.py.
-REASON_OF = {"exception": "error", "nan_loss": "nan_loss", "worker_death": "worker_error",
-             "conversion_error": "latency_error", "too_large": "too_large"}
+# The failure code a failure injected as `kind` is recorded with (workers/trial.py), named through the codes'
+# enum so that a renamed code cannot leave this table behind.
+REASON_OF = {"exception": Failure.UNEXPECTED_ERROR.value, "nan_loss": Failure.NAN_LOSS.value,
+             "worker_death": Failure.WORKER_ERROR.value, "conversion_error": Failure.LATENCY_ERROR.value,
+             "too_large": Failure.TOO_LARGE.value}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -91,7 +94,7 @@ def _driver_moments(codes: list[str]) -> str:
 def _driver_kills(lines: list[dict]) -> tuple[str, str, str]:
     line = lines[0]
     listed = _driver_moments(line["moments"])
-    killed = ("SIGKILLs" if line.get("how", "SIGKILL") == "SIGKILL"
+    killed = ("SIGKILL" + "s" * (line["kills"] != 1) if line.get("how", "SIGKILL") == "SIGKILL"
               else "crashes of the driver in its own process (the crash point raises; a new driver resumes)")
     return (f"{line['kills']} {killed}: {listed}; {line['requested']} children, PPO updates of 2",
             f"{line['resumes']}/{line['kills']} resumes; final store holds exactly the {line['stored']} requested "

@@ -122,7 +122,7 @@ def test_smoke_search_through_ray_survives_sigkill_resumes_extends_and_stops_on_
     before = {c["trial_id"]: c for c in children}
     assert all(before[c["trial_id"]] == c for c in again if c["trial_id"] in before)
     assert sum(c["trial_id"] in before for c in again) == 3
-    record_reliability("search_cli_kill", kills=1, moments=["update:1"], resumes=2, requested=3,
+    record_reliability("search_cli_kill", kills=1, moments=["update:1"], resumes=1, requested=3,
                        stored=len(children), lost=len({0, 1, 2} - {c["sample"] for c in children}),
                        twice=len(children) - len({c["sample"] for c in children}), step=state["strategy"]["step"],
                        expected_step=1)
