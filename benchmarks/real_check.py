@@ -49,6 +49,12 @@ DRAWS = 2000
 TOP = 10
 
 
+def shown(path: str) -> str:
+    """A path as the table names it: relative to the repository when inside it."""
+    path = os.path.abspath(path)
+    return os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
+
+
 def soft_reward():
     from mnas.search.reward import Reward
 
@@ -148,7 +154,9 @@ def render(result: dict) -> str:
     real, rnd, res = result["mnas"], result["random"], result["resampled"]
     lines = ["### The real check (issue 17, part 4)", "",
              f"`{result['command']}` -- {result['machine']}; {result['date']}. A real `mnas` search with the "
-             f"default settings ({result['mnas_children']} children so far, {result['mnas_source']}) beside the first "
+             f"default settings ({result['mnas_children']} children"
+             f"{' so far' if result['mnas_children'] < result['budget'] else ''}, {result['mnas_source']}) beside "
+             f"the first "
              f"{result['budget']} children of the random collection (MNAS-Bench, same proxy, same reward: soft at "
              f"T = {TARGET_MS:g} ms) and beside the whole collection ({result['random_children']} children) drawn "
              f"{DRAWS:,} times (median, 10-90% in brackets). Top 10: mean reward of the 10 best distinct "
@@ -237,15 +245,14 @@ def main(argv=None) -> int:
     result = {"command": "python benchmarks/real_check.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": machine(), "date": today(), "budget": args.budget, "seeds": args.seeds,
               "marks": real_marks, "mnas_children": len(mnas), "random_children": len(rnd),
-              "mnas_source": os.path.relpath(args.mnas, ROOT) if not os.path.isabs(args.mnas) or
-              args.mnas.startswith(ROOT) else args.mnas,
+              "mnas_source": shown(args.mnas),
               "mnas": stats_at(mnas, real_marks), "random": stats_at(rnd, real_marks),
               "resampled": resampled(rnd, real_marks),
               "surrogate": surrogate_stats(surrogate, real_marks) if surrogate else None}
     if not args.no_plot:
         try:
             plot(result, mnas, rnd, surrogate, args.plot)
-            result["plot"] = os.path.relpath(args.plot, ROOT)
+            result["plot"] = shown(args.plot)
         except ImportError:
             print("real_check.py: the plot needs matplotlib (pip install -e '.[bench]'); table only",
                   file=sys.stderr)
