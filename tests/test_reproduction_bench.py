@@ -265,3 +265,11 @@ def test_table1_command_with_a_fake_trainer_then_report(bench, table1, tmp_path,
 def test_bad_model_name_is_one_line(bench, capsys):
     assert bench.main(["table1", "--models", "nope", "--dry-run"]) == 2
     assert "unknown model(s) nope" in capsys.readouterr().err
+
+
+def test_the_report_has_one_place_for_each_section_and_the_readme_links_it(bench):
+    root = os.path.dirname(bench.REPRODUCTION_MD)
+    text = open(bench.REPRODUCTION_MD, encoding="utf-8").read()
+    for tag in ("reproduction-real", "reproduction-surrogate", "reproduction-table1"):
+        assert text.count(f"<!-- {tag} -->") == text.count(f"<!-- /{tag} -->") == 1, tag
+    assert "(REPRODUCTION.md)" in open(os.path.join(root, "README.md"), encoding="utf-8").read()
