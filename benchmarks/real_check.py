@@ -17,6 +17,8 @@ and beside what the surrogate predicted for the same budget.
 * surrogate: the same two strategies for --budget children on the surrogate of the proxy (`controller_bench.py
   --surrogate`'s objective: the surrogate's accuracy with its seeded proxy noise, Pixel 1 latency), --seeds seeds:
   what the surrogate predicted the real search would do.
+* the surrogate on the real search's own children (chosen by the controller, none in its fit): rank correlation
+  of predicted and real proxy accuracy, and how far it over-rates them (all, and the 10 it rates highest).
 
 Reported at 50, 100, ... and --budget children: best reward, mean of the top 10 (distinct architectures), and
 the best-so-far curve (plot: benchmarks/results/real_check.png). A child that failed counts as reward 0. --write
@@ -61,8 +63,8 @@ def soft_reward():
     return Reward.from_settings({"preset": "soft", "target_ms": TARGET_MS}, ["pixel1"])
 
 
-def mnas_children(source: str) -> list[tuple[tuple, float]]:
-    """(genotype, reward) of a real search's children by sample; failed children score 0."""
+def _frame(source: str):
+    """A real search's children by sample, from its run folder or its CSV export."""
     import pandas as pd
 
     if os.path.isdir(source):
@@ -72,8 +74,17 @@ def mnas_children(source: str) -> list[tuple[tuple, float]]:
             frame = pd.DataFrame(store.records())
     else:
         frame = pd.read_csv(source)
-    frame = frame.sort_values("sample")
-    return [(tuple(json.loads(i) if isinstance(i, str) else i), float(r) if s == "ok" else 0.0)
+    return frame.sort_values("sample")
+
+
+def _indices(value) -> tuple:
+    return tuple(json.loads(value) if isinstance(value, str) else value)
+
+
+def mnas_children(source: str) -> list[tuple[tuple, float]]:
+    """(genotype, reward) of a real search's children by sample; failed children score 0."""
+    frame = _frame(source)
+    return [(_indices(i), float(r) if s == "ok" else 0.0)
             for i, r, s in zip(frame["indices"], frame["reward"], frame["status"])]
 
 
@@ -139,6 +150,26 @@ def surrogate_runs(path: str, budget: int, seeds: int, log=print) -> dict[str, l
     return runs
 
 
+def surrogate_on_search(source: str, path: str, top: int = TOP) -> dict:
+    """The surrogate against the real search's own children (chosen by the controller, none of them in the data
+    it was fitted on): rank correlation of predicted and real proxy accuracy, and the mean of predicted minus real
+    over all of them and over the `top` the surrogate rates highest -- where a search led by it would go."""
+    from mnas.search.registry import load_space
+    from mnas.search.surrogate import Surrogate, kendall, spearman
+
+    frame = _frame(source)
+    frame = frame[frame["status"] == "ok"]
+    space = load_space("mnasnet")
+    surrogate = Surrogate.load(path)
+    surrogate.check_space(space)
+    real = frame["accuracy"].to_numpy(float)
+    predicted = surrogate.predict([space.decode(list(_indices(i))) for i in frame["indices"]])
+    best = np.argsort(-predicted)[:top]
+    return {"n": len(real), "spearman": spearman(predicted, real), "kendall": kendall(predicted, real),
+            "bias": float(np.mean(predicted - real)), "bias_top": float(np.mean(predicted[best] - real[best])),
+            "top": int(len(best))}
+
+
 def surrogate_stats(runs, marks) -> dict[str, dict[int, dict]]:
     out = {}
     for label, seeds in runs.items():
@@ -183,6 +214,12 @@ def render(result: dict) -> str:
             lines.append(f"| {n} | {m['best'][0]:.4f} +- {m['best'][1]:.4f} | {q['best'][0]:.4f} +- "
                          f"{q['best'][1]:.4f} | {m['top'][0]:.4f} +- {m['top'][1]:.4f} | {q['top'][0]:.4f} +- "
                          f"{q['top'][1]:.4f} |")
+    fit = result.get("surrogate_on_search")
+    if fit:
+        lines += ["", f"The surrogate on the real search's own {fit['n']} children (none in its fit): predicted "
+                      f"against real proxy accuracy, Spearman {fit['spearman']:.2f}, Kendall {fit['kendall']:.2f}; "
+                      f"predicted minus real {fit['bias']:+.4f} on average, {fit['bias_top']:+.4f} on the "
+                      f"{fit['top']} it rates highest."]
     if result.get("plot"):
         lines += ["", f"Plot: `{result['plot']}` (best reward so far against children)."]
     return "\n".join(lines)
@@ -248,7 +285,8 @@ def main(argv=None) -> int:
               "mnas_source": shown(args.mnas),
               "mnas": stats_at(mnas, real_marks), "random": stats_at(rnd, real_marks),
               "resampled": resampled(rnd, real_marks),
-              "surrogate": surrogate_stats(surrogate, real_marks) if surrogate else None}
+              "surrogate": surrogate_stats(surrogate, real_marks) if surrogate else None,
+              "surrogate_on_search": surrogate_on_search(args.mnas, args.surrogate) if args.seeds else None}
     if not args.no_plot:
         try:
             plot(result, mnas, rnd, surrogate, args.plot)

@@ -77,3 +77,29 @@ def test_a_missing_table_is_one_line_and_status_2(bench, tmp_path, capsys):
         bench.main(["--mnas", str(tmp_path / "none.csv"), "--seeds", "0"])
     assert exit_.value.code == 2
     assert "none.csv: no such file or folder" in capsys.readouterr().err
+
+
+def test_the_surrogate_is_checked_on_the_searchs_own_children(bench, tmp_path):
+    """Real accuracies made from the shipped surrogate's own predictions minus 0.01: rank correlation 1, and the
+    surrogate 0.01 above them everywhere; a failed child is left out."""
+    import os
+    import random
+
+    from mnas.search.registry import load_space
+    from mnas.search.surrogate import Surrogate
+
+    path = os.path.join(os.path.dirname(bench.DEFAULT_SURROGATE), "mnas_bench_surrogate.json")
+    space = load_space("mnasnet")
+    rng = random.Random(0)
+    genotypes = [space.sample_indices(rng) for _ in range(12)]
+    predicted = Surrogate.load(path).predict([space.decode(g) for g in genotypes])
+    rows = ["sample,indices,accuracy,reward,status"]
+    for sample, (g, p) in enumerate(zip(genotypes, predicted)):
+        rows.append(f"{sample},\"{list(g)}\",{p - 0.01},0.5,ok")
+    rows.append(f"12,\"{list(genotypes[0])}\",,,failed")
+    table = tmp_path / "search.csv"
+    table.write_text("\n".join(rows) + "\n")
+    fit = bench.surrogate_on_search(str(table), path, top=3)
+    assert fit["n"] == 12 and fit["top"] == 3
+    assert fit["spearman"] == pytest.approx(1.0) and fit["kendall"] == pytest.approx(1.0)
+    assert fit["bias"] == pytest.approx(0.01, abs=1e-9) and fit["bias_top"] == pytest.approx(0.01, abs=1e-9)
