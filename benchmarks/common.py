@@ -91,3 +91,9 @@ def jsonable(value):
     if hasattr(value, "tolist"):
         return jsonable(value.tolist())
     return value
+
+
+def shown(path: str) -> str:
+    """A path as a report names it: relative to the repository when inside it, else as given (absolute)."""
+    path = os.path.abspath(path)
+    return os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path

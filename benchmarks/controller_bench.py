@@ -55,7 +55,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.common import machine, report, today  # noqa: E402
+from benchmarks.common import machine, report, shown, today  # noqa: E402
 from mnas.search.config import SearchConfig  # noqa: E402
 from mnas.search.registry import load_space  # noqa: E402
 from mnas.search.strategy import make_strategy  # noqa: E402
@@ -350,7 +350,7 @@ def main(argv=None) -> int:
     for name, result in data.items():
         lines += table(name, result, args.budget) + [""]
     if not args.no_plot:
-        lines.append(f"Plot: `{os.path.relpath(args.plot, ROOT)}`.")
+        lines.append(f"Plot: `{shown(args.plot)}`.")
     # The surrogate's figures get a block of their own: they do not replace the synthetic objectives' table.
     report("\n".join(lines), "strategies:controller-surrogate" if args.surrogate else "strategies:controller",
            args.write)

@@ -39,7 +39,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")   # the controller's TensorFlow: no start-up lines
 
-from benchmarks.common import machine, report, today  # noqa: E402
+from benchmarks.common import machine, report, shown, today  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 DEFAULT_MNAS = os.path.join(RESULTS, "part4_mnas_search.csv")
@@ -49,12 +49,6 @@ DEFAULT_PLOT = os.path.join(RESULTS, "real_check.png")
 TARGET_MS = 75.0
 DRAWS = 2000
 TOP = 10
-
-
-def shown(path: str) -> str:
-    """A path as the table names it: relative to the repository when inside it."""
-    path = os.path.abspath(path)
-    return os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
 
 
 def soft_reward():

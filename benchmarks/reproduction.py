@@ -68,7 +68,7 @@ sys.path.insert(0, ROOT)
 
 from benchmarks.child_cost import PAPER_IMAGES, PAPER_SAMPLES  # noqa: E402
 from benchmarks import reproduction_table1 as table1  # noqa: E402
-from benchmarks.common import BENCHMARKS_MD, jsonable, machine, today, update_block  # noqa: E402
+from benchmarks.common import BENCHMARKS_MD, jsonable, machine, shown, today, update_block  # noqa: E402
 from benchmarks.controller_bench import CONTROLLERS  # noqa: E402
 from benchmarks.reward_shape import RESOLUTION, SPACE, run, summarize, verdict  # noqa: E402
 from mnas.search.fileio import write_json_atomic  # noqa: E402
@@ -310,7 +310,7 @@ def cmd_surrogate(args) -> int:
     fastest_ms, fastest = fastest_child(space, latency_model)
     result = {"command": "python benchmarks/reproduction.py surrogate " + " ".join(args.argv), "date": today(),
               "machine": machine(), "minutes": (time.perf_counter() - started) / 60,
-              "surrogate": os.path.relpath(args.surrogate, ROOT), "surrogate_noise": surrogate.noise,
+              "surrogate": shown(args.surrogate), "surrogate_noise": surrogate.noise,
               "surrogate_info": {k: v for k, v in surrogate.info.items() if not isinstance(v, (list, dict))},
               "settings": {"seeds": args.seeds, "budget": args.budget, "last_share": args.last_share,
                            "top": args.top, "controller": settings, "targets": targets},
@@ -324,7 +324,7 @@ def cmd_surrogate(args) -> int:
     write_json_atomic(args.json, jsonable(result), indent=1)
     if not args.no_plot:
         plot_fig6(surrogate_panels(result, probe_ms), args.plot)
-        result["plot"] = os.path.relpath(args.plot, ROOT)
+        result["plot"] = shown(args.plot)
         write_json_atomic(args.json, jsonable(result), indent=1)
     print("\n".join(render_surrogate(result)))
     return 0
@@ -526,7 +526,7 @@ def cmd_real(args) -> int:
                               + ("" if e["strategy"] == "mnas" else f" (strategy {e['strategy']})"): e["late_ms"]
                               for e in runs if e["target"] == t}} for t in targets]
         plot_fig6(panels, args.plot)
-        result["plot"] = os.path.relpath(args.plot, ROOT)
+        result["plot"] = shown(args.plot)
     write_json_atomic(args.json, jsonable(result), indent=1)
     print("\n".join(render_real(result)))
     return 0
