@@ -17,6 +17,8 @@ and beside what the surrogate predicted for the same budget.
 * surrogate: the same two strategies for --budget children on the surrogate of the proxy (`controller_bench.py
   --surrogate`'s objective: the surrogate's accuracy with its seeded proxy noise, Pixel 1 latency), --seeds seeds:
   what the surrogate predicted the real search would do.
+* what the search moved: latency, accuracy and layers without a shortcut, its first and last 50 children beside
+  the random ones.
 * the surrogate on the real search's own children (chosen by the controller, none in its fit): rank correlation
   of predicted and real proxy accuracy, and how far it over-rates them (all, and the 10 it rates highest).
 
@@ -164,6 +166,31 @@ def surrogate_on_search(source: str, path: str, top: int = TOP) -> dict:
             "top": int(len(best))}
 
 
+def drift(source: str, table: str, share: int = 50) -> dict[str, dict]:
+    """What the search moved: median predicted latency, mean proxy accuracy and mean layers without a shortcut in
+    the proxy network (the surrogate's `proxy_plain_layers`, the feature that ranks random children best), for the
+    search's first and last `share` trained children and for the random collection."""
+    import pandas as pd
+
+    from mnas.search.registry import load_space
+    from mnas.search.surrogate import features, feature_names
+
+    space = load_space("mnasnet")
+    plain = feature_names(len(space.blocks)).index("proxy_plain_layers")    # on MNAS-Bench's proxy adaptation
+
+    def summary(frame, latency_column):
+        frame = frame[frame["status"] == "ok"]
+        layers = [features(space.decode(list(_indices(i))))[plain] for i in frame["indices"]]
+        return {"n": len(frame), "latency_ms": float(frame[latency_column].median()),
+                "accuracy": float(frame["accuracy"].mean()), "plain_layers": float(np.mean(layers))}
+
+    search = _frame(source)
+    search = search[search["status"] == "ok"]
+    return {f"mnas, first {share}": summary(search.head(share), "latency_ms"),
+            f"mnas, last {share}": summary(search.tail(share), "latency_ms"),
+            "random (MNAS-Bench)": summary(pd.read_csv(table), "latency_pixel1_ms")}
+
+
 def surrogate_stats(runs, marks) -> dict[str, dict[int, dict]]:
     out = {}
     for label, seeds in runs.items():
@@ -208,6 +235,12 @@ def render(result: dict) -> str:
             lines.append(f"| {n} | {m['best'][0]:.4f} +- {m['best'][1]:.4f} | {q['best'][0]:.4f} +- "
                          f"{q['best'][1]:.4f} | {m['top'][0]:.4f} +- {m['top'][1]:.4f} | {q['top'][0]:.4f} +- "
                          f"{q['top'][1]:.4f} |")
+    if result.get("drift"):
+        lines += ["", "What the search moved (trained children; plain layers: layers without a shortcut in the proxy "
+                      "network):", "", "| children | n | median Pixel 1 ms | mean accuracy | mean plain layers |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {label} | {d['n']} | {d['latency_ms']:.1f} | {d['accuracy']:.4f} | {d['plain_layers']:.2f} |"
+                  for label, d in result["drift"].items()]
     fit = result.get("surrogate_on_search")
     if fit:
         lines += ["", f"The surrogate on the real search's own {fit['n']} children (none in its fit): predicted "
@@ -280,7 +313,8 @@ def main(argv=None) -> int:
               "mnas": stats_at(mnas, real_marks), "random": stats_at(rnd, real_marks),
               "resampled": resampled(rnd, real_marks),
               "surrogate": surrogate_stats(surrogate, real_marks) if surrogate else None,
-              "surrogate_on_search": surrogate_on_search(args.mnas, args.surrogate) if args.seeds else None}
+              "surrogate_on_search": surrogate_on_search(args.mnas, args.surrogate) if args.seeds else None,
+              "drift": drift(args.mnas, args.random)}
     if not args.no_plot:
         try:
             plot(result, mnas, rnd, surrogate, args.plot)

@@ -34,16 +34,33 @@ def test_resampled_draws_without_replacement(bench):
     assert 4.0 <= out[5]["best_band"][0] <= out[5]["best"] <= out[5]["best_band"][1] <= 19.0
 
 
+def _genotypes(n):
+    import random
+
+    from mnas.search.registry import load_space
+
+    rng = random.Random(0)
+    space = load_space("mnasnet")
+    return [tuple(space.sample_indices(rng)) for _ in range(n)]
+
+
+G = _genotypes(8)
+
+
 def _tables(tmp_path):
+    def cell(g):
+        return '"' + str(list(g)) + '"'
+
     mnas = tmp_path / "mnas.csv"
-    mnas.write_text("sample,indices,reward,status\n"
-                    "1,\"[0,1]\",0.80,ok\n0,\"[1,1]\",0.70,ok\n2,\"[0,0]\",,failed\n3,\"[1,0]\",0.90,ok\n")
+    mnas.write_text("sample,indices,accuracy,latency_ms,reward,status\n"
+                    f"1,{cell(G[0])},0.80,40.0,0.80,ok\n0,{cell(G[1])},0.70,60.0,0.70,ok\n"
+                    f"2,{cell(G[2])},,,,failed\n3,{cell(G[3])},0.90,20.0,0.90,ok\n")
     bench_csv = tmp_path / "bench.csv"
     bench_csv.write_text("run,sample,indices,accuracy,latency_pixel1_ms,status\n"
-                         "second,0,\"[0,0]\",0.9,75.0,ok\n"
-                         "first,1,\"[1,0]\",0.8,150.0,ok\n"
-                         "first,0,\"[0,1]\",0.7,37.5,ok\n"
-                         "second,1,\"[1,1]\",,,failed\n")
+                         f"second,0,{cell(G[4])},0.9,75.0,ok\n"
+                         f"first,1,{cell(G[5])},0.8,150.0,ok\n"
+                         f"first,0,{cell(G[6])},0.7,37.5,ok\n"
+                         f"second,1,{cell(G[7])},,,failed\n")
     return mnas, bench_csv
 
 
@@ -51,17 +68,17 @@ def test_both_searches_are_read_in_their_order_and_scored_alike(bench, tmp_path)
     mnas, bench_csv = _tables(tmp_path)
     children = bench.mnas_children(str(mnas))
     assert [v for _, v in children] == [0.70, 0.80, 0.0, 0.90]        # by sample; a failed child scores 0
-    assert children[0][0] == (1, 1)
+    assert children[0][0] == G[1]
     rnd = bench.random_children(str(bench_csv))
     # runs in the order the table first lists them ('second' first), each by sample
-    assert [g for g, _ in rnd] == [(0, 0), (1, 1), (0, 1), (1, 0)]
+    assert [g for g, _ in rnd] == [G[4], G[7], G[6], G[5]]
     assert rnd[0][1] == pytest.approx(0.9)                            # at T: the accuracy
     assert rnd[1][1] == 0.0
     assert rnd[2][1] == pytest.approx(0.7 * 0.5 ** -0.07)             # soft: a = b = -0.07
     assert rnd[3][1] == pytest.approx(0.8 * 2.0 ** -0.07)
 
 
-def test_command_prints_the_table_without_touching_benchmarks(bench, tmp_path, capsys):
+def test_command_prints_the_tables_without_touching_benchmarks(bench, tmp_path, capsys):
     mnas, bench_csv = _tables(tmp_path)
     assert bench.main(["--mnas", str(mnas), "--random", str(bench_csv), "--budget", "4", "--seeds", "0",
                        "--no-plot"]) == 0
@@ -70,6 +87,11 @@ def test_command_prints_the_table_without_touching_benchmarks(bench, tmp_path, c
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == "0.9000" and cells[2] == "0.9000"              # mnas best; random's first 4: its best
     assert "surrogate predicted" not in out
+    # what the search moved: its trained children (first and last 50 = all 3 here) beside the collection's 3
+    moved = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| mnas, ")
+             or line.startswith("| random (")}
+    assert "| 3 | 40.0 | 0.8000 |" in moved["mnas, first 50"]
+    assert "| 3 | 75.0 | 0.8000 |" in moved["random (MNAS-Bench)"]
 
 
 def test_a_missing_table_is_one_line_and_status_2(bench, tmp_path, capsys):
