@@ -59,7 +59,7 @@ def soft_reward():
     return Reward.from_settings({"preset": "soft", "target_ms": TARGET_MS}, ["pixel1"])
 
 
-def _frame(source: str):
+def read_search(source: str):
     """A real search's children by sample, from its run folder or its CSV export."""
     import pandas as pd
 
@@ -77,20 +77,23 @@ def _indices(value) -> tuple:
     return tuple(json.loads(value) if isinstance(value, str) else value)
 
 
-def mnas_children(source: str) -> list[tuple[tuple, float]]:
-    """(genotype, reward) of a real search's children by sample; failed children score 0."""
-    frame = _frame(source)
-    return [(_indices(i), float(r) if s == "ok" else 0.0)
-            for i, r, s in zip(frame["indices"], frame["reward"], frame["status"])]
-
-
-def random_children(table: str) -> list[tuple[tuple, float]]:
-    """(genotype, reward) of MNAS-Bench's children in collection order, scored with the soft reward at 75 ms."""
+def read_bench(table: str):
+    """MNAS-Bench's children in collection order: its runs in the order the table first lists them, each by sample."""
     import pandas as pd
 
     frame = pd.read_csv(table)
     order = {run: i for i, run in enumerate(dict.fromkeys(frame["run"]))}
-    frame = frame.assign(_run=frame["run"].map(order)).sort_values(["_run", "sample"])
+    return frame.assign(_run=frame["run"].map(order)).sort_values(["_run", "sample"]).drop(columns="_run")
+
+
+def mnas_children(frame) -> list[tuple[tuple, float]]:
+    """(genotype, reward) of a real search's children (`read_search`); failed children score 0."""
+    return [(_indices(i), float(r) if s == "ok" else 0.0)
+            for i, r, s in zip(frame["indices"], frame["reward"], frame["status"])]
+
+
+def random_children(frame) -> list[tuple[tuple, float]]:
+    """(genotype, reward) of MNAS-Bench's children (`read_bench`), scored with the soft reward at 75 ms."""
     reward = soft_reward()
     return [(tuple(json.loads(i)), reward(a, {"pixel1": lat}) if s == "ok" else 0.0)
             for i, a, lat, s in zip(frame["indices"], frame["accuracy"], frame["latency_pixel1_ms"], frame["status"])]
@@ -146,14 +149,13 @@ def surrogate_runs(path: str, budget: int, seeds: int, log=print) -> dict[str, l
     return runs
 
 
-def surrogate_on_search(source: str, path: str, top: int = TOP) -> dict:
+def surrogate_on_search(frame, path: str, top: int = TOP) -> dict:
     """The surrogate against the real search's own children (chosen by the controller, none of them in the data
     it was fitted on): rank correlation of predicted and real proxy accuracy, and the mean of predicted minus real
     over all of them and over the `top` the surrogate rates highest -- where a search led by it would go."""
     from mnas.search.registry import load_space
     from mnas.search.surrogate import Surrogate, kendall, spearman
 
-    frame = _frame(source)
     frame = frame[frame["status"] == "ok"]
     space = load_space("mnasnet")
     surrogate = Surrogate.load(path)
@@ -166,12 +168,10 @@ def surrogate_on_search(source: str, path: str, top: int = TOP) -> dict:
             "top": int(len(best))}
 
 
-def drift(source: str, table: str, share: int = 50) -> dict[str, dict]:
+def drift(search, bench, share: int = 50) -> dict[str, dict]:
     """What the search moved: median predicted latency, mean proxy accuracy and mean layers without a shortcut in
     the proxy network (the surrogate's `proxy_plain_layers`, the feature that ranks random children best), for the
     search's first and last `share` trained children and for the random collection."""
-    import pandas as pd
-
     from mnas.search.registry import load_space
     from mnas.search.surrogate import features, feature_names
 
@@ -184,11 +184,10 @@ def drift(source: str, table: str, share: int = 50) -> dict[str, dict]:
         return {"n": len(frame), "latency_ms": float(frame[latency_column].median()),
                 "accuracy": float(frame["accuracy"].mean()), "plain_layers": float(np.mean(layers))}
 
-    search = _frame(source)
     search = search[search["status"] == "ok"]
     return {f"mnas, first {share}": summary(search.head(share), "latency_ms"),
             f"mnas, last {share}": summary(search.tail(share), "latency_ms"),
-            "random (MNAS-Bench)": summary(pd.read_csv(table), "latency_pixel1_ms")}
+            "random (MNAS-Bench)": summary(bench, "latency_pixel1_ms")}
 
 
 def surrogate_stats(runs, marks) -> dict[str, dict[int, dict]]:
@@ -222,9 +221,9 @@ def render(result: dict) -> str:
         drawn_best = f"{r['best']:.4f} ({r['best_band'][0]:.4f}-{r['best_band'][1]:.4f})" if r else "-"
         drawn_top = f"{r['top']:.4f} ({r['top_band'][0]:.4f}-{r['top_band'][1]:.4f})" if r else "-"
         first = rnd.get(n)
-        lines.append(f"| {n} | {real[n]['best']:.4f} | {first['best']:.4f} | {drawn_best} | {real[n]['top']:.4f} | "
-                     f"{first['top']:.4f} | {drawn_top} |" if first else
-                     f"| {n} | {real[n]['best']:.4f} | - | {drawn_best} | {real[n]['top']:.4f} | - | {drawn_top} |")
+        first_best, first_top = (f"{first['best']:.4f}", f"{first['top']:.4f}") if first else ("-", "-")
+        lines.append(f"| {n} | {real[n]['best']:.4f} | {first_best} | {drawn_best} | {real[n]['top']:.4f} | "
+                     f"{first_top} | {drawn_top} |")
     sur = result.get("surrogate")
     if sur:
         lines += ["", f"What the surrogate predicted for the same budget ({result['seeds']} seeds, mean +- sd; "
@@ -259,7 +258,11 @@ def plot(result: dict, mnas, rnd, surrogate, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    best = lambda children: np.maximum.accumulate([v for _, v in children])  # noqa: E731
+    from benchmarks.controller_bench import best_curve
+
+    def best(children):
+        return best_curve([v for _, v in children])
+
     ax.plot(np.arange(1, len(mnas) + 1), best(mnas), color="C0", lw=2, label="mnas, real proxy")
     first = rnd[:result["budget"]]
     ax.plot(np.arange(1, len(first) + 1), best(first), color="C1", lw=2, label="random, real proxy (first n)")
@@ -298,8 +301,8 @@ def main(argv=None) -> int:
     for path in (args.mnas, args.random) + ((args.surrogate,) if args.seeds else ()):
         if not os.path.exists(path):
             p.error(f"{path}: no such file or folder")
-    mnas = mnas_children(args.mnas)
-    rnd = random_children(args.random)
+    search_frame, bench_frame = read_search(args.mnas), read_bench(args.random)     # each file read once
+    mnas, rnd = mnas_children(search_frame), random_children(bench_frame)
     marks = sorted({n for n in range(50, args.budget + 1, 50)} | {args.budget})
     real_marks = [n for n in marks if n <= len(mnas)] or [len(mnas)]
     if len(mnas) not in real_marks and len(mnas) < args.budget:
@@ -313,8 +316,8 @@ def main(argv=None) -> int:
               "mnas": stats_at(mnas, real_marks), "random": stats_at(rnd, real_marks),
               "resampled": resampled(rnd, real_marks),
               "surrogate": surrogate_stats(surrogate, real_marks) if surrogate else None,
-              "surrogate_on_search": surrogate_on_search(args.mnas, args.surrogate) if args.seeds else None,
-              "drift": drift(args.mnas, args.random)}
+              "surrogate_on_search": surrogate_on_search(search_frame, args.surrogate) if args.seeds else None,
+              "drift": drift(search_frame, bench_frame)}
     if not args.no_plot:
         try:
             plot(result, mnas, rnd, surrogate, args.plot)

@@ -66,10 +66,10 @@ def _tables(tmp_path):
 
 def test_both_searches_are_read_in_their_order_and_scored_alike(bench, tmp_path):
     mnas, bench_csv = _tables(tmp_path)
-    children = bench.mnas_children(str(mnas))
+    children = bench.mnas_children(bench.read_search(str(mnas)))
     assert [v for _, v in children] == [0.70, 0.80, 0.0, 0.90]        # by sample; a failed child scores 0
     assert children[0][0] == G[1]
-    rnd = bench.random_children(str(bench_csv))
+    rnd = bench.random_children(bench.read_bench(str(bench_csv)))
     # runs in the order the table first lists them ('second' first), each by sample
     assert [g for g, _ in rnd] == [G[4], G[7], G[6], G[5]]
     assert rnd[0][1] == pytest.approx(0.9)                            # at T: the accuracy
@@ -121,7 +121,7 @@ def test_the_surrogate_is_checked_on_the_searchs_own_children(bench, tmp_path):
     rows.append(f"12,\"{list(genotypes[0])}\",,,failed")
     table = tmp_path / "search.csv"
     table.write_text("\n".join(rows) + "\n")
-    fit = bench.surrogate_on_search(str(table), path, top=3)
+    fit = bench.surrogate_on_search(bench.read_search(str(table)), path, top=3)
     assert fit["n"] == 12 and fit["top"] == 3
     assert fit["spearman"] == pytest.approx(1.0) and fit["kendall"] == pytest.approx(1.0)
     assert fit["bias"] == pytest.approx(0.01, abs=1e-9) and fit["bias_top"] == pytest.approx(0.01, abs=1e-9)
