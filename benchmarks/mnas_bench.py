@@ -43,6 +43,17 @@ COLUMNS = ("run", "trial_id", "sample", "genotype", "indices", "arch", "status",
 RULES = ("space", "proxy", "deploy")
 
 
+def read_bench(table: str = DEFAULT_TABLE):
+    """The table in collection order: its runs in the order the table first lists them, each by sample (a run's
+    sample numbers start at 0, so `sample` alone does not order, nor name, a child: `run` and `sample` do)."""
+    import pandas as pd
+
+    frame = pd.read_csv(table) if table.endswith(".csv") else pd.read_parquet(table)
+    order = {run: i for i, run in enumerate(dict.fromkeys(frame["run"]))}
+    return (frame.assign(_run=frame["run"].map(order)).sort_values(["_run", "sample"], kind="stable")
+            .drop(columns="_run").reset_index(drop=True))
+
+
 def rules_fingerprint(config: dict) -> str:
     """A short digest of the settings that decide how a child is scored (space, proxy, deployment)."""
     text = json.dumps({key: config.get(key) for key in RULES}, sort_keys=True, default=str)

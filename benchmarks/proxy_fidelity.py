@@ -1,10 +1,11 @@
 """Proxy fidelity: does the one-minute proxy rank children as a much longer training of the same children does?
 
-Children: the first N trained children of the MNAS-Bench table (uniformly random children of the `mnasnet` space,
-already scored on the default proxy) plus MnasNet-A1, MobileNetV2 and mnasnet-small (scored on the default proxy
-here). Each is then trained much longer -- the same adaptation and recipe, 2 epochs over 50,000 training images
-(2.5x the proxy's images, 5x its steps) and scored on the other 10,000 -- and the two rankings are compared:
-Spearman's rho and Kendall's tau, with the long training's cost.
+Children: the first N trained children of the MNAS-Bench table in collection order (uniformly random children of the
+`mnasnet` space, already scored on the default proxy; named RUN:SAMPLE) plus MnasNet-A1, MobileNetV2 and
+mnasnet-small (scored on the default proxy here). Each is then trained much longer -- the same adaptation and recipe
+(configs/default.yaml's proxy, as the collection), 2 epochs over the first 50,000 training images (2.5x the proxy's
+images, 5x its steps) and scored on the last 10,000 -- and the two rankings are compared: Spearman's rho and Kendall's
+tau, with the long training's cost.
 
     .venv/bin/python benchmarks/proxy_fidelity.py --children 27 --jsonl fidelity.jsonl [--write]
 
@@ -25,7 +26,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import machine, report, today  # noqa: E402
-from benchmarks.mnas_bench import DEFAULT_TABLE  # noqa: E402
+from benchmarks.mnas_bench import DEFAULT_TABLE, read_bench  # noqa: E402
+
+CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "default.yaml")
 
 REFERENCES = ("mnasnet-a1", "mobilenetv2", "mnasnet-small")
 LONG = {"epochs": 2, "train_subset": 50000, "heldout": 10000}
@@ -34,18 +37,30 @@ LONG = {"epochs": 2, "train_subset": 50000, "heldout": 10000}
 def children(table: str, count: int) -> list[tuple[str, object, float | None]]:
     """(label, architecture, proxy accuracy or None) for the table's first `count` trained children and the
     references."""
-    import pandas as pd
-
     from mnas.search.registry import ARCHITECTURES, load_space
 
-    frame = pd.read_csv(table)
-    ok = frame[frame["status"] == "ok"].sort_values("sample").head(count)
+    frame = read_bench(table)
+    ok = frame[frame["status"] == "ok"].head(count)
     if len(ok) < count:
         raise ValueError(f"{table} has {len(ok)} trained children; {count} asked for")
     space = load_space("mnasnet")
-    chosen = [(f"bench-{int(row.sample)}", space.decode(json.loads(row.indices)), float(row.accuracy))
+    chosen = [(f"{row.run}:{int(row.sample)}", space.decode(json.loads(row.indices)), float(row.accuracy))
               for row in ok.itertuples()]
     return chosen + [(name, ARCHITECTURES[name], None) for name in REFERENCES]
+
+
+def proxy_configs(path: str = CONFIG):
+    """(the proxy, the long training): the collection's proxy as configs/default.yaml sets it (its file-order split
+    included), and the same with `LONG`'s images and epochs."""
+    import dataclasses
+
+    import yaml
+
+    from mnas.search.proxy import ProxyConfig
+
+    with open(path, encoding="utf-8") as handle:
+        proxy = ProxyConfig.from_dict(yaml.safe_load(handle)["proxy"])
+    return proxy, dataclasses.replace(proxy, **LONG)
 
 
 def _train(label: str, arch, config) -> dict:
@@ -74,7 +89,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from mnas.search.surrogate import kendall, spearman
-    from mnas.search.proxy import ProxyConfig
 
     try:
         chosen = children(args.table, args.children)
@@ -86,7 +100,7 @@ def main(argv=None) -> int:
         with open(args.jsonl, encoding="utf-8") as handle:
             runs = [json.loads(line) for line in handle if line.strip()]
     done = {(r["label"], r["kind"]) for r in runs}
-    proxy, long = ProxyConfig(), ProxyConfig(**LONG)
+    proxy, long = proxy_configs()
     for label, arch, proxy_accuracy in chosen:
         todo = [("long", long)] + ([("proxy", proxy)] if proxy_accuracy is None else [])
         for kind, config in todo:

@@ -42,11 +42,11 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")   # the controller's TensorFlow: no start-up lines
 
 from benchmarks.common import machine, report, shown, today  # noqa: E402
+from benchmarks.mnas_bench import DEFAULT_SURROGATE, read_bench  # noqa: E402
+from benchmarks.mnas_bench import DEFAULT_TABLE as DEFAULT_RANDOM  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 DEFAULT_MNAS = os.path.join(RESULTS, "part4_mnas_search.csv")
-DEFAULT_RANDOM = os.path.join(RESULTS, "mnas_bench.csv")
-DEFAULT_SURROGATE = os.path.join(RESULTS, "mnas_bench_surrogate.json")
 DEFAULT_PLOT = os.path.join(RESULTS, "real_check.png")
 TARGET_MS = 75.0
 DRAWS = 2000
@@ -75,15 +75,6 @@ def read_search(source: str):
 
 def _indices(value) -> tuple:
     return tuple(json.loads(value) if isinstance(value, str) else value)
-
-
-def read_bench(table: str):
-    """MNAS-Bench's children in collection order: its runs in the order the table first lists them, each by sample."""
-    import pandas as pd
-
-    frame = pd.read_csv(table)
-    order = {run: i for i, run in enumerate(dict.fromkeys(frame["run"]))}
-    return frame.assign(_run=frame["run"].map(order)).sort_values(["_run", "sample"]).drop(columns="_run")
 
 
 def mnas_children(frame) -> list[tuple[tuple, float]]:
