@@ -232,7 +232,7 @@ def _finish(search, store, run_dir: str, attempt: int) -> int:
     shown = _shown(run_dir)
     print(f"  table:     {mnas_command('results', shown, '--top', '10')}")
     print(f"  frontier:  {mnas_command('results', shown, '--pareto')}")
-    print(f"  pandas:    ResultStore({shown!r}).children()  (from mnas.results.store)")
+    print(f"  pandas:    ResultStore.open_run({shown!r}).children()  (from mnas.results.store; read-only)")
     print(f"dashboard: {mnas_command('dashboard', shown)}  (then open http://127.0.0.1:{DEFAULT_PORT}; "
           f"a file to share: {mnas_command('report', shown, '--out', 'report.html')})")
     return 0 if summary["done"] >= search.samples else 1

@@ -38,6 +38,7 @@ from mnas.results.schema import (COLUMN_NAMES, COLUMNS, LOWER_IS_BETTER, NUMERIC
                                  check_status, children_frame, decode_row, encode_child, is_int)
 from mnas.search.failures import split_reason
 from mnas.search.fileio import current_umask
+from mnas.search.runlock import RunInUse, other_owner
 
 STORE_FILENAME = "results.sqlite"
 SCHEMA_VERSION = 3
@@ -297,7 +298,13 @@ class ResultStore:
             raise _open_error(self.path, err) from None
 
     def _migrate(self, version: int) -> None:
-        """Brings a store of an older schema version up to date, in one transaction."""
+        """Brings a store of an older schema version up to date, in one transaction -- never under a search that
+        owns the folder: its older code writes the old columns and would fail on its next child."""
+        owner = other_owner(str(self.run_dir))
+        if owner is not None:
+            raise RunInUse(f"{self.path} is of schema version {version} and a running search "
+                           f"(process {owner or '(unknown)'}) writes it: read it with readonly=True "
+                           "(ResultStore.open_run), or open it for writing after that search ends")
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             for step in range(version + 1, SCHEMA_VERSION + 1):

@@ -64,6 +64,28 @@ class RunLock:
         self.release()
 
 
+def other_owner(run_dir: str) -> int | None:
+    """The PID of another live process that owns `run_dir` (0 if unknown), or None: nobody, or this process.
+
+    Only looks: a shared lock taken and dropped at once. For whoever must not change a folder under a live search
+    without owning it (the store's schema migration)."""
+    try:
+        fd = os.open(os.path.join(run_dir, LOCK_FILE), os.O_RDONLY)
+    except OSError:
+        return None                  # never locked, or not ours to read: no search of this version runs there
+    try:
+        owner = _read_pid(fd)
+        if owner == os.getpid():
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return owner or 0
+        return None
+    finally:
+        os.close(fd)             # drops the shared lock with it
+
+
 def _read_pid(fd: int) -> int | None:
     try:
         text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()

@@ -413,6 +413,35 @@ def test_a_version_1_store_is_read_as_is_and_migrated_by_a_writer(tmp_path):
     conn.close()
 
 
+def test_an_old_store_is_not_migrated_under_a_search_that_owns_its_folder(tmp_path):
+    """A running search of an older version writes the old columns: migrating its store would fail its next child.
+    Its owner's lock stops a writer; reading stays possible, and the search's own process may migrate."""
+    from mnas.search.runlock import RunInUse, RunLock
+
+    _version_1_store(tmp_path)
+    before = (tmp_path / STORE_FILENAME).read_bytes()
+    owner = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        sys.path[:0] = [{str(REPO)!r}]
+        from mnas.search.runlock import RunLock
+        RunLock({str(tmp_path)!r}).acquire()
+        print("locked", flush=True)
+        time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout.readline().strip() == "locked"
+        with pytest.raises(RunInUse, match=rf"schema version 1 and a running search \(process {owner.pid}\)"):
+            ResultStore(tmp_path)
+        assert (tmp_path / STORE_FILENAME).read_bytes() == before          # nothing changed
+        with ResultStore.open_run(tmp_path) as reader:
+            assert len(reader.children(status="all")) == 5
+    finally:
+        owner.kill()
+        owner.wait()
+    with RunLock(str(tmp_path)), ResultStore(tmp_path) as writer:           # the owner itself migrates
+        assert writer.get_meta("schema_version") == 3
+
+
 # -- concurrency and crashes ---------------------------------------------------------------------------------------
 
 WRITER = textwrap.dedent("""
