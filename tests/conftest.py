@@ -57,6 +57,68 @@ def tiny_data(tmp_path_factory):
     return str(folder)
 
 
+# A tiny training task for the trainer's tests: a two-block network and a learnable toy Fashion-MNIST.
+
+TINY_ARCH = """# two blocks, narrow head: builds and trains in a second at 28x28
+stem: 8
+head: 32
+r1_k3_s11_e1_i8_o8_noskip
+r1_k3_s22_e3_i8_o16_se0.25
+"""
+
+
+def write_tiny_fashion(folder, n_train=64, n_test=32, seed=0):
+    """IDX files of a learnable toy task: class c has a bright horizontal bar at rows 2c..2c+5."""
+    import numpy as np
+
+    from mnas.trainer import data
+
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    arrays = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        y = rng.integers(0, 10, n).astype(np.uint8)
+        x = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        for i, c in enumerate(y):
+            x[i, 2 * c:2 * c + 6] = 250
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = x, y
+    for field, stem in data.FASHION_MNIST_FILES.items():
+        data.write_idx(os.path.join(folder, stem + ".gz"), arrays[field])
+    return str(folder)
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """(architecture file, Fashion-MNIST-like data folder) in tmp_path."""
+    from mnas.trainer import data
+
+    data.clear_cache()
+    arch = tmp_path / "tiny.arch"
+    arch.write_text(TINY_ARCH)
+    yield str(arch), write_tiny_fashion(tmp_path / "fm")
+    data.clear_cache()
+
+
+def tiny_config(tiny, **changes):
+    """The `TrainConfig` of the tiny task (2 epochs, batches of 16), with `changes`."""
+    from mnas.search.registry import load_architecture
+    from mnas.trainer.train import TrainConfig
+
+    arch_file, data_dir = tiny
+    fields = dict(arch=load_architecture(arch_file), data_dir=data_dir, epochs=2, batch_size=16, arch_source=arch_file)
+    fields.update(changes)
+    return TrainConfig(**fields)
+
+
+def run_cli(argv, capsys):
+    """The `mnas` command line run in process on ARGV: (exit status, stdout, stderr)."""
+    from mnas import cli
+
+    code = cli.main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def load_benchmark(name: str):
     """A script of benchmarks/ (not a package) imported as a module, for tests of its pure parts."""
     import importlib.util

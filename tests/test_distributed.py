@@ -28,7 +28,7 @@ import sys
 import numpy as np
 import pytest
 
-from test_train import TINY_ARCH, tiny_config, write_tiny_fashion
+from conftest import TINY_ARCH, tiny_config, write_tiny_fashion
 from mnas.trainer import checkpoint as ckpt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from test_train import run_cli, tiny, tiny_config  # noqa: F401 (tiny is a fixture)
+from conftest import run_cli, tiny_config
 from mnas.trainer.train import train
 
 

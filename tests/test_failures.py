@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 
 from conftest import record_reliability, trial_settings
-from test_train import TINY_ARCH
+from conftest import TINY_ARCH
 from mnas.search.arch import parse_arch_text
 from mnas.search.registry import load_space
 from mnas.workers.trial import FAULT_KINDS, check_faults, evaluate_child, injected_fault

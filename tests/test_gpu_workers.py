@@ -16,7 +16,7 @@ from collections import Counter
 import pytest
 import yaml
 
-from test_train import TINY_ARCH
+from conftest import TINY_ARCH
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "configs", "smoke.yaml")

@@ -23,13 +23,9 @@ from mnas.results import views
 from mnas.results.export import export_frame, read_export
 from mnas.results.store import ResultStore
 
+from conftest import run_cli
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_cli(argv, capsys) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # -- printed commands ----------------------------------------------------------------------------------------------
@@ -226,7 +222,7 @@ def test_measured_latency_starts_quietly_and_its_progress_counts_passes():
 
 @pytest.mark.slow
 def test_a_short_training_starts_quietly_warns_and_verbose_shows_the_libraries(tmp_path):
-    from test_train import TINY_ARCH, write_tiny_fashion
+    from conftest import TINY_ARCH, write_tiny_fashion
 
     (tmp_path / "tiny.arch").write_text(TINY_ARCH)
     argv = ["train", "--arch", tmp_path / "tiny.arch", "--data-dir", write_tiny_fashion(tmp_path / "fm"),

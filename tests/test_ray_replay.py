@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from test_train import TINY_ARCH
+from conftest import TINY_ARCH
 from tiny_datasets import write_png_folder
 from mnas.trainer import checkpoint as ckpt
 

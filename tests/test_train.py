@@ -11,49 +11,9 @@ from mnas import cli
 from mnas.trainer import checkpoint as ckpt
 from mnas.trainer import data
 from mnas.trainer.recipe import Recipe, learning_rate
-from mnas.trainer.train import TrainConfig, train
+from mnas.trainer.train import train
 
-TINY_ARCH = """# two blocks, narrow head: builds and trains in a second at 28x28
-stem: 8
-head: 32
-r1_k3_s11_e1_i8_o8_noskip
-r1_k3_s22_e3_i8_o16_se0.25
-"""
-
-
-def write_tiny_fashion(folder, n_train=64, n_test=32, seed=0):
-    """IDX files of a learnable toy task: class c has a bright horizontal bar at rows 2c..2c+5."""
-    rng = np.random.default_rng(seed)
-    os.makedirs(folder, exist_ok=True)
-    arrays = {}
-    for split, n in (("train", n_train), ("test", n_test)):
-        y = rng.integers(0, 10, n).astype(np.uint8)
-        x = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-        for i, c in enumerate(y):
-            x[i, 2 * c:2 * c + 6] = 250
-        arrays[f"x_{split}"], arrays[f"y_{split}"] = x, y
-    for field, stem in data.FASHION_MNIST_FILES.items():
-        data.write_idx(os.path.join(folder, stem + ".gz"), arrays[field])
-    return str(folder)
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    """(architecture file, Fashion-MNIST-like data folder) in tmp_path."""
-    data.clear_cache()
-    arch = tmp_path / "tiny.arch"
-    arch.write_text(TINY_ARCH)
-    yield str(arch), write_tiny_fashion(tmp_path / "fm")
-    data.clear_cache()
-
-
-def tiny_config(tiny, **changes):
-    from mnas.search.registry import load_architecture
-
-    arch_file, data_dir = tiny
-    fields = dict(arch=load_architecture(arch_file), data_dir=data_dir, epochs=2, batch_size=16, arch_source=arch_file)
-    fields.update(changes)
-    return TrainConfig(**fields)
+from conftest import run_cli, tiny_config, write_tiny_fashion
 
 
 def test_two_epochs_write_metrics_checkpoint_and_tensorboard(tiny, tmp_path):
@@ -194,12 +154,6 @@ def test_weight_average_uses_the_official_num_updates_warm_up():
     with ema.swapped():
         assert float(model.layers[0].kernel.numpy()[0, 0]) == pytest.approx(2 / 11)
     assert float(model.layers[0].kernel.numpy()[0, 0]) == 0.0
-
-
-def run_cli(argv, capsys):
-    code = cli.main(argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_cli_errors_are_one_line_exit_2_and_write_nothing(tiny, tmp_path, capsys):

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from conftest import record_reliability
-from test_train import TINY_ARCH, write_tiny_fashion
+from conftest import TINY_ARCH, write_tiny_fashion
 from mnas.search.fileio import read_json
 from mnas.trainer import checkpoint as ckpt
 
