@@ -9,8 +9,8 @@ tau, with the long training's cost.
 
     .venv/bin/python benchmarks/proxy_fidelity.py --children 27 --jsonl fidelity.jsonl [--write]
 
-Hours of CPU (about 4 minutes of one core a long training, 30 of them): run it in the background, resumable --
-`--jsonl` keeps one line a training and a re-run skips what the file holds.
+Hours of CPU (about 4 minutes of one core a long training, 30 of them; `--workers 2` runs two at a time): run it in
+the background, resumable -- `--jsonl` keeps one line a training and a re-run skips what the file holds.
 """
 
 from __future__ import annotations
@@ -79,14 +79,32 @@ def _train(label: str, arch, config) -> dict:
     return out
 
 
+def _run_all(todo, workers: int):
+    """Yields the trainings' results as they end: in this process with one worker, else in `workers` spawned
+    processes (each training uses one core, as a collection's child does)."""
+    if workers == 1:
+        yield from (_train(*job) for job in todo)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from (future.result() for future in as_completed([pool.submit(_train, *job) for job in todo]))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--children", type=int, default=27, help="children of the table (plus the 3 references)")
     parser.add_argument("--table", default=DEFAULT_TABLE)
     parser.add_argument("--jsonl", required=True, help="one JSON line a training; a re-run skips what it holds")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="trainings run side by side, one core each (default 1; 2 halves the wall time on an "
+                             "idle 2-core machine)")
     parser.add_argument("--write", action="store_true", help="put the section into BENCHMARKS.md")
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
 
     from mnas.search.surrogate import kendall, spearman
 
@@ -101,13 +119,14 @@ def main(argv=None) -> int:
             runs = [json.loads(line) for line in handle if line.strip()]
     done = {(r["label"], r["kind"]) for r in runs}
     proxy, long = proxy_configs()
-    for label, arch, proxy_accuracy in chosen:
-        todo = [("long", long)] + ([("proxy", proxy)] if proxy_accuracy is None else [])
-        for kind, config in todo:
-            if (label, kind) not in done:
-                runs.append(_train(label, arch, config))
-                with open(args.jsonl, "a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(runs[-1]) + "\n")
+    todo = [(label, arch, config) for label, arch, proxy_accuracy in chosen
+            for kind, config in [("long", long)] + ([("proxy", proxy)] if proxy_accuracy is None else [])
+            if (label, kind) not in done]
+    print(f"{len(done)} trainings in {args.jsonl}, {len(todo)} to run on {args.workers} worker(s)", file=sys.stderr)
+    for result in _run_all(todo, args.workers):
+        runs.append(result)
+        with open(args.jsonl, "a", encoding="utf-8") as handle:  # one line a training, appended as it ends
+            handle.write(json.dumps(result) + "\n")
     by = {(r["label"], r["kind"]): r for r in runs if r["status"] == "ok"}
     rows = []
     for label, _, proxy_accuracy in chosen:

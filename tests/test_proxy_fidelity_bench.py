@@ -73,3 +73,9 @@ def test_a_rerun_trains_nothing_the_file_holds_and_ranks_the_two_trainings(fidel
     out = capsys.readouterr().out
     assert "| r:0 | 0.8000 | 0.9000 | 200 |" in out
     assert "**6 children**: Spearman 1.000, Kendall 1.000" in out      # both orders agree in this made-up file
+
+
+def test_workers_must_be_positive(fidelity, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        fidelity.main(["--jsonl", "unused.jsonl", "--workers", "0"])
+    assert exit_.value.code == 2 and "--workers must be at least 1" in capsys.readouterr().err
