@@ -200,7 +200,7 @@ def render(result: dict) -> str:
              f"{' so far' if result['mnas_children'] < result['budget'] else ''}, {result['mnas_source']}) beside "
              f"the first "
              f"{result['budget']} children of the random collection (MNAS-Bench, same proxy, same reward: soft at "
-             f"T = {TARGET_MS:g} ms) and beside the whole collection ({result['random_children']} children) drawn "
+             f"T = {TARGET_MS:g} ms) and beside the whole collection ({result['random_children']:,} children) drawn "
              f"{DRAWS:,} times (median, 10-90% in brackets). Top 10: mean reward of the 10 best distinct "
              "architectures.", "",
              "| children | mnas best | random best (first n) | random best-of-n (drawn) | mnas top 10 | "
@@ -229,7 +229,7 @@ def render(result: dict) -> str:
         lines += ["", "What the search moved (trained children; plain layers: layers without a shortcut in the proxy "
                       "network):", "", "| children | n | median Pixel 1 ms | mean accuracy | mean plain layers |",
                   "|---|---|---|---|---|"]
-        lines += [f"| {label} | {d['n']} | {d['latency_ms']:.1f} | {d['accuracy']:.4f} | {d['plain_layers']:.2f} |"
+        lines += [f"| {label} | {d['n']:,} | {d['latency_ms']:.1f} | {d['accuracy']:.4f} | {d['plain_layers']:.2f} |"
                   for label, d in result["drift"].items()]
     fit = result.get("surrogate_on_search")
     if fit:
