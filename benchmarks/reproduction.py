@@ -3,8 +3,8 @@
 
     python benchmarks/reproduction.py surrogate [--seeds 10] [--budget 2000] [--targets 75,23]
     python benchmarks/reproduction.py real RUN_DIR [RUN_DIR ...]
-    python benchmarks/reproduction.py table1 [--epochs 10] [--seeds 2] [--out runs/reproduction-table1]
-    python benchmarks/reproduction.py report [--table1 runs/reproduction-table1] [--write]
+    python benchmarks/reproduction.py table1 [--epochs 1] [--seeds 2] [--found NAME=ARCH] [--out DIR]
+    python benchmarks/reproduction.py report [--write]
 
 The paper's search configuration throughout: the `mnasnet` space, Pixel 1 latency (the `pixel1` predictor at
 224x224), the soft reward (alpha = beta = -0.07) and the hard one (alpha = 0, beta = -1), T = 75 ms (MnasNet-A1's
@@ -26,10 +26,10 @@ controller settings (configs/default.yaml's `controller:` section, as `benchmark
   each labelled by its own config's reward preset and target: Fig. 6 of its last --last-share children, its top
   children against A1, and its cost (children, CPU-hours from the stores' seconds columns) against the paper's.
   Writes benchmarks/results/reproduction_real.json and reproduction_fig6_real.png. Seconds.
-* `table1` -- part 3: the best models found at T = 75 and 23 ms beside MnasNet-A1, mnasnet-small and
+* `table1` -- part 3: the best models found at T = 75 (soft and hard) and 23 ms beside MnasNet-A1, mnasnet-small and
   MobileNetV2 1.0 and 0.35, all trained by `launch.py train` with one recipe and budget, resumable (hours; see
   benchmarks/reproduction_table1.py, which holds it).
-* `report` -- the Markdown sections of the saved JSONs (and of --table1 DIR's table); --write puts them into
+* `report` -- the Markdown sections of the saved JSONs (Table 1's too); --write puts them into
   REPRODUCTION.md between their markers (the prose around them is written by hand).
 
 Fig. 6 statistics are `benchmarks/reward_shape.py`'s (`summarize`, `verdict`: quantiles, share at or below T,
@@ -683,7 +683,7 @@ def cmd_report(args) -> int:
     hand, the figures only by this script. A result not saved yet leaves its block as it is."""
     sections = (("reproduction-surrogate", args.surrogate_json, render_surrogate),
                 ("reproduction-real", args.real_json, render_real),
-                ("reproduction-table1", os.path.join(args.table1, "table1.json") if args.table1 else None,
+                ("reproduction-table1", os.path.join(args.table1, "table1.json") if args.table1 else args.table1_json,
                  table1.render_table1))
     lines = []
     for tag, path, render in sections:
@@ -726,12 +726,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--json", default=REAL_JSON, help="default: %(default)s")
     r.add_argument("--plot", default=FIG6_REAL, help="default: %(default)s")
     r.add_argument("--no-plot", action="store_true")
-    table1.add_parser(sub, SURROGATE_JSON, PRESETS)
+    table1.add_parser(sub, SURROGATE_JSON)
     o = sub.add_parser("report", help="print the Markdown sections of the saved JSONs, --write: into "
                                       "REPRODUCTION.md (instant)")
     o.add_argument("--surrogate-json", default=SURROGATE_JSON)
     o.add_argument("--real-json", default=REAL_JSON)
-    o.add_argument("--table1", metavar="DIR", help="a table1 --out folder")
+    o.add_argument("--table1-json", default=table1.TABLE1_JSON, help="default: %(default)s")
+    o.add_argument("--table1", metavar="DIR", help="a table1 --out folder's table instead of --table1-json")
     o.add_argument("--write", action="store_true", help="also put each section into --markdown between its markers")
     o.add_argument("--markdown", default=REPRODUCTION_MD, help="default: %(default)s")
     return p

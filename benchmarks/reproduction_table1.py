@@ -1,17 +1,21 @@
 #!/usr/bin/env python
 """Table 1 of REPRODUCTION.md (issue 18, part 3): the found and the published models trained with one recipe.
 
-    python benchmarks/reproduction.py table1 [--epochs 10] [--seeds 2] [--out runs/reproduction-table1]
+    python benchmarks/reproduction.py table1 [--epochs 1] [--batch-size 32] [--seeds 2] [--out runs/reproduction-table1]
 
-The best model found at T = 75 ms and at T = 23 ms (from the surrogate JSON of `reproduction.py surrogate`: the soft
-search's best at 75 ms, the hard search's at 23 ms; or --found75/--found23 ARCH, e.g. RUN_DIR:1; frozen in
---out/archs/ on the first run, so that a later run trains the same models) beside MnasNet-A1, mnasnet-small,
-MobileNetV2 1.0 and 0.35, each trained by `launch.py train` with one recipe and budget (--epochs, Fashion-MNIST, its
-10,000 test images) for --seeds seeds, one folder per (model, seed) under --out. Resumable: finished runs are
-skipped, interrupted ones continued with `train --resume` (also when --epochs grows). Then the table of the finished
-ones: predicted Pixel 1 latency, params and multiply-adds of the deployment model (224x224, 1000 classes), accuracy
-mean and seed spread. Hours: it prints an estimate from the throughput of the runs it has seen (`--dry-run` plans
-only).
+The models found by the searches -- found-75-soft (the paper's setting for MnasNet-A1: soft reward, T = 75 ms),
+found-75-hard (hard reward, T = 75 ms: a found model at MobileNetV2's and A1's latency) and found-23-hard (hard
+reward, T = 23 ms: a mnasnet-small-like target; the soft search is the same search at every T, so the small one
+comes from the hard search) -- beside MnasNet-A1, mnasnet-small, MobileNetV2 1.0 and 0.35, each trained by
+`launch.py train` with one recipe and budget (--epochs, Fashion-MNIST, its 10,000 test images) for --seeds seeds,
+one folder per (model, seed) under --out. A found model is by default its search's best on the surrogate (the
+JSON of `reproduction.py surrogate`); `--found NAME=ARCH` takes another (e.g. found-75-soft=RUN_DIR:1, a real
+search's best). Each is frozen in --out/archs/NAME.txt on the first run, its source in the file's first line, so
+that a later run trains the same models. Resumable: finished runs are skipped, interrupted ones continued with
+`train --resume` (also when --epochs grows; a run resumes from its last finished epoch). Then the table of the
+finished ones (--json, for `report`): predicted Pixel 1 latency, params and multiply-adds of the deployment model
+(224x224, 1000 classes), accuracy mean and seed spread. Hours: it prints an estimate from the throughput of the
+runs it has seen (`--dry-run` plans only, and writes nothing).
 
 The command lives in `reproduction.py` (one CLI for the report); this module holds its planning, its bookkeeping of
 finished and interrupted runs, and its table.
@@ -35,14 +39,15 @@ from benchmarks.reward_shape import RESOLUTION, SPACE  # noqa: E402
 from mnas.search.fileio import atomic_write, write_json_atomic  # noqa: E402
 
 DEFAULT_TABLE1 = os.path.join("runs", "reproduction-table1")
+TABLE1_JSON = os.path.join(ROOT, "benchmarks", "results", "reproduction_table1.json")
 
 # Table 1's models: name -> (ARCH for `train`, extra `train` arguments, depth multiplier for the counts).
 NAMED_MODELS = {"mnasnet-a1": ("mnasnet-a1", (), 1.0), "mnasnet-small": ("mnasnet-small", (), 1.0),
                 "mobilenetv2": ("mobilenetv2", (), 1.0),
                 "mobilenetv2-0.35": ("mobilenetv2", ("--depth-multiplier", "0.35"), 0.35)}
-# Found models: name -> (T, the surrogate search whose best it is). The soft search is the same at every T, so its
-# best at 23 ms is its best at 75 ms: the small one comes from the hard search.
-FOUND_MODELS = {"found-75": (75.0, "soft"), "found-23": (23.0, "hard")}
+# Found models: name -> (T, the reward preset of the search whose best it is). The soft search is the same at every
+# T, so its best at 23 ms is its best at 75 ms: the small one comes from the hard search.
+FOUND_MODELS = {"found-75-soft": (75.0, "soft"), "found-75-hard": (75.0, "hard"), "found-23-hard": (23.0, "hard")}
 TABLE1_MODELS = tuple(FOUND_MODELS) + tuple(NAMED_MODELS)
 # Published ImageNet figures (params M, multiply-adds M, top-1 %, Pixel 1 ms): the paper's Table 1, and TF-slim's
 # checkpoint table for MobileNetV2 0.35 (no Pixel 1 latency published beside it).
@@ -129,57 +134,94 @@ def estimate_hours(jobs: list[dict], rows: list[dict], epochs: int, train_images
     return sum(epochs * train_images / speed.get(j["model"], fallback) for j in left) / 3600
 
 
-def table1_models(args) -> dict[str, tuple[str, tuple, float]]:
-    """The models to train: NAMED_MODELS, and the found ones frozen as block-string files in --out/archs."""
+def parse_found(pairs: list[str] | None) -> dict[str, str]:
+    """--found NAME=ARCH options as {name: ARCH}; ValueError (one line) for a malformed or unknown one."""
+    found = {}
+    for pair in pairs or ():
+        name, sep, spec = pair.partition("=")
+        if not sep or not spec.strip():
+            raise ValueError(f"--found {pair}: expected NAME=ARCH, e.g. found-75-soft=runs/search:1")
+        if name.strip() not in FOUND_MODELS:
+            raise ValueError(f"--found {pair}: {name.strip()!r} is not a found model "
+                             f"(one of {', '.join(FOUND_MODELS)})")
+        found[name.strip()] = spec.strip()
+    return found
+
+
+def frozen_source(path: str) -> str | None:
+    """The source a frozen found model records in its first line (`# NAME: SOURCE`), or None."""
+    with open(path, encoding="utf-8") as f:
+        first = f.readline().strip()
+    return first.split(": ", 1)[1] if first.startswith("#") and ": " in first else None
+
+
+def table1_models(args, freeze: bool = True) -> dict[str, dict]:
+    """The models to train, {name: {spec, extra, multiplier, arch, source}}: `spec` is the ARCH `train` gets (a
+    registry name, or the found model's file in --out/archs), `extra` its further `train` arguments, `multiplier`
+    its depth multiplier for the counts, `arch` the Architecture, `source` where a found model came from. A found
+    model not frozen yet is resolved (every one of them first, so that a bad one freezes none) and, with `freeze`,
+    written to its file, so that later runs train the same model."""
+    from mnas.search.registry import load_architecture
     from mnas.trainer.replay import resolve_arch
 
     wanted = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in wanted if m not in TABLE1_MODELS]
     if unknown:
         raise ValueError(f"unknown model(s) {', '.join(unknown)} (known: {', '.join(TABLE1_MODELS)})")
-    models = {}
+    given = parse_found(args.found)
+    models, to_freeze = {}, {}
     for name in wanted:
         if name in NAMED_MODELS:
-            models[name] = NAMED_MODELS[name]
+            spec, extra, multiplier = NAMED_MODELS[name]
+            models[name] = {"spec": spec, "extra": extra, "multiplier": multiplier, "arch": load_architecture(spec),
+                            "source": None}
             continue
         frozen = os.path.join(args.out, "archs", f"{name}.txt")
-        if not os.path.exists(frozen):      # first run: resolve and freeze, so later runs train the same model
-            spec = getattr(args, name.replace("-", ""))
-            if spec:
-                arch = resolve_arch(spec).arch
-            else:
-                if not os.path.exists(args.surrogate_json):
-                    raise ValueError(f"{name}: no --{name.replace('-', '')} and no {args.surrogate_json} "
-                                     "(run `surrogate` first)")
-                target, preset = FOUND_MODELS[name]
-                preset = args.found_preset or preset
-                with open(args.surrogate_json, encoding="utf-8") as f:
-                    found = json.load(f)["found"].get(f"{target:g}", {}).get(preset)
-                if not found:
-                    raise ValueError(f"{name}: {args.surrogate_json} has no {preset} search at T = {target:g} ms")
-                from mnas.search.registry import load_space
-
-                arch = load_space(SPACE).decode(found["indices"])
-            atomic_write(frozen, arch.to_text().encode("utf-8"))
-        models[name] = (frozen, (), 1.0)
+        if os.path.exists(frozen):
+            arch, source = load_architecture(frozen), frozen_source(frozen)
+        elif name in given:
+            arch, source = resolve_arch(given[name]).arch, given[name]
+            to_freeze[frozen] = f"# {name}: {source}\n{arch.to_text()}"
+        else:
+            arch, source = surrogate_best(args.surrogate_json, name)
+            to_freeze[frozen] = f"# {name}: {source}\n{arch.to_text()}"
+        models[name] = {"spec": frozen, "extra": (), "multiplier": 1.0, "arch": arch, "source": source}
+    for path, text in to_freeze.items() if freeze else ():
+        atomic_write(path, text.encode("utf-8"))
     return models
 
 
-def model_counts(models: dict[str, tuple[str, tuple, float]]) -> dict[str, dict]:
+def surrogate_best(surrogate_json: str, name: str):
+    """(Architecture, source) of found model `name` from the surrogate searches' JSON: its search's best."""
+    from mnas.search.registry import load_space
+
+    target, preset = FOUND_MODELS[name]
+    if not os.path.exists(surrogate_json):
+        raise ValueError(f"{name}: no --found {name}=ARCH and no {surrogate_json} (run `surrogate` first)")
+    with open(surrogate_json, encoding="utf-8") as f:
+        found = json.load(f)["found"].get(f"{target:g}", {}).get(preset)
+    if not found:
+        raise ValueError(f"{name}: {surrogate_json} has no {preset} search at T = {target:g} ms")
+    source = f"the best {preset} child at T = {target:g} ms of the surrogate searches"
+    return load_space(SPACE).decode(found["indices"]), f"{source} ({os.path.basename(surrogate_json)})"
+
+
+def model_counts(models: dict[str, dict]) -> dict[str, dict]:
     """Predicted Pixel 1 latency, params and multiply-adds of each deployment model (224x224, 1000 classes)."""
     from mnas.measure import get_latency_model
     from mnas.search.counts import count
-    from mnas.trainer.replay import resolve_arch
 
     latency = get_latency_model("pixel1")
     result = {}
-    for name, (spec, _, multiplier) in models.items():
-        arch = resolve_arch(spec).arch
-        if multiplier != 1.0:
-            arch = arch.replace(depth_multiplier=multiplier)
+    for name, model in models.items():
+        arch = model["arch"]
+        if model["multiplier"] != 1.0:
+            arch = arch.replace(depth_multiplier=model["multiplier"])
         counted = count(arch, resolution=RESOLUTION)
         result[name] = {"latency_ms": latency.latency_ms(arch, RESOLUTION), "params": counted.params,
                         "madds": counted.madds, "arch": " ".join(arch.block_strings)}
+        if model["source"]:
+            result[name]["source"] = model["source"]
     return result
 
 
@@ -189,17 +231,17 @@ def cmd_table1(args, runner=launch_runner) -> int:
         value = getattr(args, flag)
         if value is not None:
             train_args += [f"--{flag.replace('_', '-')}", str(value)]
-    models = table1_models(args)
+    models = table1_models(args, freeze=not args.dry_run)
     counts = model_counts(models)
-    jobs = plan_jobs(args.out, {k: (v[0], v[1]) for k, v in models.items()}, args.seeds, args.epochs,
-                     tuple(train_args))
+    specs = {k: (v["spec"], v["extra"]) for k, v in models.items()}
+    jobs = plan_jobs(args.out, specs, args.seeds, args.epochs, tuple(train_args))
     states = [j["state"] for j in jobs]
     print(f"{len(jobs)} runs: {states.count('done')} done, {states.count('resume')} to resume, "
           f"{states.count('new')} to start", file=sys.stderr)
     train_images = args.train_limit or 60000
     seen = collect(jobs, counts)
     for folder in args.speed_from or ():     # throughput measured in other table1 folders (e.g. a short test)
-        for row in collect(plan_jobs(folder, {k: (v[0], v[1]) for k, v in models.items()}, args.seeds, 1), {}):
+        for row in collect(plan_jobs(folder, specs, args.seeds, 1), {}):
             mine = next(r for r in seen if r["model"] == row["model"])
             mine["images_per_second"] = mine["images_per_second"] or row["images_per_second"]
     hours = estimate_hours(jobs, seen, args.epochs, train_images)
@@ -220,7 +262,8 @@ def cmd_table1(args, runner=launch_runner) -> int:
                           else "fashion-mnist (its 10,000 test images)"),
               "session_minutes": (time.perf_counter() - started) / 60, "rows": rows,
               "left": [f"{j['model']}/seed{j['seed']}" for j in jobs if j["state"] != "done"]}
-    write_json_atomic(os.path.join(args.out, "table1.json"), jsonable(result), indent=1)
+    for path in (os.path.join(args.out, "table1.json"), args.json):   # the run folder's copy, and the report's
+        write_json_atomic(path, jsonable(result), indent=1)
     print("\n".join(render_table1(result)))
     return 1 if result["left"] else 0
 
@@ -243,31 +286,36 @@ def render_table1(result: dict) -> list[str]:
                      f" | {acc} | {per} | {pub_text} |")
     found = [r for r in result["rows"] if r["model"] in FOUND_MODELS and r.get("arch")]
     if found:
-        lines += [""] + [f"* {r['model']}: `{r['arch']}`" for r in found]
+        lines += [""] + [f"* {r['model']}" + (f" ({r['source']})" if r.get("source") else "") + f": `{r['arch']}`"
+                         for r in found]
     if result["left"]:
         lines += ["", f"Not finished yet: {', '.join(result['left'])}."]
     return lines
 
 
-def add_parser(sub, surrogate_json: str, presets: tuple[str, ...]) -> None:
+def add_parser(sub, surrogate_json: str) -> None:
     """The `table1` subcommand of reproduction.py's CLI."""
     t = sub.add_parser("table1", help="part 3: train the found and published models with one recipe, resumable "
                                       "(hours; --dry-run plans and estimates)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("--epochs", type=int, default=10, help="epochs of every run (default %(default)s: 4,690 steps "
-                                                               "of 128 images, past train's 1,000-step warning)")
+    t.add_argument("--epochs", type=int, default=1,
+                   help="epochs of every run (default %(default)s: with --batch-size 32, 1,875 steps, past train's "
+                        "1,000-step warning, in about two hours for the 14 runs on 2 cores; the paper's 350 epochs "
+                        "of ImageNet are out of reach here)")
     t.add_argument("--seeds", type=int, default=2)
-    t.add_argument("--out", default=DEFAULT_TABLE1, help="default: %(default)s")
+    t.add_argument("--out", default=DEFAULT_TABLE1, help="the runs' folder (default: %(default)s)")
+    t.add_argument("--json", default=TABLE1_JSON, help="the table for `report`, also saved as --out/table1.json "
+                                                       "(default: %(default)s)")
     t.add_argument("--models", default=",".join(TABLE1_MODELS), help="default: %(default)s")
-    t.add_argument("--found75", help="ARCH of the model found at 75 ms (default: the surrogate JSON's best soft)")
-    t.add_argument("--found23", help="ARCH of the model found at 23 ms (default: the surrogate JSON's best hard)")
-    t.add_argument("--found-preset", choices=presets,
-                   help="take both found models from this surrogate search (default: found-75 from the soft one, "
-                        "as the paper's A1; found-23 from the hard one, since soft is the same search at every T)")
+    t.add_argument("--found", action="append", metavar="NAME=ARCH",
+                   help="take a found model from ARCH instead of the surrogate JSON (repeatable; NAME one of "
+                        + ", ".join(FOUND_MODELS) + "; ARCH any `train --arch`, e.g. RUN_DIR:1)")
     t.add_argument("--surrogate-json", default=surrogate_json)
     t.add_argument("--speed-from", nargs="+", metavar="DIR", help="table1 folders whose finished runs' images per "
                                                                  "second feed the estimate (e.g. a short test)")
-    t.add_argument("--batch-size", type=int)
+    t.add_argument("--batch-size", type=int, default=32,
+                   help="global batch of every run (default %(default)s: more steps for the budget; the learning "
+                        "rate follows it, 0.016 per 256 images)")
     t.add_argument("--train-limit", type=int, help="train on the first N images only (tests)")
     t.add_argument("--eval-limit", type=int, help="evaluate on the first N test images only (tests)")
     t.add_argument("--threads", type=int, help="TensorFlow threads of each run (default: train's, every core)")

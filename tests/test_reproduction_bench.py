@@ -213,13 +213,13 @@ def test_estimate_hours_uses_each_models_throughput(table1):
 def test_render_table1_from_rows(table1):
     rows = [{"model": "mnasnet-a1", "latency_ms": 79.2, "params": 3.9e6, "madds": 312e6, "accuracy": [0.9, 0.91],
              "mean": 0.905, "sd": 0.007, "seeds": [0, 1]},
-            {"model": "found-75", "latency_ms": 70.0, "params": 3e6, "madds": 250e6, "accuracy": [], "mean": None,
+            {"model": "found-75-hard", "latency_ms": 70.0, "params": 3e6, "madds": 250e6, "accuracy": [], "mean": None,
              "sd": None, "seeds": []}]
     text = "\n".join(table1.render_table1({"command": "c", "machine": "m", "date": "d", "epochs": 3, "seeds": 2,
                                           "train_images": 60000, "dataset": "fashion-mnist", "train_args": [],
-                                          "rows": rows, "left": ["found-75/seed0"]}))
+                                          "rows": rows, "left": ["found-75-hard/seed0"]}))
     assert "| mnasnet-a1 | 79.2 | 3.90M | 312M | 90.50% +- 0.70 | 90.00, 91.00 | 3.9M, 312M, 75.2%, 78 ms |" in text
-    assert "Not finished yet: found-75/seed0." in text
+    assert "Not finished yet: found-75-hard/seed0." in text
 
 
 def test_table1_command_with_a_fake_trainer_then_report(bench, table1, tmp_path, capsys):
@@ -229,23 +229,28 @@ def test_table1_command_with_a_fake_trainer_then_report(bench, table1, tmp_path,
         _finish(argv[argv.index("--out") + 1], int(argv[argv.index("--epochs") + 1]), 0.85)
         return 0
 
-    argv = ["table1", "--models", "found-75,mnasnet-small", "--found75", "mnasnet-a1", "--seeds", "1", "--epochs",
-            "1", "--out", out]
+    argv = ["table1", "--models", "found-75-soft,mnasnet-small", "--found", "found-75-soft=mnasnet-a1", "--seeds",
+            "1", "--epochs", "1", "--out", out, "--json", str(tmp_path / "t1.json")]
     args = bench.parser().parse_args(argv)
     args.argv = argv[1:]
     assert table1.cmd_table1(args, runner=fake) == 0
-    frozen = os.path.join(out, "archs", "found-75.txt")
-    assert load_architecture(frozen) == load_architecture("mnasnet-a1")      # frozen for later runs
+    frozen = os.path.join(out, "archs", "found-75-soft.txt")
+    assert load_architecture(frozen) == load_architecture("mnasnet-a1")      # frozen for later runs, with its source
+    assert table1.frozen_source(frozen) == "mnasnet-a1"
     with open(os.path.join(out, "table1.json")) as f:
-        rows = {r["model"]: r for r in json.load(f)["rows"]}
+        saved = json.load(f)
+    assert json.loads((tmp_path / "t1.json").read_text()) == saved       # the report's copy (--json)
+    rows = {r["model"]: r for r in saved["rows"]}
     assert rows["mnasnet-small"]["accuracy"] == [0.85]
-    assert rows["found-75"]["params"] == 3_887_038 and rows["found-75"]["latency_ms"] > 70
+    assert rows["found-75-soft"]["params"] == 3_887_038 and rows["found-75-soft"]["latency_ms"] > 70
+    assert rows["found-75-soft"]["source"] == "mnasnet-a1"
     capsys.readouterr()
-    args = bench.parser().parse_args(["report", "--table1", out, "--surrogate-json", str(tmp_path / "none.json"),
-                                      "--real-json", str(tmp_path / "none2.json")])
+    args = bench.parser().parse_args(["report", "--table1-json", str(tmp_path / "t1.json"), "--surrogate-json",
+                                      str(tmp_path / "none.json"), "--real-json", str(tmp_path / "none2.json")])
     assert bench.cmd_report(args) == 0
     text = capsys.readouterr().out
     assert "| mnasnet-small | 22.3 |" in text and "not written yet" in text
+    assert "* found-75-soft (mnasnet-a1): `" in text
 
     # --write: the table goes between its markers, the hand-written prose stays, a result not saved yet leaves
     # its block as it was
@@ -265,6 +270,45 @@ def test_table1_command_with_a_fake_trainer_then_report(bench, table1, tmp_path,
 def test_bad_model_name_is_one_line(bench, capsys):
     assert bench.main(["table1", "--models", "nope", "--dry-run"]) == 2
     assert "unknown model(s) nope" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("found, message", [("found-75-soft", "expected NAME=ARCH"),
+                                            ("found-99=mnasnet-a1", "'found-99' is not a found model"),
+                                            ("found-23-hard=/no/such/run:1", "no such run directory")])
+def test_bad_found_model_is_one_line_and_freezes_nothing(bench, table1, tmp_path, capsys, found, message):
+    out = tmp_path / "t1"
+    assert bench.main(["table1", "--found", found, "--out", str(out), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    # a real run fails the same way before it trains or freezes anything (the other found models resolve fine)
+    args = bench.parser().parse_args(["table1", "--found", found, "--out", str(out)])
+    args.argv = []
+    with pytest.raises(ValueError, match=message):
+        table1.cmd_table1(args, runner=lambda argv: pytest.fail("trained despite a bad --found"))
+    assert not out.exists()
+
+
+def test_found_models_default_to_the_surrogate_searches_bests(bench, table1, space, tmp_path):
+    # each found model is its own search's best: soft at 75, hard at 75, hard at 23 (decoded from its indices)
+    import random
+
+    archs = {key: space.sample_indices(random.Random(seed))
+             for seed, key in enumerate([("75", "soft"), ("75", "hard"), ("23", "hard")])}
+    surrogate = tmp_path / "surrogate.json"
+    surrogate.write_text(json.dumps({"found": {"75": {"soft": {"indices": archs[("75", "soft")]},
+                                                      "hard": {"indices": archs[("75", "hard")]}},
+                                               "23": {"hard": {"indices": archs[("23", "hard")]}}}}))
+    out = str(tmp_path / "t1")
+    args = bench.parser().parse_args(["table1", "--surrogate-json", str(surrogate), "--out", out,
+                                      "--found", "found-75-soft=mnasnet-small", "--dry-run"])
+    models = table1.table1_models(args, freeze=False)
+    assert not os.path.exists(out)                       # --dry-run plans without writing
+    assert models["found-75-soft"]["arch"] == load_architecture("mnasnet-small")
+    models = table1.table1_models(args)
+    assert load_architecture(models["found-75-soft"]["spec"]) == load_architecture("mnasnet-small")
+    for name, key in (("found-75-hard", ("75", "hard")), ("found-23-hard", ("23", "hard"))):
+        assert load_architecture(models[name]["spec"]) == space.decode(archs[key]), name
+        assert table1.frozen_source(models[name]["spec"]).startswith(f"the best hard child at T = {key[0]} ms")
 
 
 def test_the_report_has_one_place_for_each_section_and_the_readme_links_it(bench):
