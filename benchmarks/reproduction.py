@@ -20,8 +20,8 @@ controller settings (configs/default.yaml's `controller:` section, as `benchmark
   beside MnasNet-A1's block choices, and mnasnet-small's for T = 23). The soft reward's T is a constant factor
   (alpha = beta) and the controller standardizes its advantages, so the soft search is the same at every T: it
   runs once a seed and is summarized at each target. The defaults (3 distinct searches x 10 seeds x 2,000
-  children) were estimated at 1-1.5 hours of a busy core with the earlier boosted-trees surrogate (timed on 2 x 300);
-  `--seeds 2 --budget 300` about 2 minutes.
+  children) took 19 minutes on the ridge surrogate, beside a 2-worker search on the same 2 cores; `--seeds 2
+  --budget 300` takes about a minute.
 * `real RUN_DIR ...` -- parts 2, 4 and 5 on real search folders (read-only: `ResultStore(path, readonly=True)`),
   each labelled by its own config's reward preset and target: Fig. 6 of its last --last-share children, its top
   children against A1, and its cost (children, CPU-hours from the stores' seconds columns) against the paper's.
@@ -705,7 +705,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("surrogate", help="parts 1, 2, 4 on the surrogate: soft and hard at each target, many "
-                                         "seeds (defaults: 1-1.5 h on one busy core; --seeds 2 --budget 300: ~2 min)")
+                                         "seeds (defaults: ~20 min on a busy 2-core machine; --seeds 2 "
+                                         "--budget 300: ~1 min)")
     s.add_argument("--surrogate", default=DEFAULT_SURROGATE, help="the surrogate file (default: %(default)s)")
     s.add_argument("--seeds", type=int, default=10)
     s.add_argument("--budget", type=int, default=2000, help="children a search (default %(default)s)")
