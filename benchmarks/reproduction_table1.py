@@ -105,7 +105,7 @@ def collect(jobs: list[dict], counts: dict[str, dict]) -> list[dict]:
     rows = []
     for name in dict.fromkeys(j["model"] for j in jobs):
         finished = [j for j in jobs if j["model"] == name and j["state"] == "done"]
-        accs, raws, speed, epochs_seen = [], [], [], None
+        accs, raws, speed, seconds, epochs_seen = [], [], [], [], None
         for job in finished:
             with open(os.path.join(job["folder"], "summary.json"), encoding="utf-8") as f:
                 summary = json.load(f)
@@ -113,9 +113,10 @@ def collect(jobs: list[dict], counts: dict[str, dict]) -> list[dict]:
             accs.append(final.get("eval_top1"))
             raws.append(final.get("raw_eval_top1"))
             speed.append(final.get("images_per_second"))
+            seconds.append(final.get("train_seconds") or 0.0)
             epochs_seen = summary.get("epochs")
         row = {"model": name, **counts.get(name, {}), "seeds": [j["seed"] for j in finished], "accuracy": accs,
-               "raw_accuracy": raws, "epochs": epochs_seen,
+               "raw_accuracy": raws, "epochs": epochs_seen, "train_seconds": sum(seconds),
                "images_per_second": statistics.mean(s for s in speed if s) if any(speed) else None,
                "mean": statistics.mean(accs) if accs else None,
                "sd": statistics.stdev(accs) if len(accs) > 1 else None}
@@ -271,9 +272,12 @@ def cmd_table1(args, runner=launch_runner) -> int:
 def render_table1(result: dict) -> list[str]:
     lines = ["## Table 1 analogue: Fashion-MNIST, one recipe and budget (part 3)", "",
              f"`{result['command']}` -- {result['machine']}; {result['date']}. `launch.py train` (the paper's "
-             f"recipe), {result['epochs']} epochs of {result['train_images']:,} training images, "
+             f"recipe), {result['epochs']} epoch{'' if result['epochs'] == 1 else 's'} of {result['train_images']:,} "
+             f"training images, "
              f"{result['dataset']}; seeds {result['seeds']}"
-             + (f"; train options {' '.join(result['train_args'])}" if result["train_args"] else "") + ".", "",
+             + (f"; train options {' '.join(result['train_args'])}" if result["train_args"] else "") + ". "
+             f"Training took {sum(r.get('train_seconds') or 0 for r in result['rows']) / 3600:.1f} h (wall, summed "
+             "over the runs; the load average says what else ran).", "",
              "| model | Pixel 1 ms (predicted) | params | multiply-adds | accuracy (mean +- sd) | per seed | "
              "ImageNet published (params, madds, top-1, Pixel 1 ms) |", "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
@@ -281,12 +285,12 @@ def render_table1(result: dict) -> list[str]:
                + (f" +- {100 * r['sd']:.2f}" if r["sd"] is not None else " (1 seed)"))
         per = ", ".join(f"{100 * a:.2f}" for a in r["accuracy"]) or "-"
         pub = PUBLISHED.get(r["model"])
-        pub_text = (f"{pub[0]}M, {pub[1]}M, {pub[2]}%, {pub[3] if pub[3] else '-'} ms" if pub else "-")
+        pub_text = (f"{pub[0]}M, {pub[1]}M, {pub[2]}%, " + (f"{pub[3]} ms" if pub[3] else "-") if pub else "-")
         lines.append(f"| {r['model']} | {r['latency_ms']:.1f} | {r['params'] / 1e6:.2f}M | {r['madds'] / 1e6:.0f}M"
                      f" | {acc} | {per} | {pub_text} |")
     found = [r for r in result["rows"] if r["model"] in FOUND_MODELS and r.get("arch")]
     if found:
-        lines += [""] + [f"* {r['model']}" + (f" ({r['source']})" if r.get("source") else "") + f": `{r['arch']}`"
+        lines += [""] + [f"* {r['model']}" + (f" -- {r['source']}" if r.get("source") else "") + f": `{r['arch']}`"
                          for r in found]
     if result["left"]:
         lines += ["", f"Not finished yet: {', '.join(result['left'])}."]

@@ -212,13 +212,17 @@ def test_estimate_hours_uses_each_models_throughput(table1):
 
 def test_render_table1_from_rows(table1):
     rows = [{"model": "mnasnet-a1", "latency_ms": 79.2, "params": 3.9e6, "madds": 312e6, "accuracy": [0.9, 0.91],
-             "mean": 0.905, "sd": 0.007, "seeds": [0, 1]},
+             "mean": 0.905, "sd": 0.007, "seeds": [0, 1], "train_seconds": 5400.0},
+            {"model": "mobilenetv2-0.35", "latency_ms": 21.3, "params": 1.7e6, "madds": 59e6, "accuracy": [0.85],
+             "mean": 0.85, "sd": None, "seeds": [0]},
             {"model": "found-75-hard", "latency_ms": 70.0, "params": 3e6, "madds": 250e6, "accuracy": [], "mean": None,
              "sd": None, "seeds": []}]
     text = "\n".join(table1.render_table1({"command": "c", "machine": "m", "date": "d", "epochs": 3, "seeds": 2,
                                           "train_images": 60000, "dataset": "fashion-mnist", "train_args": [],
                                           "rows": rows, "left": ["found-75-hard/seed0"]}))
     assert "| mnasnet-a1 | 79.2 | 3.90M | 312M | 90.50% +- 0.70 | 90.00, 91.00 | 3.9M, 312M, 75.2%, 78 ms |" in text
+    assert "| 85.00% (1 seed) | 85.00 | 1.7M, 59M, 60.3%, - |" in text    # no published Pixel 1 latency
+    assert "3 epochs of 60,000 training images" in text and "Training took 1.5 h" in text
     assert "Not finished yet: found-75-hard/seed0." in text
 
 
@@ -250,7 +254,7 @@ def test_table1_command_with_a_fake_trainer_then_report(bench, table1, tmp_path,
     assert bench.cmd_report(args) == 0
     text = capsys.readouterr().out
     assert "| mnasnet-small | 22.3 |" in text and "not written yet" in text
-    assert "* found-75-soft (mnasnet-a1): `" in text
+    assert "* found-75-soft -- mnasnet-a1: `" in text
 
     # --write: the table goes between its markers, the hand-written prose stays, a result not saved yet leaves
     # its block as it was
