@@ -304,8 +304,8 @@ def add_parser(sub, surrogate_json: str) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--epochs", type=int, default=1,
                    help="epochs of every run (default %(default)s: with --batch-size 32, 1,875 steps, past train's "
-                        "1,000-step warning, in about two hours for the 14 runs on 2 cores; the paper's 350 epochs "
-                        "of ImageNet are out of reach here)")
+                        "1,000-step warning; the 14 runs took 85 minutes on 2 cores beside a 2-worker search; the "
+                        "paper's 350 epochs of ImageNet are out of reach here)")
     t.add_argument("--seeds", type=int, default=2)
     t.add_argument("--out", default=DEFAULT_TABLE1, help="the runs' folder (default: %(default)s)")
     t.add_argument("--json", default=TABLE1_JSON, help="the table for `report`, also saved as --out/table1.json "
