@@ -180,15 +180,16 @@ def table1_models(args, freeze: bool = True) -> dict[str, dict]:
         frozen = os.path.join(args.out, "archs", f"{name}.txt")
         if os.path.exists(frozen):
             arch, source = load_architecture(frozen), frozen_source(frozen)
-        elif name in given:
-            arch, source = resolve_arch(given[name]).arch, given[name]
-            to_freeze[frozen] = f"# {name}: {source}\n{arch.to_text()}"
         else:
-            arch, source = surrogate_best(args.surrogate_json, name)
+            if name in given:
+                arch, source = resolve_arch(given[name]).arch, given[name]
+            else:
+                arch, source = surrogate_best(args.surrogate_json, name)
             to_freeze[frozen] = f"# {name}: {source}\n{arch.to_text()}"
         models[name] = {"spec": frozen, "extra": (), "multiplier": 1.0, "arch": arch, "source": source}
-    for path, text in to_freeze.items() if freeze else ():
-        atomic_write(path, text.encode("utf-8"))
+    if freeze:
+        for path, text in to_freeze.items():
+            atomic_write(path, text.encode("utf-8"))
     return models
 
 
