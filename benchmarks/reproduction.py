@@ -2,7 +2,7 @@
 """Reproduce MnasNet-A1 and mnasnet-small as far as this machine can (issue 18): the figures for REPRODUCTION.md.
 
     python benchmarks/reproduction.py surrogate [--seeds 10] [--budget 2000] [--targets 75,23]
-    python benchmarks/reproduction.py real RUN_DIR [RUN_DIR ...]
+    python benchmarks/reproduction.py real RUN [RUN ...]        # run folders or their CSV exports
     python benchmarks/reproduction.py table1 [--epochs 1] [--seeds 2] [--found NAME=ARCH] [--out DIR]
     python benchmarks/reproduction.py report [--write]
 
@@ -22,9 +22,10 @@ controller settings (configs/default.yaml's `controller:` section, as `benchmark
   runs once a seed and is summarized at each target. The defaults (3 distinct searches x 10 seeds x 2,000
   children) took 19 minutes on the ridge surrogate, beside a 2-worker search on the same 2 cores; `--seeds 2
   --budget 300` takes about a minute.
-* `real RUN_DIR ...` -- parts 2, 4 and 5 on real search folders (read-only: `ResultStore(path, readonly=True)`),
-  each labelled by its own config's reward preset and target: Fig. 6 of its last --last-share children, its top
-  children against A1, and its cost (children, CPU-hours from the stores' seconds columns) against the paper's.
+* `real RUN ...` -- parts 2, 4 and 5 on real searches: run folders (read-only: `ResultStore(path,
+  readonly=True)`) or their exports (`mnas results RUN --status all --top 100000 --export FILE.csv`, with the
+  run's config.json copied beside it as FILE.config.json: what is committed survives the machine), each labelled by its own config's reward preset and target: Fig. 6 of its last --last-share children, its top
+  children against A1, and its cost (children, CPU-hours from the children's seconds columns) against the paper's.
   Writes benchmarks/results/reproduction_real.json and reproduction_fig6_real.png. Seconds.
 * `table1` -- part 3: the best models found at T = 75 (soft and hard) and 23 ms beside MnasNet-A1, mnasnet-small and
   MobileNetV2 1.0 and 0.35, all trained by `launch.py train` with one recipe and budget, resumable (hours; see
@@ -469,21 +470,57 @@ def run_cost(records: list[dict], threads: int, workers: int, ms_per_image: floa
     return out
 
 
+def export_config_path(path: str) -> str:
+    """Where the run config of a search's export lives: FILE.csv -> FILE.config.json (the run's config.json)."""
+    return os.path.splitext(path)[0] + ".config.json"
+
+
+def run_name(path: str) -> str:
+    """A run's short name for a plot: its folder's or its export's name, without the extension."""
+    name = os.path.basename(os.path.normpath(path))
+    return os.path.splitext(name)[0] if os.path.isfile(path) else name
+
+
+def read_run(path: str) -> tuple[dict, list[dict]]:
+    """A real search's config and children, from its run folder (read-only) or from its export.
+
+    An export (`mnas results RUN --status all --top 100000 --export FILE.csv`, or .parquet) carries the children
+    but not the run's settings: the run's config.json must sit beside it as FILE.config.json. Exports are what
+    survive a machine: a run folder lives on one machine's disk, the export and its config are committed."""
+    if os.path.isdir(path):
+        from mnas.results.store import ResultStore
+
+        store = ResultStore(path, readonly=True)
+        try:
+            config, records = store.get_meta("config") or {}, store.records()
+        finally:
+            store.close()
+        return (json.loads(config) if isinstance(config, str) else config), records
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such run folder or export")
+    config_path = export_config_path(path)
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: an export needs its run's config beside it as {config_path} (copy the run "
+                         "folder's config.json there)") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{config_path}: not JSON ({err})") from None
+    from mnas.results.export import read_export
+
+    frame = read_export(path)
+    frame = frame.astype(object).where(frame.notna(), None)
+    return config, frame.to_dict("records")
+
+
 def cmd_real(args) -> int:
-    from mnas.results.store import ResultStore
     from mnas.search.registry import load_space
 
     ms_per_image = args.ms_per_image or paper_ms_per_image()
     runs = []
     for path in args.runs:
-        store = ResultStore(path, readonly=True)
-        try:
-            config = store.get_meta("config") or {}
-            records = store.records()
-        finally:
-            store.close()
-        if isinstance(config, str):
-            config = json.loads(config)
+        config, records = read_run(path)
         reward = config.get("reward") or {}
         preset, target = reward.get("preset", "custom"), float(reward.get("target_ms", 75))
         ok = sorted((r for r in records if r["status"] == "ok"), key=lambda r: (r.get("sample") is None,
@@ -522,7 +559,7 @@ def cmd_real(args) -> int:
     if not args.no_plot:
         panels = [{"title": f"real runs, T = {t:g} ms: last {args.last_share:.0%} of each run's children",
                    "target": t, "reference": None,
-                   "series": {f"{e['preset']} {os.path.basename(os.path.normpath(e['run']))}"
+                   "series": {f"{e['preset']} {run_name(e['run'])}"
                               + ("" if e["strategy"] == "mnas" else f" (strategy {e['strategy']})"): e["late_ms"]
                               for e in runs if e["target"] == t}} for t in targets]
         plot_fig6(panels, args.plot)
@@ -718,8 +755,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", default=SURROGATE_JSON, help="default: %(default)s")
     s.add_argument("--plot", default=FIG6_SURROGATE, help="default: %(default)s")
     s.add_argument("--no-plot", action="store_true")
-    r = sub.add_parser("real", help="parts 2, 4, 5 on real search folders (read-only; seconds)")
-    r.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    r = sub.add_parser("real", help="parts 2, 4, 5 on real search folders or their exports (read-only; "
+                                    "seconds)")
+    r.add_argument("runs", nargs="+", metavar="RUN", help="a run folder, or its export FILE.csv with the run's "
+                                                          "config.json beside it as FILE.config.json")
     r.add_argument("--last-share", type=float, default=0.25)
     r.add_argument("--top", type=int, default=5)
     r.add_argument("--ms-per-image", type=float, help="MnasNet-A1's ms per training image of the paper's proxy "

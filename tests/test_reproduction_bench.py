@@ -321,3 +321,51 @@ def test_the_report_has_one_place_for_each_section_and_the_readme_links_it(bench
     for tag in ("reproduction-real", "reproduction-surrogate", "reproduction-table1"):
         assert text.count(f"<!-- {tag} -->") == text.count(f"<!-- /{tag} -->") == 1, tag
     assert "(REPRODUCTION.md)" in open(os.path.join(root, "README.md"), encoding="utf-8").read()
+
+
+# -- real runs: a run folder and its committed export give the same report
+def test_real_reads_a_run_folder_and_its_export_alike(bench, space, tmp_path, capsys):
+    import random
+
+    from mnas.results.store import ResultStore
+
+    config = {"name": "t", "space": "mnasnet", "strategy": "mnas", "samples": 12, "workers": 2,
+              "reward": {"preset": "hard", "target_ms": 75}, "proxy": {"threads": 1}}
+    rng = random.Random(3)
+    run = tmp_path / "run"
+    with ResultStore(run) as store:
+        store.set_meta("config", config)
+        for i in range(12):
+            indices = space.sample_indices(rng)
+            latency = 40.0 + 3 * i
+            store.add_child({"trial_id": f"c{i}", "sample": i, "strategy": "mnas", "status": "ok",
+                             "arch": str(space.decode(indices)), "indices": indices,
+                             "accuracy": 0.8 + i / 100, "latency_ms": latency, "latency_source": "pixel1",
+                             "reward": 0.8 + i / 100 if latency <= 75 else 0.0, "params": 1000 + i,
+                             "madds": 5000 + i, "train_seconds": 30.0, "eval_seconds": 1.0,
+                             "started_at": f"2026-12-03T10:{i:02d}:00+00:00",
+                             "finished_at": f"2026-12-03T10:{i + 1:02d}:00+00:00",
+                             "extra": {"cpu_seconds": 40.0 + i}})
+        store.export(tmp_path / "run.csv")
+    reports = {}
+    for source in (run, tmp_path / "run.csv"):
+        out = tmp_path / f"{source.name}.json"
+        if source.suffix == ".csv":    # without its config the export is refused in one line, nothing written
+            assert bench.main(["real", str(source), "--json", str(out), "--no-plot"]) == 2
+            assert "run.config.json" in capsys.readouterr().err and not out.exists()
+            (tmp_path / "run.config.json").write_text(json.dumps(config))
+        assert bench.main(["real", str(source), "--json", str(out), "--no-plot"]) == 0
+        reports[source.suffix] = json.loads(out.read_text())["runs"][0]
+    folder, export = reports[""], reports[".csv"]
+    assert folder["preset"] == "hard" and folder["statuses"]["ok"] == 12
+    assert folder["late_ms"] == [67.0, 70.0, 73.0]          # the last quarter, by sample
+    assert folder["cost"]["cpu_hours"] == pytest.approx(sum(40.0 + i for i in range(12)) / 3600)
+    assert folder["top"][0]["indices"] == export["top"][0]["indices"]
+    for key in ("preset", "target", "statuses", "late_ms", "tail", "top", "cost", "architecture"):
+        assert export[key] == folder[key], key
+
+
+def test_real_refuses_a_missing_run_in_one_line(bench, tmp_path, capsys):
+    assert bench.main(["real", str(tmp_path / "nowhere"), "--json", str(tmp_path / "r.json"), "--no-plot"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no such run folder or export" in err and not (tmp_path / "r.json").exists()
