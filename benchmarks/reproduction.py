@@ -24,8 +24,9 @@ controller settings (configs/default.yaml's `controller:` section, as `benchmark
   --budget 300` takes about a minute.
 * `real RUN ...` -- parts 2, 4 and 5 on real searches: run folders (read-only: `ResultStore(path,
   readonly=True)`) or their exports (`mnas results RUN --status all --top 100000 --export FILE.csv`, with the
-  run's config.json copied beside it as FILE.config.json: what is committed survives the machine), each labelled by its own config's reward preset and target: Fig. 6 of its last --last-share children, its top
-  children against A1, and its cost (children, CPU-hours from the children's seconds columns) against the paper's.
+  run's config.json copied beside it as FILE.config.json: what is committed survives the machine), each labelled
+  by its own config's reward preset and target: Fig. 6 of its last --last-share children, its top children
+  against A1, and its cost (children, CPU-hours from the children's seconds columns) against the paper's.
   Writes benchmarks/results/reproduction_real.json and reproduction_fig6_real.png. Seconds.
 * `table1` -- part 3: the best models found at T = 75 (soft and hard) and 23 ms beside MnasNet-A1, mnasnet-small and
   MobileNetV2 1.0 and 0.35, all trained by `launch.py train` with one recipe and budget, resumable (hours; see
