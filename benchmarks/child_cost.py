@@ -68,10 +68,13 @@ def measure(name: str, data_dir: str, batch_size: int, steps: int, threads: int)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--children", default="mnasnet-a1,random:0,random:1")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--children", default="mnasnet-a1,random:0,random:1",
+                        help="comma-separated: model names (mnas models) or random:SEED, a uniform random child of "
+                             "the mnasnet space (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images a step (default %(default)s)")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps a child, after 2 untimed ones "
+                                                             "(default %(default)s)")
+    parser.add_argument("--threads", type=int, default=2, help="TensorFlow threads (default %(default)s)")
     parser.add_argument("--note", default="", help="what else ran on the machine meanwhile (said in the table)")
     parser.add_argument("--write", action="store_true", help="update the child-cost block of BENCHMARKS.md")
     args = parser.parse_args()

@@ -294,14 +294,14 @@ def plot(objectives: dict, budget: int, path: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--seeds", type=int, default=10, help="searches of each setting (default %(default)s)")
     parser.add_argument("--budget", type=int, default=max(BUDGETS), help="children per search")
     parser.add_argument("--objectives", default="nk,additive", help="comma-separated: nk, additive")
     parser.add_argument("--controllers", default="default,nasnet,fast",
                         help=f"comma-separated controller settings (known: {', '.join(CONTROLLERS)})")
     parser.add_argument("--surrogate", metavar="FILE", help="score children with this surrogate of the proxy instead")
     parser.add_argument("--plot", default=DEFAULT_PLOT, help="the PNG to write (default: %(default)s)")
-    parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
     parser.add_argument("--write", action="store_true", help="put the section into BENCHMARKS.md")
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.budget < 1:

@@ -43,12 +43,14 @@ sys.exit(cli.main(sys.argv[1:]))
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="mnasnet-a1")
-    parser.add_argument("--depth-multiplier", default="0.5")
-    parser.add_argument("--train-limit", type=int, default=3200)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--out", default="/tmp/distributed-replay")
+    parser.add_argument("--arch", default="mnasnet-a1", help="any `train --arch` (default %(default)s)")
+    parser.add_argument("--depth-multiplier", default="0.5", help="the model's width (default %(default)s)")
+    parser.add_argument("--train-limit", type=int, default=3200, help="training images (default %(default)s)")
+    parser.add_argument("--rounds", type=int, default=3, help="times each variant runs (default %(default)s)")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs a run; the last one's images/s is reported "
+                                                              "(default %(default)s)")
+    parser.add_argument("--out", default="/tmp/distributed-replay", help="the runs' folder, deleted first "
+                                                                         "(default %(default)s)")
     args = parser.parse_args(argv)
 
     common = ["train", "--arch", args.arch, "--depth-multiplier", args.depth_multiplier, "--epochs",
@@ -80,7 +82,8 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(ray_temp, ignore_errors=True)
     base = statistics.median(s for s, _ in figures["one device"]) if figures["one device"] else float("nan")
-    print("| run | epoch 2 img/s, median (range) | vs one device | wall s, median (range) |\n|---|---|---|---|")
+    print(f"| run | epoch {args.epochs} img/s, median (range) | vs one device | wall s, median (range) |\n"
+          "|---|---|---|---|")
     for name, runs in figures.items():
         if not runs:
             continue

@@ -90,7 +90,7 @@ def fbnet_features(ops: list[int], space: dict) -> tuple[np.ndarray, float]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=100, help="random draws of the few samples (default 100)")
-    parser.add_argument("--write", action="store_true")
+    parser.add_argument("--write", action="store_true", help="put the section into BENCHMARKS.md")
     args = parser.parse_args(argv)
     space = json.load(open(os.path.join(DATA, "fbnet_cifar100_space.json")))
     frame = pd.read_csv(os.path.join(DATA, "fbnet_cifar100_latency_ms.csv"))

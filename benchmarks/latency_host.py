@@ -300,13 +300,16 @@ Goal (>= 95% within +-10%): {'met by ' + ' and '.join(met) if met else 'not met'
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--space", default="mnasnet")
+    parser.add_argument("--space", default="mnasnet", help="the search space sampled (default %(default)s)")
     parser.add_argument("--test", type=int, default=100, help="test networks (default 100)")
     parser.add_argument("--calib", type=int, default=20, help="calibration networks (default 20)")
     parser.add_argument("--train", type=int, default=100,
                         help="networks whose layers (only) train the layer model (default 100)")
-    parser.add_argument("--resolution", type=int, default=224)
-    parser.add_argument("--cache", default="/tmp/mnas-bench-latency")
+    parser.add_argument("--resolution", type=int, default=224, help="input size of every network "
+                                                                   "(default %(default)s)")
+    parser.add_argument("--cache", default="/tmp/mnas-bench-latency",
+                        help="folder of the measurement caches and layer tables; a re-run reuses them "
+                             "(default %(default)s)")
     parser.add_argument("--repeat", type=int, default=3, help="networks re-measured from scratch for the spread")
     parser.add_argument("--passes", type=int, default=5,
                         help="timing passes over all the networks, and over each chunk's layers; each keeps its "

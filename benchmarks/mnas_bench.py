@@ -173,7 +173,7 @@ def main(argv=None) -> int:
     ft.add_argument("--out", default=DEFAULT_SURROGATE, help="the surrogate file (default: %(default)s)")
     ft.add_argument("--noise", type=float, required=True,
                     help="the proxy's seed-to-seed sigma (benchmarks/proxy_spread.py), kept with the model")
-    ft.add_argument("--folds", type=int, default=5)
+    ft.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: %(default)s)")
     ft.add_argument("--repeats", type=int, default=3, help="cross-validation shuffles (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.command == "fit":

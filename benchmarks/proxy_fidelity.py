@@ -96,7 +96,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--children", type=int, default=27, help="children of the table (plus the 3 references)")
-    parser.add_argument("--table", default=DEFAULT_TABLE)
+    parser.add_argument("--table", default=DEFAULT_TABLE, help="MNAS-Bench's table, where the children come "
+                                                               "from (default: %(default)s)")
     parser.add_argument("--jsonl", required=True, help="one JSON line a training; a re-run skips what it holds")
     parser.add_argument("--workers", type=int, default=1,
                         help="trainings run side by side, one core each (default 1; 2 halves the wall time on an "

@@ -97,7 +97,8 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--random", type=int, default=4, help="random children of the mnasnet space (seeds 0..N-1)")
     parser.add_argument("--seeds", default="0,1,2", help="training seeds, comma-separated (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="TensorFlow threads a training "
+                                                               "(default %(default)s, a search worker's)")
     parser.add_argument("--no-references", action="store_true", help=f"leave out {', '.join(REFERENCES)}")
     parser.add_argument("--jsonl", help="one JSON line a training; re-running skips what the file holds")
     parser.add_argument("--write", action="store_true", help="put the table into BENCHMARKS.md")

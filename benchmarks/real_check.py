@@ -284,7 +284,7 @@ def main(argv=None) -> int:
     p.add_argument("--budget", type=int, default=300, help="children compared (default %(default)s)")
     p.add_argument("--seeds", type=int, default=10, help="surrogate seeds (0: skip the surrogate)")
     p.add_argument("--plot", default=DEFAULT_PLOT, help="default: %(default)s")
-    p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument("--write", action="store_true", help="put the table into BENCHMARKS.md")
     args = p.parse_args(argv)
     if args.budget < 1 or args.seeds < 0:

@@ -746,7 +746,7 @@ def parser() -> argparse.ArgumentParser:
                                          "seeds (defaults: ~20 min on a busy 2-core machine; --seeds 2 "
                                          "--budget 300: ~1 min)")
     s.add_argument("--surrogate", default=DEFAULT_SURROGATE, help="the surrogate file (default: %(default)s)")
-    s.add_argument("--seeds", type=int, default=10)
+    s.add_argument("--seeds", type=int, default=10, help="seeds of each search (default %(default)s)")
     s.add_argument("--budget", type=int, default=2000, help="children a search (default %(default)s)")
     s.add_argument("--targets", default="75,23", help="comma-separated T in ms (default %(default)s)")
     s.add_argument("--last-share", type=float, default=0.25, help="late children: the last this share of each "
@@ -755,23 +755,25 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--random", type=int, default=2000, help="uniform random children for the reference")
     s.add_argument("--json", default=SURROGATE_JSON, help="default: %(default)s")
     s.add_argument("--plot", default=FIG6_SURROGATE, help="default: %(default)s")
-    s.add_argument("--no-plot", action="store_true")
+    s.add_argument("--no-plot", action="store_true", help="skip the PNG (matplotlib is then not needed)")
     r = sub.add_parser("real", help="parts 2, 4, 5 on real search folders or their exports (read-only; "
                                     "seconds)")
     r.add_argument("runs", nargs="+", metavar="RUN", help="a run folder, or its export FILE.csv with the run's "
                                                           "config.json beside it as FILE.config.json")
-    r.add_argument("--last-share", type=float, default=0.25)
-    r.add_argument("--top", type=int, default=5)
+    r.add_argument("--last-share", type=float, default=0.25, help="late children: the last this share of each "
+                                                                  "run (default %(default)s)")
+    r.add_argument("--top", type=int, default=5, help="found models: the K children of highest reward of each run "
+                                                      "(default %(default)s)")
     r.add_argument("--ms-per-image", type=float, help="MnasNet-A1's ms per training image of the paper's proxy "
                                                       "here (default: BENCHMARKS.md's child-cost block)")
     r.add_argument("--json", default=REAL_JSON, help="default: %(default)s")
     r.add_argument("--plot", default=FIG6_REAL, help="default: %(default)s")
-    r.add_argument("--no-plot", action="store_true")
+    r.add_argument("--no-plot", action="store_true", help="skip the PNG (matplotlib is then not needed)")
     table1.add_parser(sub, SURROGATE_JSON)
     o = sub.add_parser("report", help="print the Markdown sections of the saved JSONs, --write: into "
                                       "REPRODUCTION.md (instant)")
-    o.add_argument("--surrogate-json", default=SURROGATE_JSON)
-    o.add_argument("--real-json", default=REAL_JSON)
+    o.add_argument("--surrogate-json", default=SURROGATE_JSON, help="default: %(default)s")
+    o.add_argument("--real-json", default=REAL_JSON, help="default: %(default)s")
     o.add_argument("--table1-json", default=table1.TABLE1_JSON, help="default: %(default)s")
     o.add_argument("--table1", metavar="DIR", help="a table1 --out folder's table instead of --table1-json")
     o.add_argument("--write", action="store_true", help="also put each section into --markdown between its markers")

@@ -307,7 +307,7 @@ def add_parser(sub, surrogate_json: str) -> None:
                    help="epochs of every run (default %(default)s: with --batch-size 32, 1,875 steps, past train's "
                         "1,000-step warning; the 14 runs took 85 minutes on 2 cores beside a 2-worker search; the "
                         "paper's 350 epochs of ImageNet are out of reach here)")
-    t.add_argument("--seeds", type=int, default=2)
+    t.add_argument("--seeds", type=int, default=2, help="training seeds of each model (default %(default)s)")
     t.add_argument("--out", default=DEFAULT_TABLE1, help="the runs' folder (default: %(default)s)")
     t.add_argument("--json", default=TABLE1_JSON, help="the table for `report`, also saved as --out/table1.json "
                                                        "(default: %(default)s)")
@@ -315,7 +315,8 @@ def add_parser(sub, surrogate_json: str) -> None:
     t.add_argument("--found", action="append", metavar="NAME=ARCH",
                    help="take a found model from ARCH instead of the surrogate JSON (repeatable; NAME one of "
                         + ", ".join(FOUND_MODELS) + "; ARCH any `train --arch`, e.g. RUN_DIR:1)")
-    t.add_argument("--surrogate-json", default=surrogate_json)
+    t.add_argument("--surrogate-json", default=surrogate_json, help="where the default found models come from "
+                                                                   "(default: %(default)s)")
     t.add_argument("--speed-from", nargs="+", metavar="DIR", help="table1 folders whose finished runs' images per "
                                                                  "second feed the estimate (e.g. a short test)")
     t.add_argument("--batch-size", type=int, default=32,

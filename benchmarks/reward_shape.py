@@ -212,7 +212,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=1000, help="children per run")
     parser.add_argument("--last", type=int, default=300, help="summarize the last K children of each run")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="runs of each controller setting (default %(default)s)")
     parser.add_argument("--target", type=float, default=75.0, help="T in ms (the paper: 75)")
     parser.add_argument("--controllers", default="default,nasnet",
                         help=f"comma-separated controller settings among {', '.join(CONTROLLERS)}")

@@ -63,9 +63,9 @@ def samples_to_reach(strategy, objective, bar, cap, in_flight=2):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="runs of each strategy (default %(default)s)")
     parser.add_argument("--cap", type=int, default=2000, help="give up after this many samples")
-    parser.add_argument("--space", default="mnasnet")
+    parser.add_argument("--space", default="mnasnet", help="the search space (default %(default)s)")
     parser.add_argument("--spread", type=float, default=1.0,
                         help="rescale the objective to 1 - spread + spread * f: 0.15 mimics a proxy search's rewards "
                              "(0.75-0.87), where raw advantages are small")

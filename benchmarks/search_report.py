@@ -73,7 +73,7 @@ def report(run_dir: str, command: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir")
+    parser.add_argument("run_dir", help="a search's run folder (--out of `mnas search`)")
     parser.add_argument("--append", help="append the section to this markdown file")
     parser.add_argument("--command", default="make search", help="the command that produced the run")
     args = parser.parse_args()

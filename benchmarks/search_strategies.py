@@ -144,8 +144,9 @@ def header(args, what: str) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("compare", choices=("strategies", "asha"))
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("compare", choices=("strategies", "asha"),
+                        help="strategies: mnas, random and evolution at one budget; asha: early stopping on/off")
+    parser.add_argument("--seeds", type=int, default=3, help="strategy seeds (default %(default)s)")
     parser.add_argument("--samples", type=int, default=None,
                         help="children a search (default 24 for strategies, 16 for asha)")
     parser.add_argument("--population", type=int, default=8, help="evolution's population (default 8)")

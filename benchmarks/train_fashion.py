@@ -54,13 +54,16 @@ def fit_images_per_second(config, data, steps: int, warmup: int = 10) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", action="append", required=True)
-    parser.add_argument("--width", type=float, default=0.5)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--fit-steps", type=int, default=150)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default="/tmp/train-bench")
+    parser.add_argument("--arch", action="append", required=True,
+                        help="any `train --arch` (a model name, a block-string file, RUN_DIR:RANK); repeatable")
+    parser.add_argument("--width", type=float, default=0.5, help="multiplies each model's width (default %(default)s)")
+    parser.add_argument("--epochs", type=int, default=3, help="trainer epochs (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=128, help="default %(default)s")
+    parser.add_argument("--fit-steps", type=int, default=150, help="steps of the plain model.fit timed beside the "
+                                                                   "trainer (default %(default)s)")
+    parser.add_argument("--threads", type=int, default=2, help="TensorFlow threads (default %(default)s)")
+    parser.add_argument("--out", default="/tmp/train-bench", help="one folder a model, and results.json "
+                                                                  "(default %(default)s)")
     parser.add_argument("--train-limit", type=int, default=None, help="smoke runs: first N training images")
     parser.add_argument("--eval-limit", type=int, default=None, help="smoke runs: first N test images")
     args = parser.parse_args(argv)

@@ -19,11 +19,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="mnasnet-a1")
-    parser.add_argument("--width", type=float, default=0.5)
-    parser.add_argument("--train-limit", type=int, default=12800)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default="/tmp/train-overhead")
+    parser.add_argument("--arch", default="mnasnet-a1", help="any `train --arch` (default %(default)s)")
+    parser.add_argument("--width", type=float, default=0.5, help="multiplies the model's width (default %(default)s)")
+    parser.add_argument("--train-limit", type=int, default=12800, help="training images, one epoch of batch 128 "
+                                                                       "(default %(default)s)")
+    parser.add_argument("--threads", type=int, default=2, help="TensorFlow threads (default %(default)s)")
+    parser.add_argument("--out", default="/tmp/train-overhead", help="one folder a variant (default %(default)s)")
     args = parser.parse_args(argv)
 
     from mnas.trainer.recipe import Recipe

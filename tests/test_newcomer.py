@@ -4,6 +4,7 @@ command, a quiet start, a replay and an export that say what their numbers mean,
 from __future__ import annotations
 
 import argparse
+import ast
 import io
 import json
 import logging
@@ -263,6 +264,33 @@ def test_verbose_is_accepted_before_and_after_the_command():
     assert parser.parse_args(["describe", "mnasnet-a1"]).verbose is False
     assert parser.parse_args(["latency", "mnasnet-a1", "--verbose"]).verbose is True  # a command's subcommands too
     assert parser.parse_args(["latency", "build-lut", "-o", "t.json", "--verbose"]).verbose is True
+
+
+
+def _options_without_help(parser: argparse.ArgumentParser, path: str = "mnas") -> list[str]:
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                missing += _options_without_help(sub, f"{path} {name}")
+        elif not isinstance(action, argparse._HelpAction) and not action.help:
+            missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+    return missing
+
+
+def test_every_option_of_every_command_line_says_what_it_does():
+    """`--help` explains each option: of `mnas` (walked at run time) and of every script (read from the source)."""
+    assert _options_without_help(cli.build_parser()) == []
+    missing = []
+    for source in sorted(ROOT.glob("**/*.py")):
+        relative = source.relative_to(ROOT)
+        if relative.parts[0] in {".venv", "tests", "build"} or "site-packages" in relative.parts:
+            continue
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument"
+                    and not any(keyword.arg in ("help", None) for keyword in node.keywords)):
+                missing.append(f"{relative}:{node.lineno}")
+    assert missing == []
 
 
 # -- a replay that explains itself -----------------------------------------------------------------------------------
