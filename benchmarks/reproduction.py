@@ -445,21 +445,36 @@ def paper_ms_per_image(path: str = BENCHMARKS_MD) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def run_cost(records: list[dict], threads: int, workers: int, ms_per_image: float | None) -> dict:
-    """Part 5 for one run: its children and CPU-hours, and the same figures scaled to the paper's search."""
+PAUSE_SECONDS = 600    # no child training for this long: the search was stopped (a session's end), not working
+
+
+def busy_stretches(records: list[dict], pause: float = PAUSE_SECONDS) -> list[tuple[float, float]]:
+    """The stretches of time in which the run was working, as (start, end) POSIX seconds: the children's
+    start-to-end intervals merged, across gaps shorter than `pause` (the controller's and Ray's time between
+    children); a longer gap is a stop and a resume, which a run's wall time should not count."""
     from datetime import datetime
 
+    times = sorted((datetime.fromisoformat(r["started_at"]).timestamp(),
+                    datetime.fromisoformat(r["finished_at"]).timestamp())
+                   for r in records if r.get("started_at") and r.get("finished_at"))
+    stretches: list[tuple[float, float]] = []
+    for start, end in times:
+        if stretches and start <= stretches[-1][1] + pause:
+            stretches[-1] = (stretches[-1][0], max(stretches[-1][1], end))
+        else:
+            stretches.append((start, end))
+    return stretches
+
+
+def run_cost(records: list[dict], threads: int, workers: int, ms_per_image: float | None) -> dict:
+    """Part 5 for one run: its children and CPU-hours, and the same figures scaled to the paper's search."""
     cpu = [child_cpu_seconds(r, threads) for r in records]
     train = [r.get("train_seconds") or 0.0 for r in records]
-    times = [(r.get("started_at"), r.get("finished_at")) for r in records if r.get("started_at")
-             and r.get("finished_at")]
-    wall = None
-    if times:
-        wall = (max(datetime.fromisoformat(f) for _, f in times)
-                - min(datetime.fromisoformat(s) for s, _ in times)).total_seconds() / 3600
+    stretches = busy_stretches(records)
+    wall = sum(end - start for start, end in stretches) / 3600 if stretches else None
     per_child = sum(cpu) / len(cpu) / 3600 if cpu else 0.0
     out = {"children": len(records), "cpu_hours": sum(cpu) / 3600, "train_hours": sum(train) / 3600,
-           "wall_hours": wall, "cpu_hours_per_child": per_child, "workers": workers,
+           "wall_hours": wall, "stretches": len(stretches), "cpu_hours_per_child": per_child, "workers": workers,
            "cpu_seconds_measured": sum(1 for r in records if (r.get("extra") or {}).get("cpu_seconds") is not None),
            "this_proxy_8000": {"cpu_hours": per_child * PAPER_SAMPLES,
                                "wall_hours": per_child * PAPER_SAMPLES / max(1, workers)},
@@ -690,14 +705,20 @@ def render_real(result: dict) -> list[str]:
 
 
 def cost_lines(c: dict) -> list[str]:
-    wall = f"{c['wall_hours']:.1f} h wall" if c["wall_hours"] is not None else "wall time unknown"
+    if c["wall_hours"] is None:
+        wall = "wall time unknown"
+    else:
+        stretches = c.get("stretches", 1)
+        wall = (f"{c['wall_hours']:.1f} h wall from the first child's start to the last one's end"
+                + (f", less {stretches - 1} stop(s) of over {PAUSE_SECONDS // 60} minutes with no child training "
+                   "(stopped and resumed)" if stretches > 1 else ""))
     p = c["paper"]
     measured = ("measured process CPU time" if c["cpu_seconds_measured"] == c["children"] else
                 f"measured process CPU time for {c['cpu_seconds_measured']} of them, train + eval seconds x "
                 "threads for the rest")
     lines = [f"Cost: {c['children']} children, {c['cpu_hours']:.1f} CPU-hours ({c['cpu_hours_per_child'] * 60:.1f} "
              f"CPU-minutes a child, {measured}); {c['train_hours']:.1f} h of proxy training (wall, summed over "
-             f"children); {wall} from the first child's start to the last one's end, {c['workers']} workers.",
+             f"children); {wall}, {c['workers']} workers.",
              f"* The same search at the paper's size ({p['children']:,} children) on this proxy: "
              f"{c['this_proxy_8000']['cpu_hours']:,.0f} CPU-hours, {c['this_proxy_8000']['wall_hours']:,.0f} h "
              f"with {c['workers']} workers on an otherwise idle machine (CPU time; a busy one takes longer).",

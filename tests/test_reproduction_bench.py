@@ -134,6 +134,22 @@ def test_run_cost_of_fake_records(bench):
     assert cost["paper_proxy_here"]["child_hours"] == pytest.approx(6_155_835 * 0.1 / 3600)
 
 
+def test_run_cost_leaves_out_the_stops_of_a_run_resumed_across_sessions(bench):
+    def child(start, end):
+        return {"extra": {"cpu_seconds": 60.0}, "started_at": f"2026-12-02T{start}:00+00:00",
+                "finished_at": f"2026-12-02T{end}:00+00:00"}
+
+    # 10:00-11:00 (two workers overlapping, 5 minutes between children), stopped, resumed 15:00-15:30.
+    records = [child("10:00", "10:30"), child("10:10", "10:40"), child("10:45", "11:00"),
+               child("15:00", "15:20"), child("15:25", "15:30")]
+    cost = bench.run_cost(records, threads=1, workers=2, ms_per_image=None)
+    assert cost["stretches"] == 2 and cost["wall_hours"] == pytest.approx(1.5)
+    assert "1.5 h wall from the first child's start to the last one's end, less 1 stop(s) of over 10 minutes" \
+        in bench.cost_lines(cost)[0]
+    assert bench.run_cost(records[:3], threads=1, workers=2, ms_per_image=None)["stretches"] == 1
+    assert "less" not in bench.cost_lines(bench.run_cost(records[:3], threads=1, workers=2, ms_per_image=None))[0]
+
+
 def test_paper_ms_per_image_reads_the_child_cost_block(bench, tmp_path):
     path = tmp_path / "BENCHMARKS.md"
     path.write_text("x\n<!-- child-cost -->\n| child | madds | ms |\n|---|---|---|\n| mnasnet-a1 | 312M | 137.6 | "
