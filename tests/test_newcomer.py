@@ -266,7 +266,6 @@ def test_verbose_is_accepted_before_and_after_the_command():
     assert parser.parse_args(["latency", "build-lut", "-o", "t.json", "--verbose"]).verbose is True
 
 
-
 def _options_without_help(parser: argparse.ArgumentParser, path: str = "mnas") -> list[str]:
     missing = []
     for action in parser._actions:
