@@ -244,8 +244,8 @@ def main(argv=None) -> int:
     parser.add_argument("--train-subset", type=int, default=10000,
                         help="proxy training images (default 10,000, the default proxy's)")
     parser.add_argument("--heldout", type=int, default=5000, help="proxy held-out images (default 5,000)")
-    parser.add_argument("--seed", type=int, default=0, help="the random strategy's seed: every run trains the "
-                                                            "same children (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="the search seed of every run (the random runs then "
+                                                            "train the same children; default %(default)s)")
     parser.add_argument("--runs", default="1,loop,2,cluster,mnas",
                         help="which runs, comma-separated among 1, loop, 2, cluster, mnas (loop needs 1)")
     parser.add_argument("--pairs", type=int, default=2,
